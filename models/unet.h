@@ -1,0 +1,36 @@
+/* The SD-1.5 UNet2DConditionModel family, scaled by base width c. */
+#ifndef LDMC_MODELS_UNET_H
+#define LDMC_MODELS_UNET_H
+
+#include "ir/ir.h"
+
+#define LDMC_UNET_MAX_LEVELS 8
+
+typedef struct ldmc_unet_config {
+  int channels;                         /* base width c (SD-1.5: 320) */
+  int n_levels;                         /* 4 */
+  int channel_mult[LDMC_UNET_MAX_LEVELS]; /* 1,2,4,4 */
+  bool attend[LDMC_UNET_MAX_LEVELS];    /* cross-attention at level i (default: first three) */
+  bool mid_attention;                   /* true */
+  int layers_down;                      /* resnets per down level: 2 (up levels: layers_down + 1) */
+  int heads;                            /* attention heads: 8 */
+  int groups;                           /* GroupNorm groups: 32 */
+  double norm_eps;                      /* 1e-5 */
+  double transformer_norm_eps;          /* 1e-6 (the transformer's GroupNorm); LayerNorms use 1e-5 */
+  int context_dim, context_tokens;      /* 1024 x 77 for the family, 768 x 77 for SD-1.5 */
+  int in_channels, out_channels;        /* 4, 4 */
+  bool linear_proj;                     /* proj_in/proj_out as Linear instead of 1x1 conv */
+  int64_t height, width, batch;         /* latent H x W and batch */
+} ldmc_unet_config;
+
+/* The scaling family's defaults at width c: 64x64 latent, batch 1, context 1024x77. */
+void ldmc_unet_config_default(ldmc_unet_config *cfg, int channels);
+/* SD-1.5 itself: c=320, context 768x77. */
+void ldmc_unet_config_sd15(ldmc_unet_config *cfg);
+
+/* Builds the forward graph. Parameters, in order: sample f32[B,4,H,W],
+ * timestep f32[B], encoder_hidden_states f32[B,T,D], then every weight under
+ * its diffusers state-dict key. One output, out_sample f32[B,4,H,W]. */
+ldmc_status ldmc_unet_build(const ldmc_unet_config *cfg, ldmc_graph **out);
+
+#endif

@@ -1,0 +1,32 @@
+/* Status codes and the thread-local error message every fallible call sets. */
+#ifndef LDMC_SUPPORT_STATUS_H
+#define LDMC_SUPPORT_STATUS_H
+
+typedef enum ldmc_status {
+  LDMC_OK = 0,
+  LDMC_ERR_INVALID, /* bad argument, ill-typed graph, wrong shape */
+  LDMC_ERR_PARSE,   /* malformed text */
+  LDMC_ERR_IO,      /* file missing, unreadable, not writable */
+  LDMC_ERR_FORMAT,  /* malformed or hostile binary file */
+  LDMC_ERR_UNSUPPORTED,
+  LDMC_ERR_NOMEM,
+  LDMC_ERR_INTERNAL,
+  LDMC_STATUS_COUNT
+} ldmc_status;
+
+/* Records a message (printf-style) for the calling thread and returns code. */
+ldmc_status ldmc_error(ldmc_status code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Prepends context ("file x.safetensors: ") to the current message. */
+void ldmc_error_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *ldmc_last_error(void);
+void ldmc_error_clear(void);
+const char *ldmc_status_name(ldmc_status s);
+
+#define LDMC_TRY(expr)                     \
+  do {                                     \
+    ldmc_status ldmc_try_s_ = (expr);      \
+    if (ldmc_try_s_ != LDMC_OK) return ldmc_try_s_; \
+  } while (0)
+
+#endif
