@@ -39,7 +39,8 @@ ldmc_value ldmc_sub(ldmc_builder *b, ldmc_value x, ldmc_value y);
 ldmc_value ldmc_mul(ldmc_builder *b, ldmc_value x, ldmc_value y);
 ldmc_value ldmc_div(ldmc_builder *b, ldmc_value x, ldmc_value y);
 ldmc_value ldmc_scale(ldmc_builder *b, ldmc_value x, double s); /* x * s */
-ldmc_value ldmc_compare(ldmc_builder *b, ldmc_compare dir, ldmc_value x, ldmc_value y);
+/* named _values: ldmc_compare is the direction enum of ir.h */
+ldmc_value ldmc_compare_values(ldmc_builder *b, ldmc_compare dir, ldmc_value x, ldmc_value y);
 ldmc_value ldmc_select(ldmc_builder *b, ldmc_value pred, ldmc_value x, ldmc_value y);
 ldmc_value ldmc_convert(ldmc_builder *b, ldmc_value x, ldmc_dtype dt);
 

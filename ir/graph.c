@@ -34,6 +34,10 @@ void ldmc_graph_free(ldmc_graph *g) {
 
 int32_t ldmc_graph_add(ldmc_graph *g, ldmc_op op, ldmc_dtype dtype, const ldmc_shape *shape, int n_operands,
                        const int32_t *operands, const ldmc_attrs *attrs, const char *scope) {
+  if (n_operands < 0 || (n_operands > 0 && !operands)) {
+    ldmc_error(LDMC_ERR_INVALID, "%s: bad operand list (%d operands)", ldmc_op_name(op), n_operands);
+    return -1;
+  }
   if (g->n_nodes == INT32_MAX) {
     ldmc_error(LDMC_ERR_INVALID, "graph '%s' has too many nodes", g->name);
     return -1;
@@ -170,7 +174,11 @@ int32_t ldmc_graph_find_param(const ldmc_graph *g, const char *name) {
 
 ldmc_flops ldmc_node_flops(const ldmc_graph *g, int32_t id) {
   ldmc_flops f = {0, 0};
+  if (id < 0 || id >= g->n_nodes) return f;
   const ldmc_node *n = &g->nodes[id];
+  if ((unsigned)n->op >= LDMC_OP_COUNT || n->n_operands < 0) return f;
+  for (int i = 0; i < n->n_operands; i++) /* unverified graph: count nothing rather than read wild */
+    if (n->operands[i] < 0 || n->operands[i] >= g->n_nodes) return f;
   ldmc_dtype dts[16];
   ldmc_shape shapes[16];
   int k = n->n_operands < 16 ? n->n_operands : 16; /* only variadic concatenate exceeds, and it has no FLOPs */
@@ -188,8 +196,8 @@ ldmc_flops ldmc_graph_flops(const ldmc_graph *g) {
   ldmc_flops t = {0, 0};
   for (int32_t i = 0; i < g->n_nodes; i++) {
     ldmc_flops f = ldmc_node_flops(g, i);
-    t.mac += f.mac;
-    t.other += f.other;
+    t.mac = f.mac > INT64_MAX - t.mac ? INT64_MAX : t.mac + f.mac; /* saturate like the rules */
+    t.other = f.other > INT64_MAX - t.other ? INT64_MAX : t.other + f.other;
   }
   return t;
 }

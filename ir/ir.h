@@ -222,14 +222,24 @@ typedef struct ldmc_tensor {
   void *data;      /* 64-byte aligned when owned */
   size_t nbytes;
   bool owns_data;
+  /* Non-empty for tensors of a safetensors dtype ldmc does not compute with
+   * ("F64", "U8", "F8_E4M3", ...): data holds those raw bytes, nbytes =
+   * numel x ldmc_raw_dtype_size(raw_dtype), and dtype is LDMC_DTYPE_COUNT so
+   * dtype-dispatching code refuses it instead of misreading it. */
+  char raw_dtype[12];
 } ldmc_tensor;
+
+/* Element size of a raw (non-native) safetensors dtype name, 0 if unknown. */
+size_t ldmc_raw_dtype_size(const char *name);
 
 /* Allocates zeroed, 64-byte aligned storage for dtype x shape. */
 ldmc_status ldmc_tensor_alloc(ldmc_tensor *t, const char *name, ldmc_dtype dtype, const ldmc_shape *shape);
 void ldmc_tensor_release(ldmc_tensor *t);
 /* Element access across dtypes (floats widened exactly; ints as doubles). */
 double ldmc_tensor_get(const ldmc_tensor *t, int64_t i);
-void ldmc_tensor_set(ldmc_tensor *t, int64_t i, double v); /* rounds to nearest even for bf16/f16 */
+/* Rounds to nearest even for bf16/f16 (correctly, from the double); ints
+ * truncate toward zero and saturate, NaN -> 0. */
+void ldmc_tensor_set_elem(ldmc_tensor *t, int64_t i, double v);
 
 /* An ordered list of named tensors (safetensors file, module weights, inputs). */
 typedef struct ldmc_tensor_set {
@@ -256,5 +266,18 @@ typedef struct ldmc_module {
 ldmc_status ldmc_module_encode(const ldmc_module *m, uint8_t **out, size_t *out_len);
 ldmc_status ldmc_module_decode(const uint8_t *data, size_t len, ldmc_module *out);
 void ldmc_module_free(ldmc_module *m);
+/* As ldmc_module_decode, but refuses (LDMC_ERR_FORMAT) files whose tensors and
+ * constants would take more than max_bytes once decompressed; 0 = no limit.
+ * For untrusted input, where a small file could expand enormously. */
+ldmc_status ldmc_module_decode_limited(const uint8_t *data, size_t len, uint64_t max_bytes, ldmc_module *out);
+/* Streaming encode, so a large module never sits in memory twice: write()
+ * receives the file's bytes in order, then patch() rewrites the fixed-size
+ * prelude at offset 0 (a seekable destination: a file, a buffer). */
+typedef struct ldmc_byte_sink {
+  ldmc_status (*write)(void *ctx, const void *data, size_t len);
+  ldmc_status (*patch)(void *ctx, uint64_t offset, const void *data, size_t len);
+  void *ctx;
+} ldmc_byte_sink;
+ldmc_status ldmc_module_encode_to(const ldmc_module *m, const ldmc_byte_sink *sink);
 
 #endif

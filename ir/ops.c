@@ -19,7 +19,7 @@ enum {
 #undef LDMC_OP
   LDMC_OP_ROWS
 };
-_Static_assert(LDMC_OP_ROWS == LDMC_OP_COUNT, "ops.def rows and ldmc_op enum agree");
+_Static_assert((int)LDMC_OP_ROWS == (int)LDMC_OP_COUNT, "ops.def rows and ldmc_op enum agree");
 _Static_assert(LDMC_ATTR_COUNT <= 64, "attribute masks are 64-bit");
 
 const ldmc_attr_info ldmc_attr_table[LDMC_ATTR_COUNT] = {

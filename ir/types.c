@@ -78,6 +78,12 @@ ldmc_status ldmc_attrs_copy(ldmc_attrs *dst, const ldmc_attrs *src) {
   dst->name = NULL;
   dst->value.data = NULL;
   if (src->name && !(dst->name = strdup(src->name))) return ldmc_error(LDMC_ERR_NOMEM, "out of memory copying a name");
+  if (src->value.nbytes && !src->value.data) {
+    free(dst->name);
+    dst->name = NULL;
+    dst->value.nbytes = 0;
+    return ldmc_error(LDMC_ERR_INVALID, "constant value claims %zu bytes but has no data", src->value.nbytes);
+  }
   if (src->value.nbytes) {
     dst->value.data = malloc(src->value.nbytes);
     if (!dst->value.data) {
@@ -142,14 +148,23 @@ double ldmc_tensor_get(const ldmc_tensor *t, int64_t i) {
   }
 }
 
-void ldmc_tensor_set(ldmc_tensor *t, int64_t i, double v) {
+void ldmc_tensor_set_elem(ldmc_tensor *t, int64_t i, double v) {
   uint8_t *p = (uint8_t *)t->data;
   switch (t->dtype) {
     case LDMC_F32: { float f = (float)v; memcpy(p + 4 * i, &f, 4); break; }
-    case LDMC_BF16: { uint16_t h = ldmc_f32_to_bf16((float)v); memcpy(p + 2 * i, &h, 2); break; }
-    case LDMC_F16: { uint16_t h = ldmc_f32_to_f16((float)v); memcpy(p + 2 * i, &h, 2); break; }
-    case LDMC_I32: { int32_t x = (int32_t)v; memcpy(p + 4 * i, &x, 4); break; }
-    case LDMC_I64: { int64_t x = (int64_t)v; memcpy(p + 8 * i, &x, 8); break; }
+    case LDMC_BF16: { uint16_t h = ldmc_f64_to_bf16(v); memcpy(p + 2 * i, &h, 2); break; }
+    case LDMC_F16: { uint16_t h = ldmc_f64_to_f16(v); memcpy(p + 2 * i, &h, 2); break; }
+    /* ints: toward zero, saturating, NaN -> 0 (a plain cast would be undefined) */
+    case LDMC_I32: {
+      int32_t x = v != v ? 0 : v <= INT32_MIN ? INT32_MIN : v >= INT32_MAX ? INT32_MAX : (int32_t)v;
+      memcpy(p + 4 * i, &x, 4);
+      break;
+    }
+    case LDMC_I64: {
+      int64_t x = v != v ? 0 : v <= -0x1p63 ? INT64_MIN : v >= 0x1p63 ? INT64_MAX : (int64_t)v;
+      memcpy(p + 8 * i, &x, 8);
+      break;
+    }
     case LDMC_PRED: p[i] = v != 0.0; break;
     default: break;
   }

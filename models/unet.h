@@ -21,6 +21,8 @@ typedef struct ldmc_unet_config {
   int in_channels, out_channels;        /* 4, 4 */
   bool linear_proj;                     /* proj_in/proj_out as Linear instead of 1x1 conv */
   int64_t height, width, batch;         /* latent H x W and batch */
+  int transformer_depth;                /* BasicTransformerBlocks per Transformer2DModel; 0 means 1 */
+  int ff_mult;                          /* GEGLU inner width / dim; 0 means 4 */
 } ldmc_unet_config;
 
 /* The scaling family's defaults at width c: 64x64 latent, batch 1, context 1024x77. */
@@ -32,5 +34,22 @@ void ldmc_unet_config_sd15(ldmc_unet_config *cfg);
  * timestep f32[B], encoder_hidden_states f32[B,T,D], then every weight under
  * its diffusers state-dict key. One output, out_sample f32[B,4,H,W]. */
 ldmc_status ldmc_unet_build(const ldmc_unet_config *cfg, ldmc_graph **out);
+
+/* Checks a config (widths divisible by groups and heads, latent divisible by
+ * 2^(levels-1), ...); the message names the field. */
+ldmc_status ldmc_unet_config_check(const ldmc_unet_config *cfg);
+
+/* The graph's inputs (not weights), in parameter order. */
+#define LDMC_UNET_N_INPUTS 3
+extern const char *const ldmc_unet_input_names[LDMC_UNET_N_INPUTS]; /* sample, timestep, encoder_hidden_states */
+
+/* The shared CLI options: channels "320" (one width), latent "HxW" or "HxWxC"
+ * (C = in/out channels), context "DxT" (width x tokens), batch >= 1 (0 keeps 1).
+ * NULL strings keep the family defaults (64x64x4, 1024x77). Starts from
+ * ldmc_unet_config_default. */
+ldmc_status ldmc_unet_config_from_args(ldmc_unet_config *cfg, const char *channels, const char *latent,
+                                       const char *context, int64_t batch);
+/* Parses "64,96,128" into at most max widths. */
+ldmc_status ldmc_unet_parse_widths(const char *s, int *out, int max, int *n_out);
 
 #endif

@@ -1,5 +1,7 @@
 #include "support/half.h"
 
+#include <math.h>
+
 float ldmc_f16_to_f32(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, u;
   if (exp == 0) {
@@ -42,3 +44,20 @@ uint16_t ldmc_f32_to_f16(float f) {
   if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) r++;
   return (uint16_t)(sign | r);
 }
+
+/* double -> float rounded to odd (truncate, then set the last bit if inexact).
+ * Rounding that to a format with at most 24 - 2 bits of precision is then the
+ * correctly rounded result (f16 has 11 bits, bf16 8). */
+static float f32_round_odd(double v) {
+  float f = (float)v;
+  if (isnan(v) || (double)f == v) return f;
+  if (fabs((double)f) > fabs(v)) f = nextafterf(f, 0.0f);
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  u |= 1u;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+uint16_t ldmc_f64_to_f16(double v) { return ldmc_f32_to_f16(f32_round_odd(v)); }
+uint16_t ldmc_f64_to_bf16(double v) { return ldmc_f32_to_bf16(f32_round_odd(v)); }

@@ -19,4 +19,8 @@ static inline uint16_t ldmc_f32_to_bf16(float f) {
 }
 float ldmc_f16_to_f32(uint16_t h);
 uint16_t ldmc_f32_to_f16(float f);
+/* Correctly rounded (nearest even) from double: going through float with
+ * round-to-nearest would round twice and can miss a tie. */
+uint16_t ldmc_f64_to_f16(double v);
+uint16_t ldmc_f64_to_bf16(double v);
 #endif

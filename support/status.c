@@ -21,7 +21,12 @@ void ldmc_error_prefix(const char *fmt, ...) {
   vsnprintf(prefix, sizeof prefix, fmt, ap);
   va_end(ap);
   memcpy(old, g_message, sizeof old);
-  snprintf(g_message, sizeof g_message, "%s%s", prefix, old);
+  /* prefix + old, truncated to the buffer (memcpy: no format-truncation warning) */
+  size_t pl = strlen(prefix), ol = strlen(old); /* both NUL-terminated, prefix < 512 */
+  if (ol > sizeof g_message - 1 - pl) ol = sizeof g_message - 1 - pl;
+  memcpy(g_message, prefix, pl);
+  memcpy(g_message + pl, old, ol);
+  g_message[pl + ol] = 0;
 }
 
 const char *ldmc_last_error(void) { return g_message[0] ? g_message : "no error message"; }

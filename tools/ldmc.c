@@ -1,6 +1,101 @@
-/* Placeholder entry point until the driver lands. */
+/* The `ldmc` driver: a table of subcommands, `ldmc --help`, `ldmc help CMD`. */
 #include <stdio.h>
-int main(void) {
-  puts("ldmc " LDMC_VERSION);
-  return 0;
+#include <string.h>
+
+#include "tools/cli_args.h"
+#include "tools/commands.h"
+
+typedef struct ldmc_subcommand {
+  const char *name;
+  const char *summary;
+  int (*run)(int argc, char **argv);
+} ldmc_subcommand;
+
+static const ldmc_subcommand commands[] = {
+    {"version", "print the ldmc version, the LLVM it was built against and the build type", ldmc_cmd_version},
+    {"inspect", "list the tensors of a .safetensors or .ldmc file and summarize its graph", ldmc_cmd_inspect},
+    {"print", "print the graph of a .ldmc file (or a text IR file) as text IR", ldmc_cmd_print},
+    {"convert", "convert between text IR, .ldmc modules and .safetensors weights", ldmc_cmd_convert},
+    {"run", "run a graph (or a built-in model) on a backend over named input tensors", ldmc_cmd_run},
+    {"compile", "run a target's pass pipeline; print the fused kernels and peak memory", ldmc_cmd_compile},
+    {"stats", "parameters, GFLOPs per step and activation memory of U-Net variants", ldmc_cmd_stats},
+    {"compile", "run the pass pipeline for a target: fused kernels and planned peak memory", ldmc_cmd_compile},
+};
+#define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
+
+/* Commands written in other areas' files: a weak stub keeps the table linking
+ * while such a file is absent. */
+static int missing_command(char **argv) {
+  fprintf(stderr, "ldmc %s: not available in this build\n", argv[0]);
+  return LDMC_EXIT_FAIL;
+}
+__attribute__((weak)) int ldmc_cmd_stats(int argc, char **argv) {
+  (void)argc;
+  return missing_command(argv);
+}
+__attribute__((weak)) int ldmc_cmd_compile(int argc, char **argv) {
+  (void)argc;
+  return missing_command(argv);
+}
+
+static void print_usage(FILE *f) {
+  fprintf(f,
+          "usage: ldmc COMMAND [ARGS...]\n"
+          "       ldmc help COMMAND | ldmc COMMAND --help\n\n"
+          "ldmc compiles and runs dataflow graphs of diffusion models.\n\ncommands:\n");
+  for (int i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+  fprintf(f,
+          "\nglobal flags:\n"
+          "  -h, --help     show this help\n"
+          "  --version      same as `ldmc version`\n"
+          "\nExit status: 0 success, 1 runtime or file error, 2 usage error.\n"
+          "See docs/cli.md for the full manual.\n");
+}
+
+static const ldmc_subcommand *find_command(const char *name) {
+  for (int i = 0; i < N_COMMANDS; i++)
+    if (strcmp(commands[i].name, name) == 0) return &commands[i];
+  return NULL;
+}
+
+static int unknown_command(const char *name) {
+  fprintf(stderr, "ldmc: unknown command '%s' (see ldmc --help)\n", name);
+  return LDMC_EXIT_USAGE;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    print_usage(stderr);
+    return LDMC_EXIT_USAGE;
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+    print_usage(stdout);
+    return LDMC_EXIT_OK;
+  }
+  if (strcmp(cmd, "--version") == 0) {
+    char *args[] = {"version", NULL};
+    return ldmc_cmd_version(1, args);
+  }
+  if (strcmp(cmd, "help") == 0) {
+    if (argc == 2) {
+      print_usage(stdout);
+      return LDMC_EXIT_OK;
+    }
+    if (argc > 3) {
+      fprintf(stderr, "ldmc help: expected one command name, got %d arguments\n", argc - 2);
+      return LDMC_EXIT_USAGE;
+    }
+    const ldmc_subcommand *sc = find_command(argv[2]);
+    if (!sc) return unknown_command(argv[2]);
+    char *args[] = {(char *)sc->name, "--help", NULL};
+    return sc->run(2, args);
+  }
+  if (cmd[0] == '-') {
+    fprintf(stderr, "ldmc: unknown flag '%s' (see ldmc --help)\n", cmd);
+    return LDMC_EXIT_USAGE;
+  }
+  const ldmc_subcommand *sc = find_command(cmd);
+  if (!sc) return unknown_command(cmd);
+  return sc->run(argc - 1, argv + 1);
 }

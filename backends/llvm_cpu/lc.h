@@ -1,0 +1,339 @@
+/* Internals of the LLVM CPU backend: targets, the JIT and its kernel cache,
+ * IR-building helpers, kernel descriptors, and the execution plan.
+ *
+ * Every kernel has one ABI:
+ *   void ldmc_k_<hash>(void *const *bufs, int64_t t0, int64_t t1, void *scratch)
+ * It computes tiles [t0, t1) of its work; bufs[0] is its output, the rest its
+ * operands (kind-specific order); scratch is a per-thread workspace of the
+ * kernel's `scratch` bytes. A kernel's code is a function of its descriptor
+ * only (never of buffer addresses), so kernels with equal keys are compiled
+ * once and shared between graphs. */
+#ifndef LDMC_BACKENDS_LLVM_CPU_LC_H
+#define LDMC_BACKENDS_LLVM_CPU_LC_H
+
+#include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
+#include <stdarg.h>
+#include <stdint.h>
+
+#include "backends/llvm_cpu/llvm_cpu.h"
+
+/* ---- strings ------------------------------------------------------------------ */
+typedef struct lc_sb {
+  char *s;
+  size_t n, cap;
+  bool oom;
+} lc_sb;
+void ldmc_lc_sb_printf(lc_sb *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ldmc_lc_sb_ints(lc_sb *sb, const int64_t *v, int n); /* "a,b,c" */
+void ldmc_lc_sb_hex(lc_sb *sb, const void *data, size_t n);
+uint64_t ldmc_lc_hash(const char *s, size_t n);          /* FNV-1a 64 */
+
+/* ---- targets -------------------------------------------------------------------- */
+typedef struct lc_target {
+  ldmc_llvm_cpu_isa isa;
+  char triple[128], cpu[64], features[4096];
+  int W;              /* f32 lanes of a vector register */
+  int mr, nr;         /* GEMM register tile: mr rows x nr columns (nr = 2W) */
+  int kc, nc;         /* GEMM cache blocking: K block, N block */
+  bool avx512bf16;
+} lc_target;
+
+/* The target for isa (AUTO = ldmc_llvm_cpu_current_isa). Static storage. */
+ldmc_status ldmc_lc_target_get(ldmc_llvm_cpu_isa isa, const lc_target **out);
+LLVMTargetMachineRef ldmc_lc_tm_create(const lc_target *t);
+void ldmc_lc_llvm_init(void);
+
+/* ---- kernels ---------------------------------------------------------------------- */
+typedef void (*lc_kernel_fn)(void *const *bufs, int64_t t0, int64_t t1, void *scratch);
+
+typedef enum lc_kind {
+  LC_K_EW,      /* loop nest over a box: expression of strided loads, one store */
+  LC_K_REDUCE,  /* sum / max / min over dims */
+  LC_K_SOFTMAX, /* softmax over one axis of [outer, A, inner] */
+  LC_K_NORM,    /* group_norm / layer_norm rows, optional fused silu */
+  LC_K_PACK,    /* GEMM operand A packed into mr-row panels */
+  LC_K_GEMM,    /* register-blocked GEMM / implicit-GEMM convolution */
+  LC_K_ATTN,    /* flash attention with online softmax */
+  LC_K_COUNT
+} lc_kind;
+
+typedef struct lc_kernel {
+  lc_kind kind;
+  void *desc;      /* kind-specific descriptor (owned) */
+  char *key;       /* canonical text of the descriptor (owned) */
+  uint64_t hash;
+  int n_bufs;
+  int64_t n_tiles;
+  size_t scratch;  /* bytes per thread */
+  lc_kernel_fn fn; /* after ldmc_lc_jit_compile */
+  char sym[40];    /* "ldmc_k_<hash>" */
+} lc_kernel;
+
+/* Takes ownership of desc (calloc'd, so padding is zero); the key is the
+ * ISA, the kind and the descriptor's bytes. NULL on OOM. */
+lc_kernel *ldmc_lc_kernel_new(lc_kind kind, void *desc, size_t desc_size, const lc_target *t);
+void ldmc_lc_kernel_free(lc_kernel *k);
+
+/* ---- code generation ------------------------------------------------------------------ */
+#define LC_MAX_BUFS 20
+
+typedef struct lc_cg {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+  const lc_target *t;
+  int W;
+  LLVMTypeRef f32, i1, i8, i16, i32, i64, ptr, vd; /* vd: void */
+  LLVMValueRef fn;                                 /* the function being built */
+  LLVMValueRef buf[LC_MAX_BUFS], t0, t1, scratch;  /* its parameters (noalias pointers) */
+} lc_cg;
+
+void ldmc_lc_cg_init(lc_cg *cg, LLVMContextRef ctx, LLVMModuleRef mod, const lc_target *t);
+void ldmc_lc_cg_dispose(lc_cg *cg);
+/* Emits kernel k as external function `name` (its body in an internal,
+ * always-inlined function whose buffer pointers are noalias). */
+void ldmc_lc_emit_kernel(lc_cg *cg, const lc_kernel *k, const char *name);
+void ldmc_lc_set_fn_attrs(lc_cg *cg, LLVMValueRef fn);
+
+/* constants and types */
+LLVMTypeRef lc_vt(lc_cg *cg, LLVMTypeRef elt, int w); /* <w x elt> */
+LLVMValueRef lc_i64(lc_cg *cg, int64_t v);
+LLVMValueRef lc_i32(lc_cg *cg, int32_t v);
+LLVMValueRef lc_f32(lc_cg *cg, double v);
+LLVMValueRef lc_splat(lc_cg *cg, LLVMValueRef scalar, int w);
+LLVMValueRef lc_fconst(lc_cg *cg, double v, int w);   /* <w x float> splat */
+LLVMValueRef lc_iconst(lc_cg *cg, LLVMTypeRef ity, int64_t v, int w);
+LLVMValueRef lc_lane_iota(lc_cg *cg, LLVMTypeRef ity, int w); /* <0, 1, ..., w-1> */
+/* memory */
+LLVMValueRef lc_gep(lc_cg *cg, LLVMTypeRef elt, LLVMValueRef p, LLVMValueRef idx);
+LLVMValueRef lc_load(lc_cg *cg, LLVMTypeRef ty, LLVMValueRef p, unsigned align);
+void lc_store(lc_cg *cg, LLVMValueRef v, LLVMValueRef p, unsigned align);
+LLVMValueRef lc_mask_lt(lc_cg *cg, LLVMValueRef n, int w, int64_t lane0); /* lane0 + i < n */
+LLVMValueRef lc_masked_load(lc_cg *cg, LLVMTypeRef vty, LLVMValueRef p, LLVMValueRef mask, LLVMValueRef passthru);
+void lc_masked_store(lc_cg *cg, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask);
+LLVMValueRef lc_gather(lc_cg *cg, LLVMTypeRef elt, LLVMValueRef base, LLVMValueRef idx_vec, int w);
+/* intrinsics: overloaded on types tys[0..nt) */
+LLVMValueRef lc_intr(lc_cg *cg, const char *name, LLVMTypeRef *tys, int nt, LLVMValueRef *args, int na);
+LLVMValueRef lc_fma(lc_cg *cg, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c);
+LLVMValueRef lc_fmax(lc_cg *cg, LLVMValueRef a, LLVMValueRef b); /* maxnum: ignores NaN */
+LLVMValueRef lc_fmin(lc_cg *cg, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef lc_smin64(lc_cg *cg, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef lc_smax64(lc_cg *cg, LLVMValueRef a, LLVMValueRef b);
+/* horizontal reduction of a float vector: 0 sum, 1 max, 2 min */
+LLVMValueRef lc_hreduce(lc_cg *cg, LLVMValueRef v, int kind);
+int lc_width(LLVMValueRef v); /* lanes of a vector value */
+
+/* Structured control flow. A loop runs iv from start while iv < end by step,
+ * carrying n values (phis) that lc_for_end updates; after lc_for_end the
+ * carried phis hold the final values. */
+#define LC_MAX_CARRY 64
+typedef struct lc_loop {
+  LLVMBasicBlockRef pre, header, body, exit;
+  LLVMValueRef iv, step;
+  int n;
+  LLVMValueRef phi[LC_MAX_CARRY];
+} lc_loop;
+LLVMValueRef lc_for(lc_cg *cg, lc_loop *l, LLVMValueRef start, LLVMValueRef end, LLVMValueRef step, int n,
+                    LLVMValueRef *init);
+void lc_for_end(lc_cg *cg, lc_loop *l, LLVMValueRef *next);
+typedef struct lc_if {
+  LLVMBasicBlockRef then_bb, else_bb, join;
+  bool has_else;
+} lc_if;
+void lc_if_begin(lc_cg *cg, lc_if *f, LLVMValueRef cond);
+void lc_if_else(lc_cg *cg, lc_if *f);
+void lc_if_end(lc_cg *cg, lc_if *f);
+
+/* dtype storage <-> compute form (floats as f32, i32, i64, pred as i1) */
+LLVMTypeRef lc_store_ty(lc_cg *cg, ldmc_dtype dt);
+LLVMTypeRef lc_comp_ty(lc_cg *cg, ldmc_dtype dt);
+LLVMValueRef lc_to_comp(lc_cg *cg, ldmc_dtype dt, LLVMValueRef stored);  /* vectors */
+LLVMValueRef lc_to_store(lc_cg *cg, ldmc_dtype dt, LLVMValueRef comp);
+/* load / store w elements at p[idx..] in compute form (contiguous) */
+LLVMValueRef lc_load_comp(lc_cg *cg, ldmc_dtype dt, LLVMValueRef p, LLVMValueRef idx, int w, LLVMValueRef mask);
+void lc_store_comp(lc_cg *cg, ldmc_dtype dt, LLVMValueRef v, LLVMValueRef p, LLVMValueRef idx, LLVMValueRef mask);
+
+/* vector math on <w x float> (math.c) */
+LLVMValueRef lc_exp(lc_cg *cg, LLVMValueRef x);
+LLVMValueRef lc_log(lc_cg *cg, LLVMValueRef x);
+LLVMValueRef lc_tanh(lc_cg *cg, LLVMValueRef x);
+LLVMValueRef lc_logistic(lc_cg *cg, LLVMValueRef x);
+LLVMValueRef lc_erf(lc_cg *cg, LLVMValueRef x);
+LLVMValueRef lc_sin(lc_cg *cg, LLVMValueRef x);
+LLVMValueRef lc_cos(lc_cg *cg, LLVMValueRef x);
+LLVMValueRef lc_pow(lc_cg *cg, LLVMValueRef x, LLVMValueRef y);
+LLVMValueRef lc_silu(lc_cg *cg, LLVMValueRef x);
+LLVMValueRef lc_gelu(lc_cg *cg, LLVMValueRef x);
+
+/* ---- kernel descriptors ----------------------------------------------------------------- */
+/* A strided view: element (i_0..i_r-1) of a box lives at off + sum i_d * st[d]. */
+typedef struct lc_stream {
+  uint8_t dt;   /* ldmc_dtype */
+  uint8_t iota; /* 1: no memory; the value is the index off + sum i_d*st[d] */
+  int64_t off;
+  int64_t st[LDMC_MAX_RANK];
+} lc_stream;
+
+#define LC_EW_MAX_IN 16
+#define LC_EW_MAX_INS 48
+enum { LC_EW_LOAD = 1000, LC_EW_CONST }; /* expression ops beyond the ldmc_op elementwise ones */
+typedef struct lc_ew_ins {
+  int16_t op;    /* ldmc_op (elementwise or silu/gelu), LC_EW_LOAD (arg = input), LC_EW_CONST */
+  uint8_t dt;    /* result dtype */
+  int8_t a[3];   /* operand instruction indices */
+  int32_t arg;   /* input index (load), direction (compare) */
+  double cval;   /* constant */
+} lc_ew_ins;
+
+typedef struct lc_ew_desc {
+  int rank;
+  int64_t dims[LDMC_MAX_RANK];
+  lc_stream out;
+  int n_in;
+  lc_stream in[LC_EW_MAX_IN]; /* input i is bufs[1 + i] */
+  int n_ins;
+  lc_ew_ins ins[LC_EW_MAX_INS]; /* the last one is stored */
+  int64_t rows_per_tile, chunk; /* set by ldmc_lc_ew_finish */
+} lc_ew_desc;
+/* Merges dims, drops unit dims, picks the tiling; returns the tile count. */
+int64_t ldmc_lc_ew_finish(lc_ew_desc *d, const lc_target *t);
+
+typedef struct lc_reduce_desc {
+  uint8_t dt, kind;            /* ldmc_dtype, ldmc_reduce_kind */
+  int nk, nr;                  /* kept dims (output order), reduced dims */
+  int64_t kdim[LDMC_MAX_RANK], kst[LDMC_MAX_RANK]; /* input strides of kept dims */
+  int64_t rdim[LDMC_MAX_RANK], rst[LDMC_MAX_RANK];
+  int64_t rows_per_tile;       /* output rows (all kept dims but the last) per tile */
+} lc_reduce_desc;
+
+typedef struct lc_softmax_desc {
+  uint8_t dt;
+  int64_t outer, len, inner; /* softmax over len; element (o, a, i) at (o*len + a)*inner + i */
+  int64_t per_tile;
+} lc_softmax_desc;
+
+typedef struct lc_norm_desc {
+  uint8_t dt;
+  uint8_t silu;         /* fused activation after the affine */
+  int64_t rows;         /* normalized groups: group_norm N*G, layer_norm prod(dims[:axis]) */
+  int64_t len;          /* elements per row */
+  int64_t gsize;        /* consecutive elements sharing one gamma/beta (group_norm: spatial size; layer_norm: 1) */
+  int64_t gper;         /* gamma entries per row (group_norm: C/G; layer_norm: len) */
+  int64_t gmod;         /* rows cycle through gamma blocks: gamma index base = (row % gmod) * gper */
+  double eps;
+} lc_norm_desc;
+
+/* C[b][m][n] = sum_k A[b][m][k] B[b][k][n] in f32, b = b1 * nb2 + b2.
+ * bufs: 0 = C (f32), 1 = A (or its packed panels), 2 = B (or the conv input). */
+typedef struct lc_gemm_desc {
+  uint8_t dt;        /* storage dtype of A and B (C is always f32) */
+  uint8_t a_packed;  /* A comes as LC_K_PACK panels */
+  uint8_t conv;      /* B is the im2col of a convolution input, built while packing */
+  int64_t M, N, K, nb1, nb2;
+  int64_t a_st[4];   /* direct A: b1, b2, m, k strides (k stride 1) */
+  int64_t a_pb[2];   /* packed A: b1, b2 strides between batch panels (elements) */
+  int64_t b_st[4];   /* strided B: b1, b2, k, n strides */
+  int64_t c_st[3];   /* C: b1, b2, m strides; n stride 1 */
+  /* conv: B[k][n], k = (ci, ky, kx), n = (oy, ox), reads x at b1 * x_st[0] +
+   * (b2 * cg + ci) * x_st[1] + iy * x_st[2] + ix * x_st[3] */
+  int64_t x_st[4];
+  int64_t cg, H, Wd, kh, kw, sh, sw, ph, pw, dh, dw, OW;
+  int mr, nr, kc, nc;
+  int64_t mc;        /* rows per tile */
+} lc_gemm_desc;
+
+/* A[b1][b2][m][k] -> f32 panels [pb][m / mr][k][mr] (rows past M zero); the
+ * batch panels cover b1 (if a_st[0] != 0) and b2 (if a_st[1] != 0). */
+typedef struct lc_pack_desc {
+  uint8_t dt;
+  int64_t M, K, n1, n2; /* batch extents packed (1 where A does not vary) */
+  int64_t a_st[4];
+  int mr;
+} lc_pack_desc;
+
+/* softmax(scale q k^T) v without the N x M matrix: per tile of br query rows,
+ * key blocks of bc with a running max and sum. bufs: 0 = out [B,N,E] (dt),
+ * 1 = q [B,N,D] (dt), 2 = k^T as f32 [B][D][Mp], 3 = v as f32 [B][M][Ep]. */
+typedef struct lc_attn_desc {
+  uint8_t dt;
+  int64_t B, N, M, D, E, Mp, Ep;
+  double scale;
+  int br, bc, rb; /* query rows per tile, keys per block, rows per register block */
+} lc_attn_desc;
+
+void ldmc_lc_emit_ew(lc_cg *cg, const lc_ew_desc *d);
+void ldmc_lc_emit_reduce(lc_cg *cg, const lc_reduce_desc *d);
+void ldmc_lc_emit_softmax(lc_cg *cg, const lc_softmax_desc *d);
+void ldmc_lc_emit_norm(lc_cg *cg, const lc_norm_desc *d);
+void ldmc_lc_emit_pack(lc_cg *cg, const lc_pack_desc *d);
+void ldmc_lc_emit_gemm(lc_cg *cg, const lc_gemm_desc *d);
+void ldmc_lc_emit_attn(lc_cg *cg, const lc_attn_desc *d);
+
+/* ---- JIT and kernel cache (jit.c) ------------------------------------------------------------ */
+/* Gives every kernel its function pointer: from the in-memory cache when a
+ * kernel with the same key was compiled before, else by generating all the
+ * missing kernels into one module, optimizing it (default<O3>) and adding it
+ * to the level's LLJIT. cache_dir (optional) keeps objects on disk. */
+ldmc_status ldmc_lc_jit_compile(const lc_target *t, lc_kernel **ks, int n, const char *cache_dir, int verbose);
+/* Optimizes a module with the target's pass pipeline. */
+ldmc_status ldmc_lc_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm);
+void ldmc_lc_stats_add(int64_t requested, int64_t compiled, int64_t hits, int64_t disk_hits, double seconds);
+
+/* ---- plans (plan.c, lower*.c, exec.c) ------------------------------------------------------------ */
+typedef enum lc_buf_kind { LC_BUF_NONE, LC_BUF_INPUT, LC_BUF_CONST, LC_BUF_ARENA } lc_buf_kind;
+typedef struct lc_buf {
+  lc_buf_kind kind;
+  int32_t param;      /* input: parameter index */
+  const void *data;   /* const: literal data */
+  size_t size, offset; /* arena: bytes and offset */
+  int32_t def, last;  /* first and last step using it */
+} lc_buf;
+
+typedef struct lc_ref {
+  int32_t buf; /* -1: none */
+  size_t off;  /* bytes into the buffer */
+} lc_ref;
+
+typedef struct lc_step {
+  lc_kernel *k;    /* NULL: the node runs on the interpreter */
+  int32_t node;
+  int n_refs;
+  lc_ref refs[LC_MAX_BUFS]; /* kernel bufs; fallback: output, then operands */
+} lc_step;
+
+typedef struct lc_plan {
+  const ldmc_graph *g; /* borrowed */
+  const lc_target *t;
+  int threads;
+  lc_buf *bufs;
+  int32_t n_bufs, cap_bufs;
+  lc_ref *value; /* per node */
+  int32_t *uses;  /* per node: operand uses plus output uses */
+  uint8_t *done;  /* per node: already computed by a fused step */
+  lc_step *steps;
+  int32_t n_steps, cap_steps;
+  size_t arena_bytes, scratch_bytes;
+  int64_t n_fallback;
+} lc_plan;
+
+ldmc_status ldmc_lc_plan_build(const ldmc_graph *g, const lc_target *t, int threads, bool allow_fallback, lc_plan *p);
+void ldmc_lc_plan_free(lc_plan *p);
+/* building blocks for the lowering */
+int32_t ldmc_lc_plan_new_buf(lc_plan *p, lc_buf_kind kind, size_t size);
+ldmc_status ldmc_lc_plan_add_step(lc_plan *p, lc_kernel *k, int32_t node, int n_refs, const lc_ref *refs);
+/* Lowers node id into steps (lower.c); *handled false if the op has no kernel. */
+ldmc_status ldmc_lc_lower_node(lc_plan *p, int32_t id, bool *handled);
+ldmc_status ldmc_lc_lower_contract(lc_plan *p, int32_t id, bool *handled); /* dot_general, convolution */
+int32_t ldmc_lc_sole_consumer(const lc_plan *p, int32_t id, ldmc_op op);
+/* row-major strides of a shape, in elements */
+void ldmc_lc_strides(const ldmc_shape *s, int64_t *st);
+int64_t ldmc_lc_numel(const ldmc_shape *s);
+/* Appends an elementwise copy src(view) -> dst(view) over box dims. */
+ldmc_status ldmc_lc_add_copy(lc_plan *p, int32_t node, int rank, const int64_t *dims, lc_ref dst, const lc_stream *dv,
+                             lc_ref src, const lc_stream *sv);
+
+/* runs the plan's steps over resolved buffer bases (exec.c) */
+ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, int threads);
+
+#endif

@@ -1,0 +1,169 @@
+/* GEMM and convolution shapes of the SD-1.5 U-Net family on the llvm-cpu
+ * backend, with the machine's FMA peak measured in the same run.
+ *   llvm_cpu_gemm [--threads N] [--reps N] [--c 320|64] [--json]
+ * Prints one line per shape: GFLOP/s, fraction of the measured peak. The
+ * peers (OpenBLAS sgemm through numpy) run in bench/gemm_peers.py, which calls
+ * this program and prints the ratios measured in the same run. */
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backends/llvm_cpu/llvm_cpu.h"
+#include "frontend/frontend.h"
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* 24 independent FMA chains of 16 lanes: FLOPs = iters * 24 * 16 * 2 per thread */
+__attribute__((target("avx512f,fma"))) static float fma_loop(long iters, float s) {
+  __m512 a[24];
+  for (int i = 0; i < 24; i++) a[i] = _mm512_set1_ps(s + (float)i);
+  const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+  for (long it = 0; it < iters; it++)
+    for (int i = 0; i < 24; i++) a[i] = _mm512_fmadd_ps(a[i], m, c);
+  __m512 t = a[0];
+  for (int i = 1; i < 24; i++) t = _mm512_add_ps(t, a[i]);
+  return _mm512_reduce_add_ps(t);
+}
+
+__attribute__((target("avx2,fma"))) static float fma_loop256(long iters, float s) {
+  __m256 a[12];
+  for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps(s + (float)i);
+  const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+  for (long it = 0; it < iters; it++)
+    for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], m, c);
+  float out[8];
+  _mm256_storeu_ps(out, a[0]);
+  return out[0];
+}
+
+static double fma_peak(int threads) {
+  bool avx512 = ldmc_llvm_cpu_host_isa() == LDMC_LLVM_CPU_ISA_AVX512;
+  long iters = 20000000;
+  double best = 0;
+  for (int rep = 0; rep < 3; rep++) {
+    volatile float sink = 0;
+    double t0 = now();
+#pragma omp parallel num_threads(threads)
+    {
+      float r = avx512 ? fma_loop(iters, (float)omp_get_thread_num()) : fma_loop256(iters, 1.0f);
+#pragma omp atomic
+      sink += r;
+    }
+    double dt = now() - t0;
+    double flops = (double)iters * (avx512 ? 24 * 16 : 12 * 8) * 2.0 * threads;
+    if (flops / dt > best) best = flops / dt;
+    (void)sink;
+  }
+  return best / 1e9;
+}
+
+typedef struct shape {
+  const char *name;
+  int conv;           /* 0: matmul M x K x N; 1: conv 3x3 pad 1; 2: conv 1x1 */
+  int64_t a, b, c, d; /* matmul: M, K, N; conv: Cin, Cout, H, W */
+  int stride;
+} shape;
+
+static ldmc_graph *build(const shape *s, double *flops) {
+  ldmc_builder *b = ldmc_builder_new(s->name);
+  ldmc_value y;
+  if (!s->conv) {
+    int64_t xd[2] = {s->a, s->b}, wd[2] = {s->b, s->c};
+    y = ldmc_matmul(b, ldmc_parameter(b, "x", LDMC_F32, 2, xd), ldmc_parameter(b, "w", LDMC_F32, 2, wd));
+    *flops = 2.0 * (double)s->a * (double)s->b * (double)s->c;
+  } else {
+    int k = s->conv == 1 ? 3 : 1;
+    int64_t xd[4] = {1, s->a, s->c, s->d}, wd[4] = {s->b, s->a, k, k};
+    y = ldmc_conv2d(b, ldmc_parameter(b, "x", LDMC_F32, 4, xd), ldmc_parameter(b, "w", LDMC_F32, 4, wd), s->stride,
+                    k / 2, 1, 1);
+    int64_t oh = (s->c + 2 * (k / 2) - k) / s->stride + 1, ow = (s->d + 2 * (k / 2) - k) / s->stride + 1;
+    *flops = 2.0 * (double)s->b * (double)(s->a * k * k) * (double)(oh * ow);
+  }
+  ldmc_builder_output(b, y, "y");
+  ldmc_status st;
+  return ldmc_builder_finish(b, &st);
+}
+
+int main(int argc, char **argv) {
+  int threads = 2, reps = 5, c = 320;
+  bool json = false;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--c") && i + 1 < argc) c = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--json")) json = true;
+  }
+  int64_t c1 = c, c2 = 2 * c, c4 = 4 * c;
+  /* latent 64x64: levels at 64, 32, 16, 8; tokens = H*W; context 77 x 1024 */
+  shape shapes[] = {
+      {"conv3x3 c->c @64x64", 1, c1, c1, 64, 64, 1},
+      {"conv3x3 2c->2c @32x32", 1, c2, c2, 32, 32, 1},
+      {"conv3x3 4c->4c @16x16", 1, c4, c4, 16, 16, 1},
+      {"conv3x3 4c->4c @8x8", 1, c4, c4, 8, 8, 1},
+      {"conv3x3 s2 c->c @64x64", 1, c1, c1, 64, 64, 2},
+      {"conv1x1 c->c @64x64", 2, c1, c1, 64, 64, 1},
+      {"linear 4096 x c -> c", 0, 4096, c1, c1, 0, 0},
+      {"linear 4096 x c -> 8c (geglu)", 0, 4096, c1, 8 * c1, 0, 0},
+      {"linear 4096 x 4c -> c (ff out)", 0, 4096, c4, c1, 0, 0},
+      {"linear 77 x 1024 -> c (ctx k/v)", 0, 77, 1024, c1, 0, 0},
+      {"linear 1024 x 2c -> 2c", 0, 1024, c2, c2, 0, 0},
+  };
+  double peak = fma_peak(threads);
+  if (json)
+    printf("{\"kind\":\"peak\",\"threads\":%d,\"gflops\":%.1f}\n", threads, peak);
+  else
+    printf("FMA peak (%d threads, measured): %.1f GFLOP/s\n%-34s %10s %10s %8s\n", threads, peak, "shape", "ms", "GFLOP/s",
+           "of peak");
+  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+    shape *s = &shapes[i];
+    double flops;
+    ldmc_graph *g = build(s, &flops);
+    if (!g) {
+      fprintf(stderr, "%s: %s\n", s->name, ldmc_last_error());
+      return 1;
+    }
+    ldmc_compile_opts o = {.threads = threads};
+    ldmc_executable *e;
+    if (ldmc_backend_llvm_cpu.compile(g, &o, &e) != LDMC_OK) {
+      fprintf(stderr, "%s: %s\n", s->name, ldmc_last_error());
+      return 1;
+    }
+    int np = ldmc_graph_num_params(g);
+    ldmc_tensor in[2];
+    for (int32_t n = 0, k = 0; n < g->n_nodes && k < np; n++) {
+      if (g->nodes[n].op != LDMC_OP_PARAMETER) continue;
+      ldmc_tensor_alloc(&in[k], g->nodes[n].attrs.name, LDMC_F32, &g->nodes[n].shape);
+      float *p = in[k].data;
+      for (size_t j = 0; j < in[k].nbytes / 4; j++) p[j] = (float)((j * 7919 % 1000) / 1000.0 - 0.5);
+      k++;
+    }
+    double best = 1e30;
+    for (int r = 0; r < reps + 1; r++) {
+      ldmc_tensor out;
+      double t0 = now();
+      ldmc_executable_run(e, in, np, &out, 1);
+      double dt = now() - t0;
+      if (r > 0 && dt < best) best = dt; /* the first run touches the arena */
+      ldmc_tensor_release(&out);
+    }
+    double gf = flops / best / 1e9;
+    if (json)
+      printf("{\"kind\":\"shape\",\"name\":\"%s\",\"conv\":%d,\"a\":%lld,\"b\":%lld,\"c\":%lld,\"d\":%lld,\"stride\":%d,"
+             "\"ms\":%.3f,\"gflops\":%.1f}\n",
+             s->name, s->conv, (long long)s->a, (long long)s->b, (long long)s->c, (long long)s->d, s->stride, best * 1e3, gf);
+    else
+      printf("%-34s %10.3f %10.1f %7.0f%%\n", s->name, best * 1e3, gf, 100 * gf / peak);
+    for (int k = 0; k < np; k++) ldmc_tensor_release(&in[k]);
+    ldmc_executable_free(e);
+    ldmc_graph_free(g);
+  }
+  return 0;
+}

@@ -1,0 +1,157 @@
+/* The plan: kernels (groups of nodes), their order, tiles and arena offsets. */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "passes/pass_util.h"
+
+const char *ldmc_kernel_kind_name(ldmc_kernel_kind k) {
+  static const char *const names[] = {"elementwise", "contraction", "norm", "reduction",
+                                      "attention", "copy", "alias", "opaque", "prepack"};
+  _Static_assert(sizeof names / sizeof names[0] == LDMC_KERNEL_KIND_COUNT, "kernel kind names");
+  return (unsigned)k < LDMC_KERNEL_KIND_COUNT ? names[k] : "<bad kind>";
+}
+
+ldmc_plan *ldmc_plan_new(void) { return calloc(1, sizeof(ldmc_plan)); }
+
+void ldmc_plan_reset(ldmc_plan *p) {
+  if (!p) return;
+  for (int32_t k = 0; k < p->n_kernels; k++) {
+    free(p->kernels[k].nodes);
+    free(p->kernels[k].inputs);
+  }
+  free(p->kernels);
+  free(p->kernel_of);
+  free(p->order);
+  free(p->offset);
+  free(p->size);
+  memset(p, 0, sizeof *p);
+}
+
+void ldmc_plan_free(ldmc_plan *p) {
+  ldmc_plan_reset(p);
+  free(p);
+}
+
+ldmc_status ldmc_plan_index(ldmc_plan *p, const ldmc_graph *g) {
+  int32_t n = g->n_nodes;
+  int32_t *of = malloc(((size_t)n + 1) * sizeof *of);
+  if (!of) return ldmc_error(LDMC_ERR_NOMEM, "plan: out of memory");
+  for (int32_t i = 0; i < n; i++) of[i] = -1;
+  for (int32_t k = 0; k < p->n_kernels; k++)
+    for (int32_t j = 0; j < p->kernels[k].n_nodes; j++) {
+      int32_t id = p->kernels[k].nodes[j];
+      if (id < 0 || id >= n || of[id] >= 0) {
+        free(of);
+        return ldmc_error(LDMC_ERR_INTERNAL, "plan: node %%%d is in two kernels or out of range", (int)id);
+      }
+      of[id] = k;
+    }
+  free(p->kernel_of);
+  p->kernel_of = of;
+  p->n_nodes = n;
+  /* inputs: operands of members that belong to no member of the same kernel */
+  for (int32_t k = 0; k < p->n_kernels; k++) {
+    ldmc_kernel *kr = &p->kernels[k];
+    int32_t cap = 0;
+    for (int32_t j = 0; j < kr->n_nodes; j++) cap += g->nodes[kr->nodes[j]].n_operands;
+    int32_t *in = malloc(((size_t)cap + 1) * sizeof *in), m = 0;
+    if (!in) return ldmc_error(LDMC_ERR_NOMEM, "plan: out of memory");
+    for (int32_t j = 0; j < kr->n_nodes; j++) {
+      const ldmc_node *nd = &g->nodes[kr->nodes[j]];
+      for (int o = 0; o < nd->n_operands; o++) {
+        int32_t x = nd->operands[o];
+        if (of[x] == k) continue;
+        bool dup = false;
+        for (int32_t q = 0; q < m && !dup; q++) dup = in[q] == x;
+        if (!dup) in[m++] = x;
+      }
+    }
+    /* ascending */
+    for (int32_t a = 1; a < m; a++)
+      for (int32_t b = a; b > 0 && in[b - 1] > in[b]; b--) {
+        int32_t t = in[b];
+        in[b] = in[b - 1];
+        in[b - 1] = t;
+      }
+    free(kr->inputs);
+    kr->inputs = in;
+    kr->n_inputs = m;
+  }
+  return LDMC_OK;
+}
+
+typedef struct sbuf {
+  char *s;
+  size_t n, cap;
+  bool oom;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+  if (b->oom) return;
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? b->cap - b->n : 0, fmt, ap);
+    va_end(ap);
+    if (k < 0) return;
+    if (b->s && b->n + (size_t)k < b->cap) {
+      b->n += (size_t)k;
+      return;
+    }
+    size_t cap = b->cap ? b->cap * 2 : 4096;
+    while (cap < b->n + (size_t)k + 1) cap *= 2;
+    char *s = realloc(b->s, cap);
+    if (!s) {
+      b->oom = true;
+      return;
+    }
+    b->s = s;
+    b->cap = cap;
+  }
+}
+
+char *ldmc_plan_print(const ldmc_plan *p, const ldmc_graph *g) {
+  sbuf b = {0};
+  int32_t counts[LDMC_KERNEL_KIND_COUNT] = {0};
+  for (int32_t k = 0; k < p->n_kernels; k++) counts[p->kernels[k].kind]++;
+  sb_printf(&b, "plan: %d kernels (", (int)p->n_kernels);
+  for (int c = 0, first = 1; c < LDMC_KERNEL_KIND_COUNT; c++)
+    if (counts[c]) {
+      sb_printf(&b, "%s%d %s", first ? "" : ", ", (int)counts[c], ldmc_kernel_kind_name((ldmc_kernel_kind)c));
+      first = 0;
+    }
+  sb_printf(&b, ")\n");
+  if (p->scheduled)
+    sb_printf(&b, "schedule: simulated live peak %" PRId64 " bytes (root order: %" PRId64 ")\n", p->peak_scheduled,
+              p->peak_in_root_order);
+  if (p->assigned)
+    sb_printf(&b, "arena: %" PRId64 " bytes (live peak %" PRId64 ", naive sum %" PRId64 ")\n", p->arena_bytes,
+              p->live_peak_bytes, p->naive_bytes);
+  for (int32_t pos = 0; pos < p->n_kernels; pos++) {
+    int32_t k = p->scheduled && p->order ? p->order[pos] : pos;
+    const ldmc_kernel *kr = &p->kernels[k];
+    sb_printf(&b, "k%d %s %%%d:", (int)k, ldmc_kernel_kind_name(kr->kind), (int)kr->root);
+    for (int32_t j = 0; j < kr->n_nodes; j++) sb_printf(&b, " %s", ldmc_op_name(g->nodes[kr->nodes[j]].op));
+    sb_printf(&b, " <-");
+    for (int32_t j = 0; j < kr->n_inputs; j++) sb_printf(&b, " %%%d", (int)kr->inputs[j]);
+    if (kr->n_tile) {
+      sb_printf(&b, " tile=");
+      for (int t = 0; t < kr->n_tile; t++) sb_printf(&b, "%s%" PRId64, t ? "x" : "", kr->tile[t]);
+    }
+    if (p->assigned && p->offset && kr->root < p->n_nodes && p->offset[kr->root] >= 0)
+      sb_printf(&b, " @%" PRId64 "+%" PRId64, p->offset[kr->root], p->size[kr->root]);
+    if (kr->inplace_of >= 0) sb_printf(&b, " inplace(%%%d)", (int)kr->inplace_of);
+    if (g->nodes[kr->root].scope) sb_printf(&b, "  [%s]", g->nodes[kr->root].scope);
+    sb_printf(&b, "\n");
+  }
+  if (b.oom) {
+    free(b.s);
+    ldmc_error(LDMC_ERR_NOMEM, "out of memory printing the plan");
+    return NULL;
+  }
+  return b.s ? b.s : strdup("");
+}

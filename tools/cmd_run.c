@@ -1,0 +1,279 @@
+/* ldmc run: compiles a graph on a backend and runs it over named inputs,
+ * writing the named outputs to a safetensors file (atomically, only on
+ * success). Inputs come from --inputs, then the .ldmc module's tensors, then
+ * (with --random-inputs) seeded normal noise. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backends/backend.h"
+#include "tools/cli_args.h"
+#include "tools/cli_io.h"
+#include "tools/commands.h"
+#include "tools/run_model.h"
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* splitmix64 + Box-Muller: reproducible noise for --random-inputs */
+static uint64_t mix(uint64_t *s) {
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static double normal(uint64_t *s) {
+  double u1 = ((double)(mix(s) >> 11) + 1.0) * 0x1.0p-53, u2 = (double)(mix(s) >> 11) * 0x1.0p-53;
+  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+static ldmc_status random_tensor(const ldmc_node *p, uint64_t *state, ldmc_tensor *out) {
+  LDMC_TRY(ldmc_tensor_alloc(out, p->attrs.name, p->dtype, &p->shape));
+  int64_t n;
+  LDMC_TRY(ldmc_shape_numel(&p->shape, 0, &n));
+  if (ldmc_dtype_is_float(p->dtype))
+    for (int64_t i = 0; i < n; i++) ldmc_tensor_set_elem(out, i, normal(state));
+  return LDMC_OK; /* integer and pred parameters stay zero */
+}
+
+/* One tensor per graph parameter, in order: a view of the input or module
+ * tensor of that name, or fresh noise. Inputs naming no parameter are errors. */
+static ldmc_status assemble_feed(const ldmc_graph *g, const ldmc_tensor_set *inputs, const char *inputs_path,
+                                 const ldmc_tensor_set *module, bool random, uint64_t seed, ldmc_tensor_set *feed,
+                                 ldmc_tensor_set *generated) {
+  for (int32_t i = 0; inputs && i < inputs->n; i++)
+    if (ldmc_graph_find_param(g, inputs->items[i].name) < 0)
+      return ldmc_error(LDMC_ERR_INVALID, "%s: tensor '%s' matches no parameter of graph '%s'", inputs_path,
+                        inputs->items[i].name, g->name ? g->name : "");
+  uint64_t state = seed;
+  for (int32_t i = 0; i < g->n_nodes; i++) {
+    const ldmc_node *p = &g->nodes[i];
+    if (p->op != LDMC_OP_PARAMETER) continue;
+    const ldmc_tensor *src = inputs ? ldmc_tensor_set_find(inputs, p->attrs.name) : NULL;
+    if (!src && module) src = ldmc_tensor_set_find(module, p->attrs.name);
+    if (!src && random) {
+      ldmc_tensor t = {0};
+      ldmc_status s = random_tensor(p, &state, &t);
+      if (s == LDMC_OK) s = ldmc_tensor_set_add(generated, &t);
+      if (s != LDMC_OK) {
+        ldmc_tensor_release(&t);
+        return s;
+      }
+      src = &generated->items[generated->n - 1];
+    }
+    if (!src) {
+      char shape[160];
+      ldmc_shape_str(&p->shape, shape, sizeof shape);
+      return ldmc_error(LDMC_ERR_INVALID, "no input for parameter '%s' (%s%s)%s%s", p->attrs.name,
+                        ldmc_dtype_name(p->dtype), shape, inputs_path ? " in " : "", inputs_path ? inputs_path : "");
+    }
+    if (src->raw_dtype[0] || src->dtype != p->dtype || !ldmc_shape_equal(&src->shape, &p->shape)) {
+      char want[160], got[160];
+      ldmc_shape_str(&p->shape, want, sizeof want);
+      ldmc_shape_str(&src->shape, got, sizeof got);
+      bool from_inputs = inputs && src == ldmc_tensor_set_find(inputs, p->attrs.name);
+      return ldmc_error(LDMC_ERR_INVALID, "%s%stensor '%s': parameter %%%d of graph '%s' is %s%s, found %s%s",
+                        from_inputs ? inputs_path : "", from_inputs ? ": " : "", p->attrs.name, (int)i,
+                        g->name ? g->name : "", ldmc_dtype_name(p->dtype), want, ldmc_tool_dtype_str(src), got);
+    }
+    ldmc_tensor view;
+    LDMC_TRY(ldmc_tool_tensor_view(src, &view));
+    ldmc_status s = ldmc_tensor_set_add(feed, &view);
+    if (s != LDMC_OK) {
+      ldmc_tensor_release(&view);
+      return s;
+    }
+  }
+  return LDMC_OK;
+}
+
+static void print_output(const ldmc_tensor *t) {
+  char shape[160];
+  ldmc_shape_str(&t->shape, shape, sizeof shape);
+  int64_t n = 0;
+  if (ldmc_shape_numel(&t->shape, 0, &n) != LDMC_OK || t->dtype >= LDMC_DTYPE_COUNT) n = 0;
+  double sum = 0, sq = 0, lo = INFINITY, hi = -INFINITY;
+  int64_t bad = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double v = ldmc_tensor_get(t, i);
+    if (!isfinite(v)) {
+      bad++;
+      continue;
+    }
+    sum += v;
+    sq += v * v;
+    lo = v < lo ? v : lo;
+    hi = v > hi ? v : hi;
+  }
+  int64_t k = n - bad;
+  double mean = k ? sum / (double)k : 0, var = k ? sq / (double)k - mean * mean : 0;
+  printf("  %s %s%s  mean %.6g  std %.6g  min %.6g  max %.6g%s", t->name, ldmc_tool_dtype_str(t), shape, mean,
+         sqrt(var > 0 ? var : 0), k ? lo : 0, k ? hi : 0, bad ? "" : "\n");
+  if (bad) printf("  non-finite %lld\n", (long long)bad);
+}
+
+int ldmc_cmd_run(int argc, char **argv) {
+  ldmc_cli_flag flags[] = {
+      {"inputs", "FILE", "input tensors (.safetensors), matched to the graph's parameters by name", NULL},
+      {"out", "FILE", "where to write the outputs (.safetensors), named as the graph's outputs", NULL},
+      {"backend", "NAME", "backend to compile for (default interp; `ldmc version` lists them)", NULL},
+      {"random-inputs", NULL, "fill parameters that no input or module tensor provides with\nnormal noise (floats; ints and preds get zeros)", NULL},
+      {"seed", "N", "seed of --random-inputs and of --init random (default 0)", NULL},
+      {"save-inputs", "FILE", "also write the tensors fed to the graph, module weights excepted\n(.safetensors), e.g. to replay a --random-inputs run", NULL},
+      {"save-graph", "FILE", "also write the graph that was run (.ldmc with its weights, or .txt)", NULL},
+      {"threads", "N", "threads for the backend (default: its own choice)", NULL},
+      {"model", "NAME", "build a built-in model instead of reading GRAPH (unet)", NULL},
+      {"channels", "C", "model mode: base width c (block channels c,2c,4c,4c; c divisible by 32,\nthe GroupNorm groups)", NULL},
+      {"latent", "HxW[xC]", "model mode: latent height x width x channels (default 64x64x4;\nH and W multiples of 8)", NULL},
+      {"context", "DxT", "model mode: context width x token count (default 1024x77)", NULL},
+      {"batch", "B", "model mode: batch size (default 1)", NULL},
+      {"weights", "FILE", "model mode: weights (.safetensors) under diffusers state-dict keys", NULL},
+      {"init", "random", "model mode: initialize weights randomly (seeded by --seed) instead", NULL},
+  };
+  ldmc_cli_cmd c = {
+      .name = "run",
+      .usage = "GRAPH --out OUT.safetensors [--inputs IN.safetensors] [--backend NAME]\n"
+               "--model unet --channels C [--latent HxWx4] [--context DxT] [--batch B]\n"
+               "    (--weights W.safetensors | --init random) [--seed S]\n"
+               "    (--inputs IN.safetensors | --random-inputs) --out OUT.safetensors",
+      .summary = "Compile a graph on a backend and run it. Each graph parameter takes the tensor of\n"
+                 "its name from --inputs, else from GRAPH's own tensors (.ldmc modules carry weights),\n"
+                 "else noise with --random-inputs. Outputs go to --out under the graph's output names.",
+      .details = "GRAPH is a .ldmc module or a text IR file (recognized by its first bytes).\n"
+                 "A tensor in --inputs that names no parameter is an error; one that also exists\n"
+                 "in the module replaces it. Dtypes and shapes must match the parameters exactly.\n"
+                 "With --model unet the graph is built in memory (models/unet.h): its parameters\n"
+                 "are sample f32[B,C,H,W], timestep f32[B], encoder_hidden_states f32[B,T,D] and\n"
+                 "the weights; its output is out_sample.\n"
+                 "The output file is written only if the whole run succeeds.\n"
+                 "Examples:\n"
+                 "  ldmc run model.ldmc --inputs x.safetensors --out y.safetensors\n"
+                 "  ldmc run --model unet --channels 32 --latent 8x8x4 --context 64x8 --init random \\\n"
+                 "      --random-inputs --out y.safetensors\n",
+      .flags = flags,
+      .n_flags = (int)(sizeof flags / sizeof flags[0]),
+      .min_pos = 0,
+      .max_pos = 1,
+  };
+  int rc = ldmc_cli_parse(&c, argc, argv);
+  if (rc != LDMC_CLI_CONTINUE) return rc;
+  const char *out = ldmc_cli_get(&c, "out"), *inputs_path = ldmc_cli_get(&c, "inputs");
+  const char *backend_name = ldmc_cli_get(&c, "backend"), *save_inputs = ldmc_cli_get(&c, "save-inputs");
+  const char *save_graph = ldmc_cli_get(&c, "save-graph");
+  bool model_mode = ldmc_cli_has(&c, "model");
+  if (model_mode && c.n_pos)
+    return ldmc_cli_usage_error(&c, "give either GRAPH or --model, not both (see ldmc run --help)");
+  if (!model_mode && !c.n_pos)
+    return ldmc_cli_usage_error(&c, "missing GRAPH (or --model NAME) (see ldmc run --help)");
+  if (!model_mode)
+    for (int i = 0; ldmc_run_model_flags[i]; i++)
+      if (ldmc_cli_has(&c, ldmc_run_model_flags[i]))
+        return ldmc_cli_usage_error(&c, "flag '--%s' needs --model (see ldmc run --help)", ldmc_run_model_flags[i]);
+  if (!out) return ldmc_cli_usage_error(&c, "missing --out OUT.safetensors (see ldmc run --help)");
+  ldmc_file_kind k;
+  if (!ldmc_tool_kind_from_ext(out, &k) || k != LDMC_KIND_SAFETENSORS)
+    return ldmc_cli_usage_error(&c, "--out %s: expected a .safetensors path", out);
+  if (save_inputs && (!ldmc_tool_kind_from_ext(save_inputs, &k) || k != LDMC_KIND_SAFETENSORS))
+    return ldmc_cli_usage_error(&c, "--save-inputs %s: expected a .safetensors path", save_inputs);
+  if (save_graph && (!ldmc_tool_kind_from_ext(save_graph, &k) || k == LDMC_KIND_SAFETENSORS))
+    return ldmc_cli_usage_error(&c, "--save-graph %s: expected a .ldmc or .txt path", save_graph);
+  int64_t seed = 0, threads = 0;
+  if ((rc = ldmc_cli_int(&c, "seed", 0, INT64_MAX, &seed)) != LDMC_CLI_CONTINUE) return rc;
+  if ((rc = ldmc_cli_int(&c, "threads", 1, 4096, &threads)) != LDMC_CLI_CONTINUE) return rc;
+  const ldmc_backend_i *be = ldmc_backend_find(backend_name ? backend_name : "interp");
+  if (!be) return ldmc_cli_usage_error(&c, "--backend %s: %s", backend_name ? backend_name : "interp", ldmc_last_error());
+
+  ldmc_module m = {0};
+  ldmc_tensor_set inputs = {0}, feed = {0}, generated = {0}, outputs = {0};
+  ldmc_executable *exe = NULL;
+  rc = LDMC_EXIT_FAIL;
+  double t0 = now_s();
+  if (model_mode) {
+    int mrc = ldmc_run_model_setup(&c, &m.graph, &m.tensors);
+    if (mrc != LDMC_CLI_CONTINUE) {
+      rc = mrc;
+      goto done;
+    }
+  } else {
+    ldmc_file_kind kind;
+    if (ldmc_tool_load(c.pos[0], &m, &kind) != LDMC_OK) {
+      ldmc_cli_fail(&c, "%s", ldmc_last_error());
+      goto done;
+    }
+    if (!m.graph) {
+      ldmc_cli_fail(&c, "%s: %s holds no graph to run", c.pos[0], ldmc_file_kind_name(kind));
+      goto done;
+    }
+  }
+  if (inputs_path && ldmc_tool_read_tensors(inputs_path, &inputs) != LDMC_OK) {
+    ldmc_cli_fail(&c, "%s", ldmc_last_error());
+    goto done;
+  }
+  if (model_mode && inputs_path && !ldmc_cli_has(&c, "random-inputs")) {
+    int mrc = ldmc_run_model_check_inputs(&c, m.graph, inputs_path, &inputs);
+    if (mrc != LDMC_CLI_CONTINUE) {
+      rc = mrc;
+      goto done;
+    }
+  }
+  if (assemble_feed(m.graph, inputs_path ? &inputs : NULL, inputs_path, &m.tensors, ldmc_cli_has(&c, "random-inputs"),
+                    (uint64_t)seed, &feed, &generated) != LDMC_OK) {
+    ldmc_cli_fail(&c, "%s", ldmc_last_error());
+    goto done;
+  }
+  if (save_graph && ldmc_tool_save(save_graph, ldmc_tool_kind_from_ext(save_graph, &k) ? k : LDMC_KIND_LDMC, &m) != LDMC_OK) {
+    ldmc_cli_fail(&c, "%s", ldmc_last_error());
+    goto done;
+  }
+  double t1 = now_s();
+  ldmc_compile_opts opts = {.threads = (int)threads};
+  if (be->compile(m.graph, &opts, &exe) != LDMC_OK) {
+    ldmc_cli_fail(&c, "compiling graph '%s' for %s: %s", m.graph->name ? m.graph->name : "", be->name, ldmc_last_error());
+    goto done;
+  }
+  double t2 = now_s();
+  if (ldmc_executable_run_named(exe, &feed, &outputs) != LDMC_OK) {
+    ldmc_cli_fail(&c, "running graph '%s' on %s: %s", m.graph->name ? m.graph->name : "", be->name, ldmc_last_error());
+    goto done;
+  }
+  double t3 = now_s();
+  if (save_inputs) {
+    ldmc_tensor_set fed = {0};
+    ldmc_status s = LDMC_OK;
+    for (int32_t i = 0; s == LDMC_OK && i < feed.n; i++) {
+      if (ldmc_tensor_set_find(&m.tensors, feed.items[i].name) && !ldmc_tensor_set_find(&inputs, feed.items[i].name))
+        continue; /* a module weight */
+      ldmc_tensor v;
+      s = ldmc_tool_tensor_view(&feed.items[i], &v);
+      if (s == LDMC_OK && (s = ldmc_tensor_set_add(&fed, &v)) != LDMC_OK) ldmc_tensor_release(&v);
+    }
+    if (s == LDMC_OK) s = ldmc_tool_write_tensors(save_inputs, &fed);
+    ldmc_tensor_set_free(&fed);
+    if (s != LDMC_OK) {
+      ldmc_cli_fail(&c, "%s", ldmc_last_error());
+      goto done;
+    }
+  }
+  if (ldmc_tool_write_tensors(out, &outputs) != LDMC_OK) {
+    ldmc_cli_fail(&c, "%s", ldmc_last_error());
+    goto done;
+  }
+  printf("ran graph '%s' (%d nodes) on %s: setup %.3f s, compile %.3f s, run %.3f s\n",
+         m.graph->name ? m.graph->name : "", (int)m.graph->n_nodes, be->name, t1 - t0, t2 - t1, t3 - t2);
+  printf("wrote %s:\n", out);
+  for (int32_t i = 0; i < outputs.n; i++) print_output(&outputs.items[i]);
+  rc = LDMC_EXIT_OK;
+done:
+  ldmc_executable_free(exe);
+  ldmc_tensor_set_free(&outputs);
+  ldmc_tensor_set_free(&feed);
+  ldmc_tensor_set_free(&generated);
+  ldmc_tensor_set_free(&inputs);
+  ldmc_module_free(&m);
+  return rc;
+}

@@ -1,0 +1,220 @@
+/* ldmc stats: parameters, GFLOPs per step and activation memory of model
+ * variants, computed from each variant's IR (models/stats.h). */
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/stats.h"
+#include "models/unet.h"
+#include "tools/cli_args.h"
+#include "tools/commands.h"
+
+#define MAX_WIDTHS 64
+
+typedef struct row {
+  int channels;
+  ldmc_model_stats s;
+  double norm_cost;
+  ldmc_stats_breakdown by_op, by_block;
+} row;
+
+static ldmc_status measure(const ldmc_unet_config *base, int c, bool breakdown, row *r) {
+  ldmc_unet_config cfg = *base;
+  cfg.channels = c;
+  memset(r, 0, sizeof *r);
+  r->channels = c;
+  ldmc_graph *g = NULL;
+  LDMC_TRY(ldmc_unet_build(&cfg, &g));
+  ldmc_status st = ldmc_stats_compute(g, ldmc_unet_input_names, LDMC_UNET_N_INPUTS, &r->s);
+  if (st == LDMC_OK && breakdown) st = ldmc_stats_by_op(g, &r->by_op);
+  if (st == LDMC_OK && breakdown) st = ldmc_stats_by_block(g, &r->by_block);
+  ldmc_graph_free(g);
+  return st;
+}
+
+static void row_free(row *r) {
+  ldmc_stats_breakdown_free(&r->by_op);
+  ldmc_stats_breakdown_free(&r->by_block);
+}
+
+static double gf(int64_t f) { return (double)f / 1e9; }
+static double mib(int64_t b) { return (double)b / (1024.0 * 1024.0); }
+
+static void print_breakdown_table(const char *title, const ldmc_stats_breakdown *b, const ldmc_model_stats *s) {
+  printf("  by %s:\n    %-22s %12s %12s %7s %7s\n", title, title, "GFLOPs", "other", "share", "nodes");
+  double total = (double)(s->mac_flops + s->other_flops);
+  for (int i = 0; i < b->n; i++) {
+    const ldmc_stats_bucket *k = &b->items[i];
+    if (k->mac_flops == 0 && k->other_flops == 0) continue;
+    printf("    %-22s %12.3f %12.4f %6.2f%% %7" PRId64 "\n", k->name, gf(k->mac_flops), gf(k->other_flops),
+           total > 0 ? 100.0 * (double)(k->mac_flops + k->other_flops) / total : 0.0, k->nodes);
+  }
+}
+
+static void print_table(const row *rows, int n, const ldmc_unet_config *cfg, int ref, bool breakdown) {
+  printf("U-Net family at latent %" PRId64 "x%" PRId64 "x%d, context %dx%d, batch %" PRId64
+         "; normalized cost = GFLOPs / GFLOPs(c=%d)\n",
+         cfg->height, cfg->width, cfg->in_channels, cfg->context_dim, cfg->context_tokens, cfg->batch, ref);
+  printf("%8s %15s %12s %12s %12s %12s %10s\n", "channels", "params", "GFLOPs/step", "other GFLOP", "act MiB",
+         "peak MiB", "norm cost");
+  for (int i = 0; i < n; i++) {
+    const row *r = &rows[i];
+    printf("%8d %15" PRId64 " %12.3f %12.3f %12.1f %12.1f %10.4f\n", r->channels, r->s.params, gf(r->s.mac_flops),
+           gf(r->s.other_flops), mib(r->s.activation_bytes), mib(r->s.peak_activation_bytes), r->norm_cost);
+  }
+  if (!breakdown) return;
+  for (int i = 0; i < n; i++) {
+    printf("\nc=%d\n", rows[i].channels);
+    print_breakdown_table("op", &rows[i].by_op, &rows[i].s);
+    print_breakdown_table("block", &rows[i].by_block, &rows[i].s);
+  }
+}
+
+static void print_csv(const row *rows, int n, bool breakdown) {
+  printf("channels,params,gflops_per_step,normalized_cost,other_gflops,activation_mib,peak_activation_mib,"
+         "param_tensors\n");
+  for (int i = 0; i < n; i++) {
+    const row *r = &rows[i];
+    printf("%d,%" PRId64 ",%.6f,%.6f,%.6f,%.3f,%.3f,%" PRId64 "\n", r->channels, r->s.params, gf(r->s.mac_flops),
+           r->norm_cost, gf(r->s.other_flops), mib(r->s.activation_bytes), mib(r->s.peak_activation_bytes),
+           r->s.param_tensors);
+  }
+  if (!breakdown) return;
+  printf("\nchannels,kind,name,gflops,other_gflops,nodes\n");
+  for (int i = 0; i < n; i++) {
+    const ldmc_stats_breakdown *bs[2] = {&rows[i].by_op, &rows[i].by_block};
+    const char *kinds[2] = {"op", "block"};
+    for (int k = 0; k < 2; k++)
+      for (int j = 0; j < bs[k]->n; j++) {
+        const ldmc_stats_bucket *b = &bs[k]->items[j];
+        printf("%d,%s,%s,%.6f,%.6f,%" PRId64 "\n", rows[i].channels, kinds[k], b->name, gf(b->mac_flops),
+               gf(b->other_flops), b->nodes);
+      }
+  }
+}
+
+static json_t *breakdown_json(const ldmc_stats_breakdown *b) {
+  json_t *o = json_object();
+  for (int i = 0; i < b->n; i++) {
+    json_object_set_new(o, b->items[i].name,
+                        json_pack("{s:f,s:f,s:I}", "gflops", gf(b->items[i].mac_flops), "other_gflops",
+                                  gf(b->items[i].other_flops), "nodes", (json_int_t)b->items[i].nodes));
+  }
+  return o;
+}
+
+static int print_json(const ldmc_cli_cmd *c, const row *rows, int n, const ldmc_unet_config *cfg, int ref,
+                      bool breakdown) {
+  json_t *arr = json_array();
+  for (int i = 0; i < n; i++) {
+    const row *r = &rows[i];
+    json_t *o = json_pack("{s:i,s:I,s:I,s:f,s:f,s:f,s:I,s:I}", "channels", r->channels, "params",
+                          (json_int_t)r->s.params, "param_tensors", (json_int_t)r->s.param_tensors,
+                          "gflops_per_step", gf(r->s.mac_flops), "normalized_cost", r->norm_cost, "other_gflops",
+                          gf(r->s.other_flops), "activation_bytes", (json_int_t)r->s.activation_bytes,
+                          "peak_activation_bytes", (json_int_t)r->s.peak_activation_bytes);
+    if (breakdown) {
+      json_object_set_new(o, "by_op", breakdown_json(&r->by_op));
+      json_object_set_new(o, "by_block", breakdown_json(&r->by_block));
+    }
+    json_array_append_new(arr, o);
+  }
+  json_t *root = json_pack("{s:s,s:[I,I,i],s:[i,i],s:I,s:i,s:o}", "model", "unet", "latent", (json_int_t)cfg->height,
+                           (json_int_t)cfg->width, cfg->in_channels, "context", cfg->context_dim,
+                           cfg->context_tokens, "batch", (json_int_t)cfg->batch, "reference", ref, "widths", arr);
+  char *s = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+  json_decref(root);
+  if (!s) return ldmc_cli_fail(c, "out of memory writing JSON");
+  puts(s);
+  free(s);
+  return LDMC_EXIT_OK;
+}
+
+int ldmc_cmd_stats(int argc, char **argv) {
+  ldmc_cli_flag flags[] = {
+      {"model", "NAME", "model family: unet (the only one so far; default unet)", NULL},
+      {"channels", "C[,C...]", "base widths c (block channels c,2c,4c,4c); default 320", NULL},
+      {"latent", "HxWxC", "latent size; default 64x64x4", NULL},
+      {"context", "DxT", "text context width x tokens; default 1024x77", NULL},
+      {"batch", "B", "batch size; default 1", NULL},
+      {"reference", "C", "width whose GFLOPs normalize the cost; default 320", NULL},
+      {"format", "FMT", "table (default), csv or json", NULL},
+      {"breakdown", NULL, "also split FLOPs by op kind and by block (down_blocks.0, mid_block, ...)", NULL},
+  };
+  ldmc_cli_cmd c = {
+      .name = "stats",
+      .usage = "--model unet --channels 64,96,128 [--latent 64x64x4] [--context 1024x77] [--batch B]\n"
+               "[--reference 320] [--format table|csv|json] [--breakdown]",
+      .summary = "Parameters, GFLOPs per denoising step and activation memory of U-Net variants,\n"
+                 "computed from each variant's IR through the op table's FLOP rules.",
+      .details = "GFLOPs/step counts 2 x multiply-adds of every convolution, matrix product and\n"
+                 "attention product (QK^T and PV); other GFLOPs (elementwise, normalization,\n"
+                 "softmax) are a separate column. act MiB sums every computed value with no reuse;\n"
+                 "peak MiB is the most live at once in graph order. See docs/models.md.",
+      .flags = flags,
+      .n_flags = (int)(sizeof flags / sizeof flags[0]),
+  };
+  int rc = ldmc_cli_parse(&c, argc, argv);
+  if (rc != LDMC_CLI_CONTINUE) return rc;
+  const char *model = ldmc_cli_get(&c, "model");
+  if (model && strcmp(model, "unet") != 0)
+    return ldmc_cli_usage_error(&c, "unknown model '%s' (known: unet)", model);
+  const char *fmt = ldmc_cli_get(&c, "format");
+  if (!fmt) fmt = "table";
+  if (strcmp(fmt, "table") && strcmp(fmt, "csv") && strcmp(fmt, "json"))
+    return ldmc_cli_usage_error(&c, "flag '--format' expects table, csv or json, got '%s'", fmt);
+  int64_t batch = 1, ref = 320;
+  if ((rc = ldmc_cli_int(&c, "batch", 1, 1 << 20, &batch)) != LDMC_CLI_CONTINUE) return rc;
+  if ((rc = ldmc_cli_int(&c, "reference", 2, 1 << 20, &ref)) != LDMC_CLI_CONTINUE) return rc;
+  const char *chans = ldmc_cli_get(&c, "channels");
+  int widths[MAX_WIDTHS], n = 1;
+  widths[0] = 320;
+  if (chans && ldmc_unet_parse_widths(chans, widths, MAX_WIDTHS, &n) != LDMC_OK)
+    return ldmc_cli_usage_error(&c, "%s", ldmc_last_error());
+  ldmc_unet_config cfg;
+  if (ldmc_unet_config_from_args(&cfg, NULL, ldmc_cli_get(&c, "latent"), ldmc_cli_get(&c, "context"), batch) !=
+      LDMC_OK)
+    return ldmc_cli_usage_error(&c, "%s", ldmc_last_error());
+  for (int i = 0; i < n; i++) {
+    ldmc_unet_config t = cfg;
+    t.channels = widths[i];
+    if (ldmc_unet_config_check(&t) != LDMC_OK) return ldmc_cli_usage_error(&c, "%s", ldmc_last_error());
+  }
+  ldmc_unet_config t = cfg;
+  t.channels = (int)ref;
+  if (ldmc_unet_config_check(&t) != LDMC_OK)
+    return ldmc_cli_usage_error(&c, "--reference: %s", ldmc_last_error());
+
+  bool breakdown = ldmc_cli_has(&c, "breakdown");
+  row *rows = calloc((size_t)n, sizeof *rows);
+  if (!rows) return ldmc_cli_fail(&c, "out of memory");
+  int64_t ref_flops = -1;
+  int done = 0;
+  rc = LDMC_EXIT_OK;
+  for (; done < n; done++) {
+    if (measure(&cfg, widths[done], breakdown, &rows[done]) != LDMC_OK) {
+      rc = ldmc_cli_fail(&c, "c=%d: %s", widths[done], ldmc_last_error());
+      break;
+    }
+    if (widths[done] == ref) ref_flops = rows[done].s.mac_flops;
+  }
+  if (rc == LDMC_EXIT_OK && ref_flops < 0) {
+    row r;
+    if (measure(&cfg, (int)ref, false, &r) != LDMC_OK)
+      rc = ldmc_cli_fail(&c, "reference c=%d: %s", (int)ref, ldmc_last_error());
+    ref_flops = r.s.mac_flops;
+    row_free(&r);
+  }
+  if (rc == LDMC_EXIT_OK) {
+    for (int i = 0; i < n; i++) rows[i].norm_cost = ref_flops > 0 ? (double)rows[i].s.mac_flops / (double)ref_flops : 0;
+    if (strcmp(fmt, "csv") == 0) print_csv(rows, n, breakdown);
+    else if (strcmp(fmt, "json") == 0) rc = print_json(&c, rows, n, &cfg, (int)ref, breakdown);
+    else print_table(rows, n, &cfg, (int)ref, breakdown);
+  }
+  for (int i = 0; i < done && i < n; i++) row_free(&rows[i]);
+  if (done < n) row_free(&rows[done]);
+  free(rows);
+  return rc;
+}

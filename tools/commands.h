@@ -1,0 +1,16 @@
+/* The driver's subcommands. Each takes argv with argv[0] = the command name,
+ * handles its own --help, and returns the process exit status (0 ok, 1 runtime
+ * or file error, 2 usage error). */
+#ifndef LDMC_TOOLS_COMMANDS_H
+#define LDMC_TOOLS_COMMANDS_H
+
+int ldmc_cmd_version(int argc, char **argv);
+int ldmc_cmd_inspect(int argc, char **argv);
+int ldmc_cmd_print(int argc, char **argv);
+int ldmc_cmd_convert(int argc, char **argv);
+int ldmc_cmd_run(int argc, char **argv);
+int ldmc_cmd_compile(int argc, char **argv); /* tools/cmd_compile.c (passes side) */
+int ldmc_cmd_stats(int argc, char **argv);   /* tools/cmd_stats.c (models side) */
+int ldmc_cmd_compile(int argc, char **argv); /* tools/cmd_compile.c (passes side) */
+
+#endif
