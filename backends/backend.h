@@ -15,9 +15,13 @@ typedef struct ldmc_compile_opts {
 /* A compiled graph. run() takes one input per parameter, in the graph's
  * parameter order (dtype and shape must match), and fills one freshly
  * allocated tensor per graph output, named as the output. */
+typedef struct ldmc_profile_hook ldmc_profile_hook;
 typedef struct ldmc_executable_i {
   ldmc_status (*run)(void *context, const ldmc_tensor *inputs, int n_inputs, ldmc_tensor *outputs, int n_outputs);
   void (*destroy)(void *context);
+  /* Optional (NULL: the backend reports no kernels): keeps a copy of *hook,
+   * or clears it when hook is NULL or hook->kernel is NULL. See below. */
+  ldmc_status (*set_profiler)(void *context, const ldmc_profile_hook *hook);
 } ldmc_executable_i;
 
 typedef struct ldmc_executable {
@@ -46,5 +50,50 @@ ldmc_status ldmc_executable_run_named(ldmc_executable *e, const ldmc_tensor_set 
 void ldmc_executable_free(ldmc_executable *e);
 
 extern const ldmc_backend_i ldmc_backend_interp;
+
+/* ---- profiling hook (runtime/profiler.h collects the events) -----------------
+ * Every backend reports each kernel it runs, on the thread that called run():
+ *
+ *   if (__builtin_expect(hook.kernel != NULL, 0)) t0 = ldmc_profile_now_ns();
+ *   ... run the kernel (it may use many threads) ...
+ *   if (__builtin_expect(hook.kernel != NULL, 0)) { ev = <the kernel's event>;
+ *     ev.start_ns = t0; ev.end_ns = ldmc_profile_now_ns(); hook.kernel(hook.ctx, &ev); }
+ *
+ * With no hook set that is one predictable branch per kernel. A "kernel" is
+ * the backend's unit of work: one node on the interpreter, one plan step
+ * (a fused group, a pack, a copy) on llvm-cpu. `kernel` numbers it within the
+ * executable, the same every run, so calls aggregate over steps. FLOPs come from
+ * ldmc_node_flops over the nodes it computes; every node's FLOPs are reported
+ * by exactly one kernel, so one run's events sum to the FLOPs of the nodes it
+ * executes (ldmc_graph_flops for a graph without dead nodes); kernels that only
+ * move data (packs, copies of a node split in several steps) report 0 FLOPs. */
+typedef struct ldmc_kernel_event {
+  int32_t kernel;                   /* index within the executable, stable across runs */
+  const char *name;                 /* kernel name ("convolution", "gemm", "norm+silu"); lives as long as the executable */
+  const int32_t *nodes;             /* ids (in the executable's graph) of the IR nodes it computes, ascending;
+                                       the last is the root, whose value it writes */
+  int32_t n_nodes;
+  int64_t start_ns, end_ns;         /* CLOCK_MONOTONIC */
+  int64_t mac_flops, other_flops;   /* ldmc_flops of its nodes */
+  int64_t bytes_read, bytes_written; /* memory it touches: inputs read once, outputs written once */
+} ldmc_kernel_event;
+
+struct ldmc_profile_hook {
+  void (*kernel)(void *ctx, const ldmc_kernel_event *ev); /* called once per kernel call */
+  void *ctx;
+};
+
+/* Sets (or with NULL clears) the executable's hook. LDMC_ERR_UNSUPPORTED when
+ * its backend reports no kernels (set_profiler is NULL). Not while it runs. */
+ldmc_status ldmc_executable_set_profiler(ldmc_executable *e, const ldmc_profile_hook *hook);
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+int64_t ldmc_profile_now_ns(void);
+
+/* Fills ev's FLOPs and bytes for a kernel computing nodes[0..n) (ascending,
+ * root last) of g: bytes read = each distinct value outside the set that a
+ * member reads (parameters and constants included), once; bytes written = the
+ * root's value. */
+void ldmc_profile_kernel_cost(const ldmc_graph *g, const int32_t *nodes, int32_t n, ldmc_kernel_event *ev);
 
 #endif

@@ -163,6 +163,16 @@ static bool rank_ok(ldmc_builder *b, int rank, const char *what) {
   return true;
 }
 
+/* rank in range and dims given when rank > 0 */
+static bool dims_ok(ldmc_builder *b, int rank, const int64_t *dims, const char *what) {
+  if (!rank_ok(b, rank, what)) return false;
+  if (rank > 0 && !dims) {
+    ldmc_builder_failf(b, LDMC_ERR_INVALID, "%s: rank %d but no dims given", what, rank);
+    return false;
+  }
+  return true;
+}
+
 static ldmc_ints ints_of(int n, const int64_t *v) {
   ldmc_ints r = {0};
   r.n = n < 0 ? 0 : n > LDMC_MAX_RANK ? LDMC_MAX_RANK : n;
@@ -172,7 +182,7 @@ static ldmc_ints ints_of(int n, const int64_t *v) {
 
 /* ---- sources ---- */
 ldmc_value ldmc_parameter(ldmc_builder *b, const char *name, ldmc_dtype dt, int rank, const int64_t *dims) {
-  if (!b || !rank_ok(b, rank, "parameter")) return -1;
+  if (!b || !dims_ok(b, rank, dims, "parameter")) return -1;
   if (!name || !*name) return ldmc_builder_failf(b, LDMC_ERR_INVALID, "parameter needs a name");
   if (ldmc_graph_find_param(b->g, name) >= 0)
     return ldmc_builder_failf(b, LDMC_ERR_INVALID, "parameter '%s' is declared twice", name);
@@ -203,7 +213,7 @@ ldmc_value ldmc_constant_scalar(ldmc_builder *b, ldmc_dtype dt, double v) {
 }
 
 ldmc_value ldmc_constant(ldmc_builder *b, ldmc_dtype dt, int rank, const int64_t *dims, const void *data) {
-  if (!b || !rank_ok(b, rank, "constant")) return -1;
+  if (!b || !dims_ok(b, rank, dims, "constant")) return -1;
   if ((unsigned)dt >= LDMC_DTYPE_COUNT) return ldmc_builder_failf(b, LDMC_ERR_INVALID, "constant: bad dtype %d", (int)dt);
   ldmc_shape s = ldmc_shape_make(rank, dims);
   int64_t n;
@@ -220,7 +230,7 @@ ldmc_value ldmc_constant(ldmc_builder *b, ldmc_dtype dt, int rank, const int64_t
 }
 
 ldmc_value ldmc_iota(ldmc_builder *b, ldmc_dtype dt, int rank, const int64_t *dims, int axis) {
-  if (!b || !rank_ok(b, rank, "iota")) return -1;
+  if (!b || !dims_ok(b, rank, dims, "iota")) return -1;
   ldmc_attrs a = {0};
   a.axis = axis;
   ldmc_shape s = ldmc_shape_make(rank, dims);
@@ -305,7 +315,7 @@ ldmc_value ldmc_convert(ldmc_builder *b, ldmc_value x, ldmc_dtype dt) {
 
 /* ---- shape ---- */
 ldmc_value ldmc_reshape(ldmc_builder *b, ldmc_value x, int rank, const int64_t *dims) {
-  if (!ldmc_builder_ok(b, 1, &x) || !rank_ok(b, rank, "reshape")) return -1;
+  if (!ldmc_builder_ok(b, 1, &x) || !dims_ok(b, rank, dims, "reshape")) return -1;
   const ldmc_shape *xs = ldmc_value_shape(b, x);
   int64_t n_in;
   if (ldmc_shape_numel(xs, 0, &n_in) != LDMC_OK) return ldmc_builder_fail(b, LDMC_ERR_INVALID);
@@ -344,6 +354,7 @@ ldmc_value ldmc_reshape(ldmc_builder *b, ldmc_value x, int rank, const int64_t *
 ldmc_value ldmc_transpose(ldmc_builder *b, ldmc_value x, const int64_t *perm) {
   if (!ldmc_builder_ok(b, 1, &x)) return -1;
   int r = ldmc_value_shape(b, x)->rank;
+  if (r > 0 && !perm) return ldmc_builder_failf(b, LDMC_ERR_INVALID, "transpose: no permutation given");
   bool identity = true;
   for (int i = 0; i < r; i++) identity &= perm[i] == i;
   if (identity) return x;
@@ -353,7 +364,8 @@ ldmc_value ldmc_transpose(ldmc_builder *b, ldmc_value x, const int64_t *perm) {
 }
 
 ldmc_value ldmc_broadcast_in_dim(ldmc_builder *b, ldmc_value x, int rank, const int64_t *dims, const int64_t *map) {
-  if (!ldmc_builder_ok(b, 1, &x) || !rank_ok(b, rank, "broadcast_in_dim")) return -1;
+  if (!ldmc_builder_ok(b, 1, &x) || !dims_ok(b, rank, dims, "broadcast_in_dim")) return -1;
+  if (ldmc_value_shape(b, x)->rank > 0 && !map) return ldmc_builder_failf(b, LDMC_ERR_INVALID, "broadcast_in_dim: no dims map");
   ldmc_attrs a = {0};
   a.dims = ints_of(ldmc_value_shape(b, x)->rank, map);
   ldmc_shape s = ldmc_shape_make(rank, dims);
@@ -361,7 +373,7 @@ ldmc_value ldmc_broadcast_in_dim(ldmc_builder *b, ldmc_value x, int rank, const 
 }
 
 ldmc_value ldmc_broadcast_to(ldmc_builder *b, ldmc_value x, int rank, const int64_t *dims) {
-  if (!ldmc_builder_ok(b, 1, &x) || !rank_ok(b, rank, "broadcast")) return -1;
+  if (!ldmc_builder_ok(b, 1, &x) || !dims_ok(b, rank, dims, "broadcast")) return -1;
   const ldmc_shape *xs = ldmc_value_shape(b, x);
   ldmc_shape target = ldmc_shape_make(rank, dims);
   if (ldmc_shape_equal(xs, &target)) return x;
@@ -383,6 +395,7 @@ ldmc_value ldmc_broadcast_to(ldmc_builder *b, ldmc_value x, int rank, const int6
 ldmc_value ldmc_slice(ldmc_builder *b, ldmc_value x, const int64_t *start, const int64_t *limit, const int64_t *stride) {
   if (!ldmc_builder_ok(b, 1, &x)) return -1;
   int r = ldmc_value_shape(b, x)->rank;
+  if (r > 0 && (!start || !limit)) return ldmc_builder_failf(b, LDMC_ERR_INVALID, "slice: start and limit are required");
   int64_t ones[LDMC_MAX_RANK];
   for (int i = 0; i < r; i++) ones[i] = 1;
   ldmc_attrs a = {0};
@@ -394,7 +407,7 @@ ldmc_value ldmc_slice(ldmc_builder *b, ldmc_value x, const int64_t *start, const
 
 ldmc_value ldmc_concatenate(ldmc_builder *b, int n, const ldmc_value *xs, int axis) {
   if (!b || b->status != LDMC_OK) return -1;
-  if (n < 1) return ldmc_builder_failf(b, LDMC_ERR_INVALID, "concatenate: needs at least one operand");
+  if (n < 1 || !xs) return ldmc_builder_failf(b, LDMC_ERR_INVALID, "concatenate: needs at least one operand");
   if (!ldmc_builder_ok(b, n, xs)) return -1;
   int r = ldmc_value_shape(b, xs[0])->rank;
   ldmc_attrs a = {0};
@@ -407,6 +420,7 @@ ldmc_value ldmc_pad(ldmc_builder *b, ldmc_value x, ldmc_value pad_value, const i
   ldmc_value vs[2] = {x, pad_value};
   if (!ldmc_builder_ok(b, 2, vs)) return -1;
   int r = ldmc_value_shape(b, x)->rank;
+  if (r > 0 && (!low || !high)) return ldmc_builder_failf(b, LDMC_ERR_INVALID, "pad: low and high are required");
   ldmc_attrs a = {0};
   a.low = ints_of(r, low);
   a.high = ints_of(r, high);

@@ -21,7 +21,7 @@ ldmc_value ldmc_reduce(ldmc_builder *b, ldmc_reduce_kind kind, ldmc_value x, int
                        bool keepdims) {
   if (!ldmc_builder_ok(b, 1, &x)) return -1;
   const ldmc_shape xs = *ldmc_value_shape(b, x);
-  if (n_axes < 0 || n_axes > xs.rank)
+  if (n_axes < 0 || n_axes > xs.rank || (n_axes > 0 && !axes))
     return ldmc_builder_failf(b, LDMC_ERR_INVALID, "reduce: %d axes for rank %d", n_axes, xs.rank);
   bool mark[LDMC_MAX_RANK] = {false};
   for (int i = 0; i < n_axes; i++) {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <zstd.h>
 
 #include "ir/module_format.h"
@@ -244,8 +245,20 @@ static ldmc_status note_literal(void *ctx, int32_t node, const Ldmc__Blob *b, ui
   return LDMC_OK;
 }
 
+/* 64-byte aligned, like ldmc_tensor_alloc. Large buffers are 2 MiB aligned and
+ * asked for transparent huge pages: decompressing into fresh memory is
+ * otherwise dominated by 4 KiB page faults (measured 3-4x slower). */
 static void *alloc_aligned(size_t n) {
   size_t a = (n + 63) & ~(size_t)63;
+#ifdef MADV_HUGEPAGE
+  const size_t huge = (size_t)2 << 20;
+  if (a >= 2 * huge) {
+    size_t h = (a + huge - 1) & ~(huge - 1);
+    void *p = aligned_alloc(huge, h);
+    if (p) (void)madvise(p, h, MADV_HUGEPAGE); /* only a hint; failure is harmless */
+    return p;
+  }
+#endif
   return aligned_alloc(64, a ? a : 64);
 }
 

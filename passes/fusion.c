@@ -250,12 +250,7 @@ static bool run_fusion(ldmc_graph *g, const ldmc_pass_ctx *ctx) {
     }
   }
   if (s == LDMC_OK) s = ldmc_plan_index(plan, g);
-  if (s == LDMC_OK) {
-    int64_t naive = 0;
-    for (int32_t i = 0; i < g->n_nodes; i++)
-      if (g->nodes[i].op != LDMC_OP_PARAMETER && g->nodes[i].op != LDMC_OP_CONSTANT) naive += ldmc_node_bytes(&g->nodes[i]);
-    plan->naive_bytes = naive;
-  }
+  if (s == LDMC_OK) plan->naive_bytes = ldmc_graph_intermediate_bytes(g);
   for (int32_t k = 0; k < f.n_groups; k++) free(f.groups[k].nodes);
   free(f.groups);
   free(f.group_of);

@@ -18,7 +18,7 @@
 #define LDMC_OPMASK(op) (UINT64_C(1) << (op))
 
 typedef struct ldmc_target {
-  const char *name;         /* "interp", "cpu", "host", "nvptx", "tpusim" */
+  const char *name;         /* "interp", "cpu", "cpu-nchw", "host", "nvptx", "tpusim" */
   const char *backend;      /* the backend it describes */
   int vector_bytes;         /* SIMD / vector-unit width in bytes (64 = AVX-512) */
   int64_t l1_bytes, l2_bytes, l3_bytes; /* data caches per core (0: none) */
@@ -31,8 +31,9 @@ typedef struct ldmc_target {
 
 int ldmc_target_count(void);
 const ldmc_target *ldmc_target_get(int i);
-/* "interp", "cpu" (a fixed znver5-like description), "host" (caches from
- * sysconf), "nvptx", "tpusim"; NULL with a message listing the names. */
+/* "interp", "cpu" (a fixed znver5-like description, NHWC convolutions),
+ * "cpu-nchw" (the same, no layout change), "host" (caches from sysconf),
+ * "nvptx", "tpusim"; NULL with a message listing the names. */
 const ldmc_target *ldmc_target_find(const char *name);
 
 /* ---- the plan: compile-time decisions --------------------------------------- */
@@ -181,11 +182,16 @@ typedef struct ldmc_plan_stats {
   int32_t nodes_before, nodes_after;
   int32_t kernels;         /* all kernels, prepack included */
   int32_t prepack_kernels; /* run once when weights load */
-  int64_t arena_bytes, naive_bytes, prepacked_bytes;
+  int64_t arena_bytes, naive_bytes, prepacked_bytes; /* naive_bytes: of the optimized graph */
+  int64_t input_naive_bytes; /* every intermediate of the graph as given */
   double compile_seconds;
 } ldmc_plan_stats;
 ldmc_status ldmc_plan_stats_compute(const ldmc_graph *g, const char *target_name, int32_t n_activation_params,
                                     ldmc_plan_stats *out);
+
+/* Sum of the result bytes of every node but parameters and constants: the
+ * memory a graph needs if nothing is freed, fused or reused. */
+int64_t ldmc_graph_intermediate_bytes(const ldmc_graph *g);
 
 /* ---- checks and dumps ---------------------------------------------------------- */
 /* Independent of the buffer pass: recomputes liveness from the graph and the

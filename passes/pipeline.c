@@ -92,6 +92,7 @@ ldmc_status ldmc_plan_stats_compute(const ldmc_graph *g, const char *target_name
   clock_gettime(CLOCK_MONOTONIC, &b);
   if (s == LDMC_OK) {
     out->nodes_before = g->n_nodes;
+    out->input_naive_bytes = ldmc_graph_intermediate_bytes(g);
     out->nodes_after = c->n_nodes;
     out->kernels = plan->n_kernels;
     out->arena_bytes = plan->arena_bytes;

@@ -17,6 +17,13 @@ int64_t ldmc_node_numel(const ldmc_node *n) {
 
 int64_t ldmc_node_bytes(const ldmc_node *n) { return ldmc_node_numel(n) * (int64_t)ldmc_dtype_size(n->dtype); }
 
+int64_t ldmc_graph_intermediate_bytes(const ldmc_graph *g) {
+  int64_t sum = 0;
+  for (int32_t i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i].op != LDMC_OP_PARAMETER && g->nodes[i].op != LDMC_OP_CONSTANT) sum += ldmc_node_bytes(&g->nodes[i]);
+  return sum;
+}
+
 ldmc_status ldmc_users_build(const ldmc_graph *g, ldmc_users *u) {
   memset(u, 0, sizeof *u);
   int32_t n = g->n_nodes;
@@ -141,7 +148,7 @@ ldmc_status ldmc_rebuild_begin(ldmc_rebuild *rb, const ldmc_graph *in) {
 
 int32_t ldmc_rebuild_copy(ldmc_rebuild *rb, int32_t id) {
   const ldmc_node *n = &rb->in->nodes[id];
-  int32_t ops[16];
+  int32_t ops[16] = {0};
   int32_t *p = n->n_operands <= 16 ? ops : malloc((size_t)n->n_operands * sizeof *p);
   if (!p) {
     ldmc_error(LDMC_ERR_NOMEM, "out of memory");

@@ -46,6 +46,7 @@ static inline int ptu_count(const ldmc_graph *g, ldmc_op op) {
 static inline ldmc_op ptu_out_op(const ldmc_graph *g, int i) { return g->nodes[g->outputs[i]].op; }
 
 static uint64_t ptu_rng __attribute__((unused)) = 88172645463325252ull;
+static double ptu_scale __attribute__((unused)) = 1.0; /* inputs are ptu_scale * [-2, 2) */
 static inline double ptu_uniform(void) { /* xorshift64 in [0, 1) */
   ptu_rng ^= ptu_rng << 13;
   ptu_rng ^= ptu_rng >> 7;
@@ -67,7 +68,7 @@ static inline int ptu_inputs(const ldmc_graph *g, ldmc_tensor **out) {
     ldmc_shape_numel(&nd->shape, 0, &numel);
     for (int64_t e = 0; e < numel; e++) {
       double u = ptu_uniform();
-      double v = ldmc_dtype_is_float(nd->dtype) ? 4 * u - 2 : nd->dtype == LDMC_PRED ? (u < 0.5) : floor(7 * u) - 3;
+      double v = ldmc_dtype_is_float(nd->dtype) ? ptu_scale * (4 * u - 2) : nd->dtype == LDMC_PRED ? (u < 0.5) : floor(7 * u) - 3;
       ldmc_tensor_set_elem(t, e, v);
     }
   }

@@ -352,6 +352,40 @@ static void cases_dot(ldmc_dtype dt) {
   }
 }
 
+/* fusion patterns: views feeding products and attention, elementwise chains */
+static void cases_fusion(ldmc_dtype dt) {
+  { /* matmul of a transposed operand and a broadcast one (read in place) */
+    int64_t M = rint_(1, 40), K = rint_(1, 50), N = rint_(1, 40), xd[2] = {K, M}, yd[2] = {K, N}, perm[2] = {1, 0};
+    ldmc_builder *b = ldmc_builder_new("mm_views");
+    ldmc_value x = param(b, "x", dt, 2, xd), y = param(b, "y", dt, 2, yd);
+    add_case(b, ldmc_matmul(b, ldmc_transpose(b, x, perm), y), LDMC_OP_DOT_GENERAL, t_acc(dt),
+             "fused transpose->matmul %s %" PRId64 "x%" PRId64 "x%" PRId64, ldmc_dtype_name(dt), M, K, N);
+  }
+  { /* multi-head attention as the U-Net builds it: split heads by reshape + transpose */
+    int64_t Bt = rint_(1, 2), N = rint_(1, 70), M = rint_(1, 30), H = rint_(1, 3), Dh = rint_(1, 17), C = H * Dh;
+    int64_t xd[3] = {Bt, N, C}, cd[3] = {Bt, M, C}, d4[4] = {Bt, N, H, Dh}, c4[4] = {Bt, M, H, Dh}, perm[4] = {0, 2, 1, 3};
+    ldmc_builder *b = ldmc_builder_new("mha");
+    ldmc_value x = param(b, "x", dt, 3, xd), c = param(b, "ctx", dt, 3, cd);
+    ldmc_value q = ldmc_transpose(b, ldmc_reshape(b, ldmc_scale(b, x, 1.5), 4, d4), perm);
+    ldmc_value k = ldmc_transpose(b, ldmc_reshape(b, c, 4, c4), perm);
+    ldmc_value v = ldmc_transpose(b, ldmc_reshape(b, ldmc_unary(b, LDMC_OP_TANH, c), 4, c4), perm);
+    ldmc_value o = ldmc_transpose(b, ldmc_attention(b, q, k, v, 0.3), perm);
+    add_case(b, ldmc_reshape(b, o, 3, xd), LDMC_OP_ATTENTION, t_acc(dt),
+             "fused split-heads attention %s B%" PRId64 " N%" PRId64 " M%" PRId64 " H%" PRId64 " D%" PRId64,
+             ldmc_dtype_name(dt), Bt, N, M, H, Dh);
+  }
+  { /* a long elementwise chain with broadcasts and a shared subexpression */
+    int64_t d[3] = {rsize(), rsize(), rsize()}, c = d[1];
+    ldmc_builder *b = ldmc_builder_new("chain");
+    ldmc_value x = param(b, "x", dt, 3, d), bias = param(b, "bias", dt, 1, &c);
+    const int64_t map[1] = {1};
+    ldmc_value h = ldmc_add(b, x, ldmc_broadcast_in_dim(b, bias, 3, d, map));
+    ldmc_value s = ldmc_silu(b, h);
+    ldmc_value y = ldmc_mul(b, ldmc_add(b, s, h), ldmc_unary(b, LDMC_OP_LOGISTIC, ldmc_sub(b, s, x)));
+    add_case(b, ldmc_gelu(b, y), LDMC_OP_ADD, t_math(dt), "fused bias+silu+mul+gelu chain %s", ldmc_dtype_name(dt));
+  }
+}
+
 static ldmc_value conv_raw(ldmc_builder *b, ldmc_value x, ldmc_value w, int64_t s0, int64_t s1, int64_t pl0, int64_t ph0,
                            int64_t pl1, int64_t ph1, int64_t d0, int64_t d1, int64_t ld, int64_t groups) {
   ldmc_graph *g = ldmc_builder_graph(b);
@@ -538,6 +572,7 @@ int main(void) {
     cases_dot(dts[i]);
     cases_conv(dts[i]);
     cases_composite(dts[i]);
+    cases_fusion(dts[i]);
   }
   cases_elementwise(LDMC_I32);
   cases_movement(LDMC_I32);

@@ -78,6 +78,13 @@ static void test_errors_sticky(void) {
   b = ldmc_builder_new("err5");
   CHECK(ldmc_parameter(b, "big", LDMC_F32, 9, w) == -1);
   ldmc_builder_free(b);
+  b = ldmc_builder_new("err6"); /* missing arrays are errors, not crashes */
+  x = ldmc_parameter(b, "x", LDMC_F32, 2, d23);
+  CHECK(ldmc_transpose(b, x, NULL) == -1 && ldmc_reshape(b, x, 2, NULL) == -1);
+  ldmc_builder_free(b);
+  b = ldmc_builder_new("err7");
+  CHECK(ldmc_parameter(b, "p", LDMC_F32, 2, NULL) == -1);
+  ldmc_builder_free(b);
 }
 
 static void test_reshape_reduce(void) {

@@ -68,8 +68,9 @@ static void print_graph(const ldmc_graph *g, bool brief) {
   ldmc_tool_format_count((double)fl.mac + (double)fl.other, "FLOP", tot, sizeof tot);
   ldmc_tool_format_count((double)fl.mac, "FLOP", mac, sizeof mac);
   ldmc_tool_format_count((double)fl.other, "FLOP", oth, sizeof oth);
-  printf("graph '%s': %d nodes, %d parameters (%s elements), %d outputs\n", g->name ? g->name : "", (int)g->n_nodes,
-         (int)n_params, pe, (int)g->n_outputs);
+  printf("graph '%s': %d node%s, %d parameter%s (%s elements), %d output%s\n", g->name ? g->name : "",
+         (int)g->n_nodes, g->n_nodes == 1 ? "" : "s", (int)n_params, n_params == 1 ? "" : "s", pe, (int)g->n_outputs,
+         g->n_outputs == 1 ? "" : "s");
   printf("  FLOPs: %s (convolution/dot %s, other %s)\n", tot, mac, oth);
   qsort(hist, LDMC_OP_COUNT, sizeof hist[0], cmp_count);
   printf("  ops:");
@@ -79,8 +80,8 @@ static void print_graph(const ldmc_graph *g, bool brief) {
     int len = snprintf(item, sizeof item, " %s %lld%s", ldmc_op_name((ldmc_op)hist[i].op), (long long)hist[i].n,
                        i + 1 < LDMC_OP_COUNT && hist[i + 1].n ? "," : "");
     if (col + len > 100) {
-      printf("\n       ");
-      col = 7;
+      printf("\n      ");
+      col = 6;
     }
     fputs(item, stdout);
     col += len;

@@ -11,6 +11,6 @@ int ldmc_cmd_convert(int argc, char **argv);
 int ldmc_cmd_run(int argc, char **argv);
 int ldmc_cmd_compile(int argc, char **argv); /* tools/cmd_compile.c (passes side) */
 int ldmc_cmd_stats(int argc, char **argv);   /* tools/cmd_stats.c (models side) */
-int ldmc_cmd_compile(int argc, char **argv); /* tools/cmd_compile.c (passes side) */
+int ldmc_cmd_profile(int argc, char **argv); /* tools/cmd_profile.c (profiler) */
 
 #endif

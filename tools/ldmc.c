@@ -19,7 +19,7 @@ static const ldmc_subcommand commands[] = {
     {"run", "run a graph (or a built-in model) on a backend over named input tensors", ldmc_cmd_run},
     {"compile", "run a target's pass pipeline; print the fused kernels and peak memory", ldmc_cmd_compile},
     {"stats", "parameters, GFLOPs per step and activation memory of U-Net variants", ldmc_cmd_stats},
-    {"compile", "run the pass pipeline for a target: fused kernels and planned peak memory", ldmc_cmd_compile},
+    {"profile", "per-kernel time, FLOPs, bytes and GFLOP/s against the machine's peak; traces", ldmc_cmd_profile},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 

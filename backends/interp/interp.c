@@ -35,7 +35,23 @@ ldmc_status ldmc_interp_eval(const ldmc_interp_args *a) {
 typedef struct interp_ctx {
   const ldmc_graph *g; /* the executable's graph */
   int32_t *last_use;   /* last node reading each value; n_nodes if it is an output */
+  ldmc_profile_hook hook; /* kernel == NULL: not profiled */
 } interp_ctx;
+
+/* Each node is one kernel, named by its op (see backend.h). */
+static void interp_report(const interp_ctx *c, int32_t i, int64_t t0) {
+  ldmc_kernel_event ev = {.kernel = i, .name = ldmc_op_name(c->g->nodes[i].op), .nodes = &i, .n_nodes = 1};
+  ev.start_ns = t0;
+  ev.end_ns = ldmc_profile_now_ns();
+  ldmc_profile_kernel_cost(c->g, &i, 1, &ev);
+  c->hook.kernel(c->hook.ctx, &ev);
+}
+
+static ldmc_status interp_set_profiler(void *context, const ldmc_profile_hook *hook) {
+  interp_ctx *c = context;
+  c->hook = hook ? *hook : (ldmc_profile_hook){0};
+  return LDMC_OK;
+}
 
 static void interp_destroy(void *context) {
   interp_ctx *c = context;
@@ -85,7 +101,9 @@ static ldmc_status interp_run(void *context, const ldmc_tensor *inputs, int n_in
     }
     for (int k = 0; k < n->n_operands; k++) ops[k] = &vals[n->operands[k]];
     ldmc_interp_args args = {.node = n, .in = ops, .out = &vals[i]};
+    int64_t t0 = __builtin_expect(c->hook.kernel != NULL, 0) ? ldmc_profile_now_ns() : 0;
     st = ldmc_interp_eval(&args);
+    if (__builtin_expect(c->hook.kernel != NULL, 0) && st == LDMC_OK) interp_report(c, i, t0);
     if (ops != ops_small) free(ops);
     if (st != LDMC_OK) {
       ldmc_error_prefix("interp: %%%d %s: ", (int)i, ldmc_op_name(n->op));
@@ -109,7 +127,8 @@ static ldmc_status interp_run(void *context, const ldmc_tensor *inputs, int n_in
   return st;
 }
 
-static const ldmc_executable_i k_interp_exec = {.run = interp_run, .destroy = interp_destroy};
+static const ldmc_executable_i k_interp_exec = {
+    .run = interp_run, .destroy = interp_destroy, .set_profiler = interp_set_profiler};
 
 static bool interp_supports(const ldmc_node *n) { return (unsigned)n->op < LDMC_OP_COUNT; }
 

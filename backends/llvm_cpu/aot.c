@@ -140,7 +140,7 @@ ldmc_status ldmc_llvm_cpu_emit(const ldmc_graph *g, const ldmc_compile_opts *o, 
       for (int32_t j = 0; j < s && !kfn[s]; j++)
         if (p.steps[j].k->hash == k->hash && strcmp(p.steps[j].k->key, k->key) == 0) kfn[s] = kfn[j];
       if (kfn[s]) continue;
-      char kname[64];
+      char kname[160];
       snprintf(kname, sizeof kname, "%s.k%d", name, (int)s);
       ldmc_lc_emit_kernel(&cg, k, kname);
       kfn[s] = LLVMGetNamedFunction(mod, kname);

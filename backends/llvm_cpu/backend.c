@@ -13,12 +13,14 @@ typedef struct lc_exe {
   int threads;
   pthread_mutex_t mu; /* one run at a time: the arena is shared */
   void *arena, *scratch;
+  lc_prof prof; /* backend.h's profiling hook, when set */
 } lc_exe;
 
 static void exe_destroy(void *ctx) {
   lc_exe *x = ctx;
   if (!x) return;
   ldmc_lc_plan_free(&x->plan);
+  ldmc_lc_prof_free(&x->prof);
   free(x->arena);
   free(x->scratch);
   pthread_mutex_destroy(&x->mu);
@@ -66,7 +68,21 @@ done:
   return st;
 }
 
-static const ldmc_executable_i k_exe_iface = {exe_run, exe_destroy};
+static ldmc_status exe_set_profiler(void *ctx, const ldmc_profile_hook *hook) {
+  lc_exe *x = ctx;
+  ldmc_status st = LDMC_OK;
+  pthread_mutex_lock(&x->mu);
+  x->plan.prof = NULL; /* the events stay built: toggling the same hook is cheap */
+  if (hook && !(x->prof.ev && x->prof.hook.kernel == hook->kernel && x->prof.hook.ctx == hook->ctx)) {
+    ldmc_lc_prof_free(&x->prof);
+    st = ldmc_lc_prof_init(&x->prof, &x->plan, hook);
+  }
+  if (hook && st == LDMC_OK) x->plan.prof = &x->prof;
+  pthread_mutex_unlock(&x->mu);
+  return st;
+}
+
+static const ldmc_executable_i k_exe_iface = {exe_run, exe_destroy, exe_set_profiler};
 
 static ldmc_status lc_compile(const ldmc_graph *g, const ldmc_compile_opts *o, ldmc_executable **out) {
   *out = NULL;
@@ -94,7 +110,7 @@ static ldmc_status lc_compile(const ldmc_graph *g, const ldmc_compile_opts *o, l
     for (int32_t i = 0; ks && i < x->plan.n_steps; i++)
       if (x->plan.steps[i].k) ks[nk++] = x->plan.steps[i].k;
     if (st == LDMC_OK)
-      st = ldmc_lc_jit_compile(t, ks, nk, o ? o->cache_dir : NULL, o ? o->verbose : 0);
+      st = ldmc_lc_jit_compile(t, ks, nk, o ? o->cache_dir : NULL, x->threads, o ? o->verbose : 0);
     free(ks);
     if (st == LDMC_OK && o && o->verbose)
       fprintf(stderr, "llvm-cpu: graph '%s' (%s): %d steps, %lld on the interpreter, arena %.1f MiB\n", g->name,

@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backends/llvm_cpu/lc.h"
 
@@ -161,7 +163,103 @@ static void dump_module(LLVMModuleRef mod, LLVMTargetMachineRef tm) {
   LLVMDisposeModule(c);
 }
 
-static ldmc_status compile_locked(jit_state *s, const lc_target *t, lc_kernel **ks, int n, int verbose) {
+/* One kernel: its own context and module, optimized, compiled to an object. */
+static ldmc_status compile_one(const lc_target *t, const lc_kernel *k, LLVMMemoryBufferRef *out, int verbose) {
+  LLVMTargetMachineRef tm = ldmc_lc_tm_create(t);
+  if (!tm) return LDMC_ERR_INTERNAL;
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(k->sym, ctx);
+  LLVMSetTarget(mod, t->triple);
+  LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
+  LLVMSetModuleDataLayout(mod, td);
+  LLVMDisposeTargetData(td);
+  lc_cg cg;
+  ldmc_lc_cg_init(&cg, ctx, mod, t);
+  ldmc_lc_emit_kernel(&cg, k, k->sym);
+  ldmc_lc_cg_dispose(&cg);
+  if (verbose > 2) {
+    char *ir = LLVMPrintModuleToString(mod);
+    fprintf(stderr, "%s\n", ir);
+    LLVMDisposeMessage(ir);
+  }
+  ldmc_status st = ldmc_lc_optimize(mod, tm);
+  if (st == LDMC_OK) dump_module(mod, tm);
+  char *err = NULL;
+  if (st == LDMC_OK && LLVMTargetMachineEmitToMemoryBuffer(tm, mod, LLVMObjectFile, &err, out)) {
+    st = ldmc_error(LDMC_ERR_INTERNAL, "llvm-cpu: code generation for %s failed: %s", k->sym, err ? err : "?");
+    *out = NULL;
+  }
+  LLVMDisposeMessage(err);
+  LLVMDisposeModule(mod);
+  LLVMContextDispose(ctx);
+  LLVMDisposeTargetMachine(tm);
+  return st;
+}
+
+/* On-disk cache: <dir>/<sym>.o holds the object, <dir>/<sym>.key the full key
+ * (compared on load, so a hash collision is a miss, not a wrong kernel). */
+static char *read_all(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  char *buf = NULL;
+  if (fseek(f, 0, SEEK_END) == 0) {
+    long n = ftell(f);
+    if (n >= 0 && n < (1L << 30) && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1))) {
+      if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+      } else {
+        buf[n] = 0;
+        *len = (size_t)n;
+      }
+    }
+  }
+  fclose(f);
+  return buf;
+}
+
+static bool disk_load(const char *dir, const lc_kernel *k, LLVMMemoryBufferRef *out) {
+  char path[4096];
+  size_t n = 0;
+  snprintf(path, sizeof path, "%s/%s.key", dir, k->sym);
+  char *key = read_all(path, &n);
+  bool same = key && strcmp(key, k->key) == 0;
+  free(key);
+  if (!same) return false;
+  snprintf(path, sizeof path, "%s/%s.o", dir, k->sym);
+  char *obj = read_all(path, &n);
+  if (!obj || n == 0) {
+    free(obj);
+    return false;
+  }
+  *out = LLVMCreateMemoryBufferWithMemoryRangeCopy(obj, n, k->sym);
+  free(obj);
+  return *out != NULL;
+}
+
+/* written to a temporary name and renamed, so readers never see half a file */
+static void write_atomic(const char *path, const void *data, size_t n) {
+  char tmp[4200];
+  static _Atomic unsigned serial;
+  snprintf(tmp, sizeof tmp, "%s.tmp%d.%u", path, (int)getpid(), serial++);
+  FILE *f = fopen(tmp, "wb");
+  if (!f) return;
+  bool ok = fwrite(data, 1, n, f) == n;
+  ok = fclose(f) == 0 && ok;
+  if (!ok || rename(tmp, path) != 0) remove(tmp);
+}
+
+static void disk_store(const char *dir, const lc_kernel *k, LLVMMemoryBufferRef obj) {
+  char path[4096];
+  mkdir(dir, 0755); /* may exist */
+  snprintf(path, sizeof path, "%s/%s.o", dir, k->sym);
+  write_atomic(path, LLVMGetBufferStart(obj), LLVMGetBufferSize(obj));
+  snprintf(path, sizeof path, "%s/%s.key", dir, k->sym);
+  write_atomic(path, k->key, strlen(k->key));
+}
+
+static ldmc_status compile_locked(jit_state *s, const lc_target *t, lc_kernel **ks, int n, const char *cache_dir,
+                                  int threads, int verbose) {
   double t_start = now_s();
   int64_t hits = 0;
   lc_kernel **miss = malloc((size_t)(n ? n : 1) * sizeof *miss);
@@ -188,47 +286,48 @@ static ldmc_status compile_locked(jit_state *s, const lc_target *t, lc_kernel **
     miss[nm++] = ks[i];
   }
   ldmc_status st = LDMC_OK;
+  int64_t disk = 0;
   if (nm > 0) {
-    LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
-    LLVMContextRef ctx = LLVMOrcThreadSafeContextGetContext(tsc);
-    LLVMModuleRef mod = LLVMModuleCreateWithNameInContext("ldmc_kernels", ctx);
-    LLVMSetTarget(mod, t->triple);
-    LLVMTargetDataRef td = LLVMCreateTargetDataLayout(s->tm);
-    LLVMSetModuleDataLayout(mod, td);
-    LLVMDisposeTargetData(td);
-    lc_cg cg;
-    ldmc_lc_cg_init(&cg, ctx, mod, t);
-    for (int i = 0; i < nm; i++) ldmc_lc_emit_kernel(&cg, miss[i], miss[i]->sym);
-    ldmc_lc_cg_dispose(&cg);
-    if (verbose > 2) {
-      char *ir = LLVMPrintModuleToString(mod);
-      fprintf(stderr, "%s\n", ir);
-      LLVMDisposeMessage(ir);
-    }
-    st = ldmc_lc_optimize(mod, s->tm);
-    if (st == LDMC_OK) dump_module(mod, s->tm);
-    if (st != LDMC_OK) {
-      LLVMDisposeModule(mod);
-      LLVMOrcDisposeThreadSafeContext(tsc);
-    } else {
-      LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, tsc);
-      LLVMOrcDisposeThreadSafeContext(tsc);
-      LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModule(s->jit, LLVMOrcLLJITGetMainJITDylib(s->jit), tsm);
-      if (e) {
-        st = llvm_err(e, "adding kernels to the JIT");
-      } else {
-        for (int i = 0; i < nm && st == LDMC_OK; i++) {
-          LLVMOrcExecutorAddress addr = 0;
-          e = LLVMOrcLLJITLookup(s->jit, &addr, miss[i]->sym);
-          if (e) {
-            st = llvm_err(e, "looking up a kernel");
-            break;
-          }
-          miss[i]->fn = (lc_kernel_fn)(uintptr_t)addr;
-          st = cache_insert(s, miss[i]->hash, miss[i]->key, miss[i]->fn);
-        }
+    /* each kernel its own module, compiled to an object in parallel */
+    LLVMMemoryBufferRef *obj = calloc((size_t)nm, sizeof *obj);
+    char (*err)[512] = calloc((size_t)nm, sizeof *err);
+    if (!obj || !err) st = ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
+    int nt = threads > 0 ? threads : 1;
+    if (nt > nm) nt = nm;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) reduction(+ : disk) if (st == LDMC_OK)
+    for (int i = 0; i < nm; i++) {
+      if (cache_dir && disk_load(cache_dir, miss[i], &obj[i])) {
+        disk++;
+        continue;
       }
+      if (compile_one(t, miss[i], &obj[i], verbose) != LDMC_OK) {
+        snprintf(err[i], sizeof err[i], "%s", ldmc_last_error());
+        continue;
+      }
+      if (cache_dir) disk_store(cache_dir, miss[i], obj[i]);
     }
+    for (int i = 0; i < nm && st == LDMC_OK; i++)
+      if (!obj[i]) st = ldmc_error(LDMC_ERR_INTERNAL, "%s", err[i][0] ? err[i] : "llvm-cpu: kernel compilation failed");
+    LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(s->jit);
+    for (int i = 0; i < nm && st == LDMC_OK; i++) {
+      LLVMErrorRef e = LLVMOrcLLJITAddObjectFile(s->jit, jd, obj[i]); /* takes the buffer */
+      obj[i] = NULL;
+      if (e) st = llvm_err(e, "adding a kernel to the JIT");
+    }
+    for (int i = 0; i < nm && st == LDMC_OK; i++) {
+      LLVMOrcExecutorAddress addr = 0;
+      LLVMErrorRef e = LLVMOrcLLJITLookup(s->jit, &addr, miss[i]->sym);
+      if (e) {
+        st = llvm_err(e, "looking up a kernel");
+        break;
+      }
+      miss[i]->fn = (lc_kernel_fn)(uintptr_t)addr;
+      st = cache_insert(s, miss[i]->hash, miss[i]->key, miss[i]->fn);
+    }
+    for (int i = 0; obj && i < nm; i++)
+      if (obj[i]) LLVMDisposeMemoryBuffer(obj[i]);
+    free(obj);
+    free(err);
   }
   /* duplicates within the request take the fresh pointers */
   for (int i = 0; i < n && st == LDMC_OK; i++) {
@@ -238,18 +337,20 @@ static ldmc_status compile_locked(jit_state *s, const lc_target *t, lc_kernel **
     else ks[i]->fn = e->fn;
   }
   double dt = now_s() - t_start;
-  if (verbose) fprintf(stderr, "llvm-cpu: %d kernels: %d compiled, %lld cached, %.3f s\n", n, nm, (long long)hits, dt);
-  ldmc_lc_stats_add(n, nm, hits, 0, dt);
+  if (verbose)
+    fprintf(stderr, "llvm-cpu: %d kernels: %d compiled (%lld from the disk cache), %lld cached, %.3f s\n", n, nm,
+            (long long)disk, (long long)hits, dt);
+  ldmc_lc_stats_add(n, nm - disk, hits, disk, dt);
   free(miss);
   return st;
 }
 
-ldmc_status ldmc_lc_jit_compile(const lc_target *t, lc_kernel **ks, int n, const char *cache_dir, int verbose) {
-  (void)cache_dir;
+ldmc_status ldmc_lc_jit_compile(const lc_target *t, lc_kernel **ks, int n, const char *cache_dir, int threads,
+                                int verbose) {
   jit_state *s = &g_jit[t->isa];
   pthread_mutex_lock(&s->mu);
   ldmc_status st = s->jit ? LDMC_OK : jit_create(s, t);
-  if (st == LDMC_OK) st = compile_locked(s, t, ks, n, verbose);
+  if (st == LDMC_OK) st = compile_locked(s, t, ks, n, cache_dir, threads, verbose);
   pthread_mutex_unlock(&s->mu);
   return st;
 }

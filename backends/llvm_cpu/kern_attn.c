@@ -30,7 +30,9 @@ void ldmc_lc_emit_attn(lc_cg *cg, const lc_attn_desc *d) {
   LLVMValueRef b = LLVMBuildUDiv(B, t, lc_i64(cg, ntile), "");
   LLVMValueRef n0 = mul(cg, LLVMBuildURem(B, t, lc_i64(cg, ntile), ""), br);
   LLVMValueRef nrows = lc_smin64(cg, LLVMBuildSub(B, lc_i64(cg, d->N), n0, ""), lc_i64(cg, br));
-  LLVMValueRef qb = mul(cg, b, d->N * d->D), ktb = mul(cg, b, d->D * d->Mp), vb = mul(cg, b, d->M * Ep);
+  LLVMValueRef qb = add(cg, mul(cg, LLVMBuildUDiv(B, b, lc_i64(cg, d->nb2), ""), d->qs[0]),
+                        mul(cg, LLVMBuildURem(B, b, lc_i64(cg, d->nb2), ""), d->qs[1]));
+  LLVMValueRef ktb = mul(cg, b, d->D * d->Mp), vb = mul(cg, b, d->M * Ep);
   { /* init */
     lc_loop li, le;
     LLVMValueRef i = lc_for(cg, &li, lc_i64(cg, 0), lc_i64(cg, br), lc_i64(cg, 1), 0, NULL);
@@ -50,7 +52,7 @@ void ldmc_lc_emit_attn(lc_cg *cg, const lc_attn_desc *d) {
     LLVMValueRef qrow[16];
     for (int r = 0; r < rb; r++) {
       LLVMValueRef row = lc_smin64(cg, add(cg, add(cg, n0, i0), lc_i64(cg, r)), lc_i64(cg, d->N - 1));
-      qrow[r] = add(cg, qb, mul(cg, row, d->D));
+      qrow[r] = add(cg, qb, mul(cg, row, d->qs[2]));
     }
     LLVMValueRef init[LC_MAX_CARRY];
     for (int k = 0; k < rb * nv; k++) init[k] = LLVMConstNull(vf);
@@ -60,7 +62,8 @@ void ldmc_lc_emit_attn(lc_cg *cg, const lc_attn_desc *d) {
     for (int j = 0; j < nv; j++) kt[j] = lc_load(cg, vf, fptr(cg, cg->buf[2], add(cg, krow, lc_i64(cg, (int64_t)j * W))), 4);
     LLVMTypeRef st = lc_store_ty(cg, dt);
     for (int r = 0; r < rb; r++) {
-      LLVMValueRef qv = lc_load(cg, st, lc_gep(cg, st, cg->buf[1], add(cg, qrow[r], dd)), (unsigned)ldmc_dtype_size(dt));
+      LLVMValueRef qv = lc_load(cg, st, lc_gep(cg, st, cg->buf[1], add(cg, qrow[r], mul(cg, dd, d->qs[3]))),
+                                (unsigned)ldmc_dtype_size(dt));
       qv = lc_to_comp(cg, dt, lc_splat(cg, qv, W));
       for (int j = 0; j < nv; j++) next[r * nv + j] = lc_fma(cg, qv, kt[j], ld.phi[r * nv + j]);
     }

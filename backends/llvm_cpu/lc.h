@@ -66,6 +66,7 @@ typedef struct lc_kernel {
   int n_bufs;
   int64_t n_tiles;
   size_t scratch;  /* bytes per thread */
+  double work;     /* estimated element operations; small steps run on one thread */
   lc_kernel_fn fn; /* after ldmc_lc_jit_compile */
   char sym[40];    /* "ldmc_k_<hash>" */
 } lc_kernel;
@@ -254,10 +255,12 @@ typedef struct lc_pack_desc {
 
 /* softmax(scale q k^T) v without the N x M matrix: per tile of br query rows,
  * key blocks of bc with a running max and sum. bufs: 0 = out [B,N,E] (dt),
- * 1 = q [B,N,D] (dt), 2 = k^T as f32 [B][D][Mp], 3 = v as f32 [B][M][Ep]. */
+ * 1 = q (dt, strided by qs), 2 = k^T as f32 [B][D][Mp], 3 = v as f32 [B][M][Ep]. */
 typedef struct lc_attn_desc {
   uint8_t dt;
   int64_t B, N, M, D, E, Mp, Ep;
+  int64_t nb2;   /* batch b = b1 * nb2 + b2 */
+  int64_t qs[4]; /* q strides: b1, b2, row, column */
   double scale;
   int br, bc, rb; /* query rows per tile, keys per block, rows per register block */
 } lc_attn_desc;
@@ -272,10 +275,12 @@ void ldmc_lc_emit_attn(lc_cg *cg, const lc_attn_desc *d);
 
 /* ---- JIT and kernel cache (jit.c) ------------------------------------------------------------ */
 /* Gives every kernel its function pointer: from the in-memory cache when a
- * kernel with the same key was compiled before, else by generating all the
- * missing kernels into one module, optimizing it (default<O3>) and adding it
- * to the level's LLJIT. cache_dir (optional) keeps objects on disk. */
-ldmc_status ldmc_lc_jit_compile(const lc_target *t, lc_kernel **ks, int n, const char *cache_dir, int verbose);
+ * kernel with the same key was compiled before, else by generating each
+ * missing kernel into its own module, optimizing it (default<O3>) and
+ * compiling it to an object on `threads` threads, then adding the objects to
+ * the level's LLJIT. cache_dir (optional) keeps the objects on disk. */
+ldmc_status ldmc_lc_jit_compile(const lc_target *t, lc_kernel **ks, int n, const char *cache_dir, int threads,
+                                int verbose);
 /* Optimizes a module with the target's pass pipeline. */
 ldmc_status ldmc_lc_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm);
 void ldmc_lc_stats_add(int64_t requested, int64_t compiled, int64_t hits, int64_t disk_hits, double seconds);
@@ -311,6 +316,8 @@ typedef struct lc_plan {
   lc_ref *value; /* per node */
   int32_t *uses;  /* per node: operand uses plus output uses */
   uint8_t *done;  /* per node: already computed by a fused step */
+  const struct lc_prof *prof; /* profiler events per step (profile.c); NULL: not profiled */
+  uint8_t *pending; /* per node: elementwise/view not yet computed (fuse.c) */
   lc_step *steps;
   int32_t n_steps, cap_steps;
   size_t arena_bytes, scratch_bytes;
@@ -326,12 +333,33 @@ ldmc_status ldmc_lc_plan_add_step(lc_plan *p, lc_kernel *k, int32_t node, int n_
 ldmc_status ldmc_lc_lower_node(lc_plan *p, int32_t id, bool *handled);
 ldmc_status ldmc_lc_lower_contract(lc_plan *p, int32_t id, bool *handled); /* dot_general, convolution */
 int32_t ldmc_lc_sole_consumer(const lc_plan *p, int32_t id, ldmc_op op);
+/* elementwise fusion (fuse.c) */
+bool ldmc_lc_fusible(const ldmc_node *n);
+ldmc_status ldmc_lc_lower_fusible(lc_plan *p, int32_t id);
+ldmc_status ldmc_lc_materialize(lc_plan *p, int32_t id); /* computes a pending node into a buffer */
+/* If id is computed, or pending views (broadcast, transpose, slice) of a
+ * computed node, gives that buffer and the element strides of id's dims in it;
+ * else false (materialize it then). */
+bool ldmc_lc_strided_view(lc_plan *p, int32_t id, lc_ref *ref, int64_t *st);
+lc_ref ldmc_lc_new_out(lc_plan *p, int32_t id);           /* a fresh arena buffer as the node's value */
+lc_stream ldmc_lc_dense(ldmc_dtype dt, const ldmc_shape *s);
 /* row-major strides of a shape, in elements */
 void ldmc_lc_strides(const ldmc_shape *s, int64_t *st);
 int64_t ldmc_lc_numel(const ldmc_shape *s);
 /* Appends an elementwise copy src(view) -> dst(view) over box dims. */
 ldmc_status ldmc_lc_add_copy(lc_plan *p, int32_t node, int rank, const int64_t *dims, lc_ref dst, const lc_stream *dv,
                              lc_ref src, const lc_stream *sv);
+
+/* ---- profiling (profile.c): one backend.h kernel event per step ---- */
+typedef struct lc_prof {
+  ldmc_profile_hook hook;
+  ldmc_kernel_event *ev; /* per step: name, nodes, FLOPs, bytes (times set per call) */
+  int32_t *nodes;        /* storage of the events' node lists */
+} lc_prof;
+ldmc_status ldmc_lc_prof_init(lc_prof *pr, const lc_plan *p, const ldmc_profile_hook *hook);
+void ldmc_lc_prof_free(lc_prof *pr);
+/* Reports step `step`, which started at start_ns and ends now. */
+void ldmc_lc_prof_report(const lc_prof *pr, int32_t step, int64_t start_ns);
 
 /* runs the plan's steps over resolved buffer bases (exec.c) */
 ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, int threads);

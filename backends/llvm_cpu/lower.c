@@ -1,99 +1,14 @@
-/* Lowering of one node into kernel steps: elementwise ops and data movement
- * become loop-nest kernels (kern_ew.c); reductions, softmax, norms and
- * attention get their own kernels; dot_general and convolution go to
- * lower_contract.c. */
+/* Lowering of one node into kernel steps: elementwise ops and views fuse
+ * (fuse.c); pad, concatenate and upsample become loop-nest copies
+ * (kern_ew.c); reductions, softmax, norms and attention get their own
+ * kernels; dot_general and convolution go to lower_contract.c. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "backends/llvm_cpu/lc.h"
 
-static lc_ref new_out(lc_plan *p, int32_t id) {
-  const ldmc_node *n = &p->g->nodes[id];
-  int32_t b = ldmc_lc_plan_new_buf(p, LC_BUF_ARENA, (size_t)ldmc_lc_numel(&n->shape) * ldmc_dtype_size(n->dtype));
-  lc_ref r = {b, 0};
-  if (b >= 0) p->value[id] = r;
-  return r;
-}
-
-static lc_stream dense(ldmc_dtype dt, const ldmc_shape *s) {
-  lc_stream v;
-  memset(&v, 0, sizeof v);
-  v.dt = (uint8_t)dt;
-  ldmc_lc_strides(s, v.st);
-  return v;
-}
-
-/* Adds an EW step: d's output is ref out, its inputs ins[0..n_in). Takes d. */
-static ldmc_status add_ew(lc_plan *p, int32_t id, lc_ew_desc *d, lc_ref out, const lc_ref *ins) {
-  int64_t tiles = ldmc_lc_ew_finish(d, p->t);
-  lc_ref refs[LC_MAX_BUFS];
-  refs[0] = out;
-  for (int i = 0; i < d->n_in; i++) refs[1 + i] = d->in[i].iota ? (lc_ref){-1, 0} : ins[i];
-  int nb = 1 + d->n_in;
-  lc_kernel *k = ldmc_lc_kernel_new(LC_K_EW, d, sizeof *d, p->t);
-  if (!k) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
-  k->n_bufs = nb;
-  k->n_tiles = tiles;
-  if (tiles == 0) { /* nothing to compute */
-    ldmc_lc_kernel_free(k);
-    return LDMC_OK;
-  }
-  return ldmc_lc_plan_add_step(p, k, id, nb, refs);
-}
-
-static lc_ew_desc *ew_new(int rank, const int64_t *dims, lc_stream out) {
-  lc_ew_desc *d = calloc(1, sizeof *d);
-  if (!d) return NULL;
-  d->rank = rank;
-  memcpy(d->dims, dims, (size_t)rank * sizeof *dims);
-  d->out = out;
-  return d;
-}
-
-static int ew_load(lc_ew_desc *d, lc_stream s) {
-  d->in[d->n_in] = s;
-  lc_ew_ins *in = &d->ins[d->n_ins];
-  in->op = LC_EW_LOAD;
-  in->dt = s.dt;
-  in->a[0] = in->a[1] = in->a[2] = -1;
-  in->arg = d->n_in++;
-  return d->n_ins++;
-}
-
-static int ew_op(lc_ew_desc *d, int op, ldmc_dtype dt, int a, int b, int c, int32_t arg) {
-  lc_ew_ins *in = &d->ins[d->n_ins];
-  in->op = (int16_t)op;
-  in->dt = (uint8_t)dt;
-  in->a[0] = (int8_t)a, in->a[1] = (int8_t)b, in->a[2] = (int8_t)c;
-  in->arg = arg;
-  return d->n_ins++;
-}
-
-ldmc_status ldmc_lc_add_copy(lc_plan *p, int32_t node, int rank, const int64_t *dims, lc_ref dst, const lc_stream *dv,
-                             lc_ref src, const lc_stream *sv) {
-  lc_ew_desc *d = ew_new(rank, dims, *dv);
-  if (!d) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
-  ew_load(d, *sv);
-  return add_ew(p, node, d, dst, &src);
-}
-
-static ldmc_status lower_elementwise(lc_plan *p, int32_t id) {
-  const ldmc_graph *g = p->g;
-  const ldmc_node *n = &g->nodes[id];
-  lc_ref out = new_out(p, id);
-  if (out.buf < 0) return LDMC_ERR_NOMEM;
-  lc_ew_desc *d = ew_new(n->shape.rank, n->shape.dims, dense(n->dtype, &n->shape));
-  if (!d) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
-  lc_ref ins[3];
-  int a[3] = {-1, -1, -1};
-  for (int k = 0; k < n->n_operands; k++) {
-    const ldmc_node *o = &g->nodes[n->operands[k]];
-    a[k] = ew_load(d, dense(o->dtype, &o->shape));
-    ins[k] = p->value[n->operands[k]];
-  }
-  ew_op(d, n->op, n->dtype, a[0], a[1], a[2], n->op == LDMC_OP_COMPARE ? (int32_t)n->attrs.direction : 0);
-  return add_ew(p, id, d, out, ins);
-}
+#define new_out ldmc_lc_new_out
+#define dense ldmc_lc_dense
 
 static ldmc_status lower_movement(lc_plan *p, int32_t id) {
   const ldmc_graph *g = p->g;
@@ -103,17 +18,6 @@ static ldmc_status lower_movement(lc_plan *p, int32_t id) {
   if (out.buf < 0) return LDMC_ERR_NOMEM;
   lc_stream ov = dense(n->dtype, &n->shape);
   int r = n->shape.rank;
-  if (n->op == LDMC_OP_IOTA) {
-    lc_ew_desc *d = ew_new(r, n->shape.dims, ov);
-    if (!d) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
-    lc_stream s;
-    memset(&s, 0, sizeof s);
-    s.dt = (uint8_t)n->dtype;
-    s.iota = 1;
-    s.st[at->axis] = 1;
-    ew_load(d, s);
-    return add_ew(p, id, d, out, &out);
-  }
   const ldmc_node *x = &g->nodes[n->operands[0]];
   lc_ref xr = p->value[n->operands[0]];
   int64_t xst[LDMC_MAX_RANK];
@@ -122,19 +26,6 @@ static ldmc_status lower_movement(lc_plan *p, int32_t id) {
   memset(&sv, 0, sizeof sv);
   sv.dt = (uint8_t)x->dtype;
   switch (n->op) {
-    case LDMC_OP_BROADCAST_IN_DIM:
-      for (int i = 0; i < x->shape.rank; i++)
-        if (x->shape.dims[i] != 1) sv.st[at->dims.v[i]] = xst[i];
-      return ldmc_lc_add_copy(p, id, r, n->shape.dims, out, &ov, xr, &sv);
-    case LDMC_OP_TRANSPOSE:
-      for (int i = 0; i < r; i++) sv.st[i] = xst[at->dims.v[i]];
-      return ldmc_lc_add_copy(p, id, r, n->shape.dims, out, &ov, xr, &sv);
-    case LDMC_OP_SLICE:
-      for (int i = 0; i < r; i++) {
-        sv.st[i] = xst[i] * at->stride.v[i];
-        sv.off += at->start.v[i] * xst[i];
-      }
-      return ldmc_lc_add_copy(p, id, r, n->shape.dims, out, &ov, xr, &sv);
     case LDMC_OP_UPSAMPLE_NEAREST: {
       if (2 + 2 * (r - 2) > LDMC_MAX_RANK) return LDMC_ERR_UNSUPPORTED;
       int64_t dims[LDMC_MAX_RANK];
@@ -202,12 +93,12 @@ static ldmc_status lower_attention(lc_plan *p, int32_t id);
 ldmc_status ldmc_lc_lower_node(lc_plan *p, int32_t id, bool *handled) {
   const ldmc_node *n = &p->g->nodes[id];
   *handled = true;
-  if (ldmc_op_table[n->op].flags & LDMC_OPF_ELEMENTWISE) return lower_elementwise(p, id);
+  if (ldmc_lc_fusible(n)) return ldmc_lc_lower_fusible(p, id);
+  /* everything else reads its operands from buffers (products and attention
+   * read views of them in place) */
+  if (n->op != LDMC_OP_DOT_GENERAL && n->op != LDMC_OP_ATTENTION)
+    for (int k = 0; k < n->n_operands; k++) LDMC_TRY(ldmc_lc_materialize(p, n->operands[k]));
   switch (n->op) {
-    case LDMC_OP_IOTA:
-    case LDMC_OP_BROADCAST_IN_DIM:
-    case LDMC_OP_TRANSPOSE:
-    case LDMC_OP_SLICE:
     case LDMC_OP_CONCATENATE:
     case LDMC_OP_PAD: return lower_movement(p, id);
     case LDMC_OP_UPSAMPLE_NEAREST:
@@ -244,8 +135,16 @@ int32_t ldmc_lc_sole_consumer(const lc_plan *p, int32_t id, ldmc_op op) {
 
 static ldmc_status add_kernel(lc_plan *p, int32_t id, lc_kind kind, void *desc, size_t size, int64_t tiles, size_t scratch,
                               int nb, const lc_ref *refs) {
+  /* work estimate: elements touched (norms, softmax, reduce), or the products' FLOPs */
+  double work = 4.0 * (double)ldmc_lc_numel(&p->g->nodes[id].shape);
+  if (kind == LC_K_REDUCE) work = 2.0 * (double)ldmc_lc_numel(&p->g->nodes[p->g->nodes[id].operands[0]].shape);
+  if (kind == LC_K_ATTN) {
+    const lc_attn_desc *a = desc;
+    work = 2.0 * (double)a->B * (double)a->N * (double)a->M * (double)(a->D + a->E + 8);
+  }
   lc_kernel *k = ldmc_lc_kernel_new(kind, desc, size, p->t);
   if (!k) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
+  k->work = work;
   k->n_bufs = nb;
   k->n_tiles = tiles;
   k->scratch = scratch;
@@ -372,47 +271,64 @@ static ldmc_status lower_attention(lc_plan *p, int32_t id) {
   int r = n->shape.rank, W = p->t->W;
   int64_t Bt = 1, N = q->shape.dims[r - 2], D = q->shape.dims[r - 1], M = k->shape.dims[r - 2], E = v->shape.dims[r - 1];
   for (int i = 0; i < r - 2; i++) Bt *= q->shape.dims[i];
+  /* operands as strided views of their buffers; up to two leading dims stay unmerged */
+  lc_ref ref[3];
+  int64_t st[3][LDMC_MAX_RANK];
+  for (int i = 0; i < 3; i++) {
+    int32_t op = n->operands[i];
+    if (r > 4 || !ldmc_lc_strided_view(p, op, &ref[i], st[i])) {
+      LDMC_TRY(ldmc_lc_materialize(p, op));
+      ref[i] = p->value[op];
+      ldmc_lc_strides(&g->nodes[op].shape, st[i]);
+      if (r > 4) { /* dense: view as [1, B, n, d] */
+        st[i][r - 3] = st[i][r - 2] * g->nodes[op].shape.dims[r - 2];
+      }
+    }
+  }
+  int64_t nb2 = r >= 3 ? q->shape.dims[r - 3] : 1;
+  if (r > 4) nb2 = Bt;
+  int64_t s4[3][4]; /* b1, b2, row, col strides */
+  for (int i = 0; i < 3; i++) {
+    s4[i][0] = r == 4 ? st[i][0] : 0;
+    s4[i][1] = r >= 3 ? st[i][r - 3] : 0;
+    s4[i][2] = st[i][r - 2], s4[i][3] = st[i][r - 1];
+  }
   lc_attn_desc *d = calloc(1, sizeof *d);
   if (!d) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
   d->dt = (uint8_t)n->dtype;
   d->bc = 4 * W;
   d->rb = W == 16 ? 6 : W == 8 ? 2 : 4;
   d->br = 4 * d->rb;
-  d->B = Bt, d->N = N, d->M = M, d->D = D, d->E = E;
+  d->B = Bt, d->N = N, d->M = M, d->D = D, d->E = E, d->nb2 = nb2;
+  memcpy(d->qs, s4[0], sizeof d->qs);
   d->Mp = (M + d->bc - 1) / d->bc * d->bc;
   d->Ep = (E + W - 1) / W * W;
   d->scale = n->attrs.scale;
-  /* k^T as f32 [B][D][Mp] */
+  /* k^T as f32 [B][D][Mp] and v as f32 [B][M][Ep], copied from their views */
   int32_t ktb = ldmc_lc_plan_new_buf(p, LC_BUF_ARENA, (size_t)(Bt * D * d->Mp) * 4);
-  if (ktb < 0) {
+  int32_t vb = ldmc_lc_plan_new_buf(p, LC_BUF_ARENA, (size_t)(Bt * M * d->Ep) * 4);
+  if (ktb < 0 || vb < 0) {
     free(d);
     return LDMC_ERR_NOMEM;
   }
   lc_stream sv, dv;
   memset(&sv, 0, sizeof sv);
   memset(&dv, 0, sizeof dv);
-  int64_t box[3] = {Bt, D, M};
-  sv.dt = (uint8_t)k->dtype, sv.st[0] = M * D, sv.st[1] = 1, sv.st[2] = D;
-  dv.dt = LDMC_F32, dv.st[0] = D * d->Mp, dv.st[1] = d->Mp, dv.st[2] = 1;
-  ldmc_status st = ldmc_lc_add_copy(p, id, 3, box, (lc_ref){ktb, 0}, &dv, p->value[n->operands[1]], &sv);
-  /* v as f32 [B][M][Ep] */
-  lc_ref vr = p->value[n->operands[2]];
-  if (st == LDMC_OK && (v->dtype != LDMC_F32 || d->Ep != E)) {
-    int32_t vb = ldmc_lc_plan_new_buf(p, LC_BUF_ARENA, (size_t)(Bt * M * d->Ep) * 4);
-    if (vb < 0) st = LDMC_ERR_NOMEM;
-    int64_t vbox[3] = {Bt, M, E};
-    sv.dt = (uint8_t)v->dtype, sv.st[0] = M * E, sv.st[1] = E, sv.st[2] = 1;
-    dv.dt = LDMC_F32, dv.st[0] = M * d->Ep, dv.st[1] = d->Ep, dv.st[2] = 1;
-    if (st == LDMC_OK) st = ldmc_lc_add_copy(p, id, 3, vbox, (lc_ref){vb, 0}, &dv, vr, &sv);
-    vr = (lc_ref){vb, 0};
-  }
+  int64_t box[4] = {Bt / nb2, nb2, D, M};
+  sv.dt = (uint8_t)k->dtype, sv.st[0] = s4[1][0], sv.st[1] = s4[1][1], sv.st[2] = s4[1][3], sv.st[3] = s4[1][2];
+  dv.dt = LDMC_F32, dv.st[0] = nb2 * D * d->Mp, dv.st[1] = D * d->Mp, dv.st[2] = d->Mp, dv.st[3] = 1;
+  ldmc_status stt = ldmc_lc_add_copy(p, id, 4, box, (lc_ref){ktb, 0}, &dv, ref[1], &sv);
+  int64_t vbox[4] = {Bt / nb2, nb2, M, E};
+  sv.dt = (uint8_t)v->dtype, sv.st[0] = s4[2][0], sv.st[1] = s4[2][1], sv.st[2] = s4[2][2], sv.st[3] = s4[2][3];
+  dv.dt = LDMC_F32, dv.st[0] = nb2 * M * d->Ep, dv.st[1] = M * d->Ep, dv.st[2] = d->Ep, dv.st[3] = 1;
+  if (stt == LDMC_OK) stt = ldmc_lc_add_copy(p, id, 4, vbox, (lc_ref){vb, 0}, &dv, ref[2], &sv);
   lc_ref out = new_out(p, id);
-  if (st != LDMC_OK || out.buf < 0) {
+  if (stt != LDMC_OK || out.buf < 0) {
     free(d);
-    return st != LDMC_OK ? st : LDMC_ERR_NOMEM;
+    return stt != LDMC_OK ? stt : LDMC_ERR_NOMEM;
   }
   size_t scratch = ((size_t)(d->br * d->bc + d->br * d->Ep + 2 * d->br) * 4 + 63) / 64 * 64;
   int64_t tiles = E > 0 ? Bt * ((N + d->br - 1) / d->br) : 0;
-  lc_ref refs[4] = {out, p->value[n->operands[0]], {ktb, 0}, vr};
+  lc_ref refs[4] = {out, ref[0], {ktb, 0}, {vb, 0}};
   return add_kernel(p, id, LC_K_ATTN, d, sizeof *d, tiles, scratch, 4, refs);
 }

@@ -57,8 +57,8 @@ static bool views(const ldmc_shape *sh, const int64_t *st, const side *s, int sp
 }
 
 /* Copies operand x into dense order [batch..., first..., second...]; returns its new ref and shape. */
-static ldmc_status canonical_copy(lc_plan *p, int32_t node, const ldmc_node *x, lc_ref xr, const side *s, bool rhs,
-                                  lc_ref *out, ldmc_shape *shape, side *ns) {
+static ldmc_status canonical_copy(lc_plan *p, int32_t node, const ldmc_node *x, lc_ref xr, const int64_t *xst,
+                                  const side *s, bool rhs, lc_ref *out, ldmc_shape *shape, side *ns) {
   int64_t perm[LDMC_MAX_RANK];
   int k = 0;
   for (int i = 0; i < s->nb; i++) perm[k++] = s->batch[i];
@@ -66,8 +66,6 @@ static ldmc_status canonical_copy(lc_plan *p, int32_t node, const ldmc_node *x, 
   int na = rhs ? s->nc : s->nf, nb = rhs ? s->nf : s->nc;
   for (int i = 0; i < na; i++) perm[k++] = a[i];
   for (int i = 0; i < nb; i++) perm[k++] = b[i];
-  int64_t xst[LDMC_MAX_RANK];
-  ldmc_lc_strides(&x->shape, xst);
   shape->rank = x->shape.rank;
   lc_stream sv, dv;
   memset(&sv, 0, sizeof sv);
@@ -98,8 +96,17 @@ static int64_t gcd64(int64_t a, int64_t b) {
 
 static ldmc_status add_step(lc_plan *p, int32_t id, lc_kind kind, void *desc, size_t size, int64_t tiles, size_t scratch,
                             int nb, const lc_ref *refs) {
+  double work;
+  if (kind == LC_K_GEMM) {
+    const lc_gemm_desc *g = desc;
+    work = 2.0 * (double)g->M * (double)g->N * (double)g->K * (double)(g->nb1 * g->nb2);
+  } else {
+    const lc_pack_desc *pk = desc;
+    work = (double)pk->M * (double)pk->K * (double)(pk->n1 * pk->n2);
+  }
   lc_kernel *k = ldmc_lc_kernel_new(kind, desc, size, p->t);
   if (!k) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
+  k->work = work;
   k->n_bufs = nb, k->n_tiles = tiles, k->scratch = scratch;
   if (tiles <= 0) {
     ldmc_lc_kernel_free(k);
@@ -205,10 +212,19 @@ static ldmc_status lower_dot(lc_plan *p, int32_t id, bool *handled) {
   classify(&n->attrs.lhs_batch, &n->attrs.lhs_contract, l->shape.rank, &ls);
   classify(&n->attrs.rhs_batch, &n->attrs.rhs_contract, r->shape.rank, &rs);
   ldmc_shape lsh = l->shape, rsh = r->shape;
-  lc_ref lr = p->value[n->operands[0]], rr = p->value[n->operands[1]];
+  /* operands as strided views: a transpose or broadcast feeding the product costs nothing */
+  lc_ref lr, rr;
   int64_t lst[LDMC_MAX_RANK], rst[LDMC_MAX_RANK];
-  ldmc_lc_strides(&lsh, lst);
-  ldmc_lc_strides(&rsh, rst);
+  for (int side_i = 0; side_i < 2; side_i++) {
+    int32_t op = n->operands[side_i];
+    lc_ref *ref = side_i ? &rr : &lr;
+    int64_t *st = side_i ? rst : lst;
+    if (!ldmc_lc_strided_view(p, op, ref, st)) {
+      LDMC_TRY(ldmc_lc_materialize(p, op));
+      *ref = p->value[op];
+      ldmc_lc_strides(&g->nodes[op].shape, st);
+    }
+  }
   int64_t av[4], bv[4];
   int sp = -1;
   for (int attempt = 0; attempt < 3 && sp < 0; attempt++) {
@@ -223,13 +239,13 @@ static ldmc_status lower_dot(lc_plan *p, int32_t id, bool *handled) {
     for (int s = rs.nb; s >= 0; s--) rok |= views(&rsh, rst, &rs, s, true, bv);
     if (!lok || attempt == 1) {
       side ns;
-      LDMC_TRY(canonical_copy(p, id, l, lr, &ls, false, &lr, &lsh, &ns));
+      LDMC_TRY(canonical_copy(p, id, l, lr, lst, &ls, false, &lr, &lsh, &ns));
       ls = ns;
       ldmc_lc_strides(&lsh, lst);
     }
     if (!rok || attempt == 1) {
       side ns;
-      LDMC_TRY(canonical_copy(p, id, r, rr, &rs, true, &rr, &rsh, &ns));
+      LDMC_TRY(canonical_copy(p, id, r, rr, rst, &rs, true, &rr, &rsh, &ns));
       rs = ns;
       ldmc_lc_strides(&rsh, rst);
     }

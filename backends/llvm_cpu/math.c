@@ -189,9 +189,36 @@ static LLVMValueRef lc_sincos(lc_cg *cg, LLVMValueRef x, bool is_cos) {
                          CI(cg, 0, w), "");
   }
   res = fsel(cg, flip, LLVMBuildFNeg(B, res, ""), res);
-  /* inf and NaN give NaN; huge arguments lose the reduction, also NaN-free */
+  /* inf and NaN give NaN */
   LLVMValueRef bad = fcmp(cg, LLVMRealUGE, a, C(cg, INFINITY, w));
-  return fsel(cg, bad, C(cg, NAN, w), res);
+  res = fsel(cg, bad, C(cg, NAN, w), res);
+  /* past 4096 the three-part reduction loses bits: those lanes call the C library */
+  LLVMValueRef big = fcmp(cg, LLVMRealOGT, a, C(cg, 4096.0, w));
+  big = LLVMBuildAnd(B, big, LLVMBuildNot(B, bad, ""), "");
+  LLVMValueRef any = LLVMBuildICmp(B, LLVMIntNE, LLVMBuildBitCast(B, big, LLVMIntTypeInContext(cg->ctx, (unsigned)w), ""),
+                                   LLVMConstNull(LLVMIntTypeInContext(cg->ctx, (unsigned)w)), "");
+  LLVMBasicBlockRef from = LLVMGetInsertBlock(B);
+  lc_if f;
+  lc_if_begin(cg, &f, any);
+  const char *name = is_cos ? "cosf" : "sinf";
+  LLVMTypeRef fty = LLVMFunctionType(cg->f32, &cg->f32, 1, 0);
+  LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
+  if (!fn) fn = LLVMAddFunction(cg->mod, name, fty);
+  LLVMValueRef lib = res;
+  for (int i = 0; i < w; i++) {
+    LLVMValueRef xi = LLVMBuildExtractElement(B, x, lc_i32(cg, i), "");
+    LLVMValueRef yi = LLVMBuildCall2(B, fty, fn, &xi, 1, "");
+    lib = LLVMBuildInsertElement(B, lib, yi, lc_i32(cg, i), "");
+  }
+  lib = fsel(cg, big, lib, res);
+  LLVMBasicBlockRef then_end = LLVMGetInsertBlock(B);
+  lc_if_end(cg, &f);
+  LLVMValueRef phi = LLVMBuildPhi(B, LLVMTypeOf(res), "");
+  LLVMValueRef vals[2] = {lib, res};
+  LLVMBasicBlockRef bbs[2] = {then_end, f.else_bb};
+  (void)from;
+  LLVMAddIncoming(phi, vals, bbs, 2);
+  return phi;
 }
 
 LLVMValueRef lc_sin(lc_cg *cg, LLVMValueRef x) { return lc_sincos(cg, x, false); }

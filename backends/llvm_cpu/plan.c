@@ -59,6 +59,7 @@ void ldmc_lc_plan_free(lc_plan *p) {
   free(p->value);
   free(p->uses);
   free(p->done);
+  free(p->pending);
   memset(p, 0, sizeof *p);
 }
 
@@ -211,7 +212,10 @@ static ldmc_status add_fallback(lc_plan *p, int32_t id) {
   p->value[id] = (lc_ref){b, 0};
   lc_ref refs[LC_MAX_BUFS];
   refs[0] = p->value[id];
-  for (int k = 0; k < n->n_operands; k++) refs[1 + k] = p->value[n->operands[k]];
+  for (int k = 0; k < n->n_operands; k++) {
+    LDMC_TRY(ldmc_lc_materialize(p, n->operands[k]));
+    refs[1 + k] = p->value[n->operands[k]];
+  }
   p->n_fallback++;
   return ldmc_lc_plan_add_step(p, NULL, id, n->n_operands + 1, refs);
 }
@@ -225,8 +229,9 @@ ldmc_status ldmc_lc_plan_build(const ldmc_graph *g, const lc_target *t, int thre
   p->value = malloc((size_t)(g->n_nodes ? g->n_nodes : 1) * sizeof *p->value);
   p->uses = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof *p->uses);
   p->done = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), 1);
+  p->pending = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), 1);
   bool *live = live_nodes(g);
-  if (!p->value || !p->uses || !p->done || !live) {
+  if (!p->value || !p->uses || !p->done || !p->pending || !live) {
     free(live);
     ldmc_lc_plan_free(p);
     return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
@@ -255,6 +260,7 @@ ldmc_status ldmc_lc_plan_build(const ldmc_graph *g, const lc_target *t, int thre
       continue;
     }
     if (n->op == LDMC_OP_RESHAPE) { /* row-major: same bytes */
+      st = ldmc_lc_materialize(p, n->operands[0]);
       p->value[i] = p->value[n->operands[0]];
       continue;
     }
@@ -269,6 +275,7 @@ ldmc_status ldmc_lc_plan_build(const ldmc_graph *g, const lc_target *t, int thre
     }
   }
   free(live);
+  for (int32_t o = 0; o < g->n_outputs && st == LDMC_OK; o++) st = ldmc_lc_materialize(p, g->outputs[o]);
   if (st == LDMC_OK) st = layout_arena(p);
   if (st != LDMC_OK) ldmc_lc_plan_free(p);
   return st;

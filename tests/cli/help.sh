@@ -90,6 +90,6 @@ out_has "llvm 19."
 # `--` ends the flags: a file named like a flag
 printf 'graph g {\n  %%0 = f32[2] parameter() name="x"\n  return %%0 "y"\n}\n' >./--brief
 run 0 "$LDMC" inspect -- --brief
-out_has "graph 'g': 1 nodes"
+out_has "graph 'g': 1 node, 1 parameter (2 elements), 1 output"
 
 summary cli_help

@@ -6,10 +6,16 @@
 source "$(dirname "$0")/lib.bash"
 G="$LDMC_SRC/tests/cli/axpy.txt"
 
-# all_commands_fail FILE: inspect, print, convert and run refuse FILE cleanly
+# all_commands_fail FILE [ALLOW_OK [COMMANDS]]: the commands (default: inspect,
+# print, convert and run) refuse FILE cleanly. They share one loader, so the
+# many corrupted variants go through two of them only.
 all_commands_fail() {
-  local f=$1 allow_ok=${2:-no}
-  for cmd in "inspect $f" "print $f" "convert $f h_out.ldmc" "run $f --out h_out.safetensors"; do
+  local f=$1 allow_ok=${2:-no} which=${3:-inspect,print,convert,run} cmds=()
+  [[ $which == *inspect* ]] && cmds+=("inspect $f")
+  [[ $which == *print* ]] && cmds+=("print $f")
+  [[ $which == *convert* ]] && cmds+=("convert $f h_out.ldmc")
+  [[ $which == *run* ]] && cmds+=("run $f --out h_out.safetensors")
+  for cmd in "${cmds[@]}"; do
     # shellcheck disable=SC2086
     "$LDMC" $cmd >"$T/out" 2>"$T/err"
     rc=$?
@@ -49,9 +55,9 @@ $ST write w.safetensors a F32 2,2 1,2,3,4 b I64 3 5,6,7
 "$LDMC" convert "$G" gw.ldmc --weights w.safetensors 2>/dev/null || fail "cannot make gw.ldmc"
 size=$(stat -c %s gw.ldmc)
 check "gw.ldmc is a few hundred bytes" test "$size" -gt 100
-for len in $(python3 -c "import sys; n=int(sys.argv[1]); print(*sorted(set([0, 1, 3, 4, 7, 8, 12, 16, 23, 24, 25, 31, 32] + list(range(40, n, max(1, n // 12))) + [n - 1])))" "$size"); do
+for len in $(python3 -c "import sys; n=int(sys.argv[1]); print(*sorted(set([0, 3, 4, 8, 16, 23, 24, 25, 32] + list(range(40, n, max(1, n // 10))) + [n - 1])))" "$size"); do
   head -c "$len" gw.ldmc >trunc.ldmc
-  all_commands_fail trunc.ldmc
+  all_commands_fail trunc.ldmc no inspect,convert
 done
 python3 -c "
 import random
@@ -61,14 +67,14 @@ for seed in range(1, 9):
     for _ in range(r.randint(1, 4)): d[r.randrange(len(d))] ^= 1 << r.randrange(8)
     open('flip%d.ldmc' % seed, 'wb').write(d)"
 for seed in 1 2 3 4 5 6 7 8; do
-  all_commands_fail "flip$seed.ldmc" yes
+  all_commands_fail "flip$seed.ldmc" yes inspect,convert
 done
 
 # safetensors: truncations, lying headers, random bytes
 wsize=$(stat -c %s w.safetensors)
 for len in 0 4 7 8 9 16 $((wsize / 2)) $((wsize - 1)); do
   head -c "$len" w.safetensors >trunc.safetensors
-  all_commands_fail trunc.safetensors
+  all_commands_fail trunc.safetensors no inspect,convert
 done
 python3 - <<'PY'
 import json, struct

@@ -42,6 +42,7 @@ cmake --build "$BUILD" -j"$JOBS" --target fuzz_all >"$BUILD/build.log" 2>&1 ||
 WORK=$(mktemp -d /tmp/ldmc-fuzz.XXXXXX)
 status=0
 total=0
+n_failed=0
 for t in "${targets[@]}"; do
   mkdir -p "$WORK/$t/new"
   extra=()
@@ -53,13 +54,14 @@ for t in "${targets[@]}"; do
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
     "$BUILD/bin/fuzz_$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix="$WORK/$t/" "${extra[@]}" "$WORK/$t/new" "${corpus[@]}" >"$log" 2>&1 || rc=$?
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -n1)
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -n1 || true)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n1 | grep -o '[0-9]*' || true)
   new=$(find "$WORK/$t/new" -type f | wc -l)
   if [ $rc -ne 0 ]; then
     echo "fuzz_$t: FAILED (exit $rc) after ${execs:-?} executions; log and reproducer in $WORK/$t" >&2
     grep -E 'ERROR|SUMMARY|runtime error|Test unit written' "$log" | head -n 20 >&2 || true
     status=1
+    n_failed=$((n_failed + 1))
   else
     echo "fuzz_$t: ${execs:-0} executions in ${SECONDS_PER_TARGET}s, coverage ${cov:-?}, $new new inputs, no findings"
     total=$((total + ${execs:-0}))
@@ -69,4 +71,5 @@ if [ $status -eq 0 ]; then
   echo "fuzz: ${#targets[@]} targets, $total executions, no findings"
   rm -rf "$WORK"
 fi
+echo "fuzz: $((${#targets[@]} - n_failed)) passed, $n_failed failed"
 exit $status

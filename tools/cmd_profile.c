@@ -1,0 +1,438 @@
+/* ldmc profile: where a step spends its time, kernel by kernel, against the
+ * machine's measured peak (tools/profile_run.h, runtime/profiler.h); or, for
+ * several U-Net widths, the counted and the measured cost side by side. */
+#include <jansson.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "models/stats.h"
+#include "models/unet.h"
+#include "models/weights.h"
+#include "tools/cli_io.h"
+#include "tools/commands.h"
+#include "support/fileio.h"
+#include "tools/profile_run.h"
+
+#define MAX_WIDTHS 64
+
+typedef struct prof_cmd {
+  ldmc_cli_cmd *c;
+  ldmc_prof_opts o;
+  ldmc_prof_machine mach;
+  int threads; /* effective */
+  int top;
+  const char *group, *csv, *json, *trace, *roofline;
+} prof_cmd;
+
+/* ---- grouping keys ---- */
+static const char *key_op(const ldmc_profile_kernel *k, char *buf, size_t len) {
+  snprintf(buf, len, "%s", k->ops[0] ? k->ops : k->name);
+  return buf;
+}
+static const char *key_name(const ldmc_profile_kernel *k, char *buf, size_t len) {
+  snprintf(buf, len, "%s", k->name);
+  return buf;
+}
+static const char *key_block(const ldmc_profile_kernel *k, char *buf, size_t len) {
+  return ldmc_stats_block_of(k->scope, buf, len);
+}
+static const char *key_scope(const ldmc_profile_kernel *k, char *buf, size_t len) {
+  snprintf(buf, len, "%s", k->scope[0] ? k->scope : "(top)");
+  return buf;
+}
+
+static ldmc_profile_key_fn group_key(const char *g) {
+  if (!g || strcmp(g, "kernel") == 0) return NULL;
+  if (strcmp(g, "op") == 0) return key_op;
+  if (strcmp(g, "name") == 0) return key_name;
+  if (strcmp(g, "block") == 0) return key_block;
+  if (strcmp(g, "scope") == 0) return key_scope;
+  return NULL;
+}
+
+static char *meta_json(const prof_cmd *pc, const ldmc_prof_result *r, const char *model) {
+  json_t *m = json_pack("{s:s,s:i,s:f,s:b,s:s}", "backend", pc->o.be->name, "threads", pc->threads, "compile_s",
+                        r->compile_s, "per_kernel", r->per_kernel, "group", pc->group ? pc->group : "kernel");
+  if (model) json_object_set_new(m, "model", json_string(model));
+  if (pc->mach.known)
+    json_object_set_new(m, "calibration", json_pack("{s:s,s:s,s:s}", "cpu", pc->mach.m.cpu, "isa", pc->mach.m.isa,
+                                                    "source", pc->mach.source));
+  if (pc->o.overhead)
+    json_object_set_new(m, "overhead", json_pack("{s:f,s:f,s:f}", "unprofiled_median_s", r->plain_median_s,
+                                                 "profiled_median_s", r->profiled_median_s, "percent",
+                                                 r->overhead_pct));
+  char *s = m ? json_dumps(m, JSON_COMPACT) : NULL;
+  json_decref(m);
+  return s;
+}
+
+static int write_roofline(const prof_cmd *pc, const ldmc_profile_report *r, const char *title) {
+  ldmc_roofline_point *pts = calloc((size_t)(r->n_kernels ? r->n_kernels : 1), sizeof *pts);
+  char **labels = calloc((size_t)(r->n_kernels ? r->n_kernels : 1), sizeof *labels);
+  if (!pts || !labels) {
+    free(pts);
+    free(labels);
+    return ldmc_cli_fail(pc->c, "out of memory");
+  }
+  for (int32_t i = 0; i < r->n_kernels; i++) {
+    const ldmc_profile_kernel *k = &r->kernels[i];
+    size_t len = strlen(k->name) + strlen(k->nodes) + strlen(k->scope) + 8;
+    labels[i] = malloc(len);
+    if (labels[i]) snprintf(labels[i], len, "%s%s%s%s%s", k->name, k->nodes[0] ? " " : "", k->nodes,
+                            k->scope[0] ? " " : "", k->scope);
+    pts[i] = (ldmc_roofline_point){labels[i] ? labels[i] : k->name, k->intensity, k->gflops_s, k->share};
+  }
+  ldmc_status st = ldmc_roofline_write_svg(pc->roofline, title, pc->mach.peak_gflops, pc->mach.bandwidth_gbs, pts,
+                                           (int)r->n_kernels);
+  for (int32_t i = 0; i < r->n_kernels; i++) free(labels[i]);
+  free(labels);
+  free(pts);
+  if (st != LDMC_OK) return ldmc_cli_fail(pc->c, "%s", ldmc_last_error());
+  return LDMC_EXIT_OK;
+}
+
+/* The detailed profile of one graph: table, files. */
+static int report_one(prof_cmd *pc, const ldmc_graph *g, ldmc_prof_result *r, const char *model) {
+  ldmc_profile_report *rep = &r->report, grouped;
+  ldmc_profile_report_set_machine(rep, pc->threads, pc->mach.peak_gflops, pc->mach.bandwidth_gbs);
+  ldmc_profile_key_fn key = group_key(pc->group);
+  if (key) {
+    if (ldmc_profile_report_group(rep, key, &grouped) != LDMC_OK) return ldmc_cli_fail(pc->c, "%s", ldmc_last_error());
+    rep = &grouped;
+  }
+  printf("profile of graph '%s' (%d nodes) on %s, %d thread%s: compile %.3f s, %d warm-up + %d profiled step%s\n",
+         g->name ? g->name : "", (int)g->n_nodes, pc->o.be->name, pc->threads, pc->threads == 1 ? "" : "s",
+         r->compile_s, pc->o.warmup, rep->steps, rep->steps == 1 ? "" : "s");
+  if (pc->mach.known) printf("machine: %s\n", pc->mach.source);
+  if (!r->per_kernel) printf("(the %s backend reports no kernels: each step is one \"run\")\n", pc->o.be->name);
+  printf("\n");
+  ldmc_profile_print(rep, stdout, pc->top, key != NULL);
+  if (pc->o.overhead)
+    printf("profiling overhead: %+.2f%% (median step %.4f s profiled vs %.4f s unprofiled, %d of each, interleaved)\n",
+           r->overhead_pct, r->profiled_median_s, r->plain_median_s, pc->o.steps);
+  int rc = LDMC_EXIT_OK;
+  ldmc_status st = LDMC_OK;
+  if (pc->csv && (st = ldmc_profile_write_csv(rep, pc->csv)) != LDMC_OK) rc = ldmc_cli_fail(pc->c, "%s", ldmc_last_error());
+  if (rc == LDMC_EXIT_OK && pc->json) {
+    char *meta = meta_json(pc, r, model);
+    st = ldmc_profile_write_json(rep, meta, pc->json);
+    free(meta);
+    if (st != LDMC_OK) rc = ldmc_cli_fail(pc->c, "%s", ldmc_last_error());
+  }
+  if (rc == LDMC_EXIT_OK && pc->trace && ldmc_profile_write_trace(r->prof, pc->o.be->name, pc->trace) != LDMC_OK)
+    rc = ldmc_cli_fail(pc->c, "%s", ldmc_last_error());
+  if (rc == LDMC_EXIT_OK && pc->roofline) {
+    char title[256];
+    snprintf(title, sizeof title, "roofline: %s on %s, %d thread%s", g->name ? g->name : "", pc->o.be->name,
+             pc->threads, pc->threads == 1 ? "" : "s");
+    rc = write_roofline(pc, rep, title);
+  }
+  if (rc == LDMC_EXIT_OK) {
+    const char *files[4] = {pc->csv, pc->json, pc->trace, pc->roofline};
+    for (int i = 0; i < 4; i++)
+      if (files[i]) printf("wrote %s\n", files[i]);
+  }
+  if (key) ldmc_profile_report_free(&grouped);
+  return rc;
+}
+
+/* ---- the U-Net ---- */
+typedef struct width_row {
+  int channels;
+  ldmc_model_stats s;
+  double step_s, gflops_s, pct, intensity, bytes;
+  double compile_s, overhead_pct;
+} width_row;
+
+static ldmc_status unet_feed(const ldmc_graph *g, const char *wpath, uint64_t seed, ldmc_tensor_set *weights,
+                             ldmc_tensor_set *feed) {
+  LDMC_TRY(ldmc_weights_load(g, ldmc_unet_input_names, LDMC_UNET_N_INPUTS, wpath, seed, weights));
+  /* the data inputs: noise, and timestep 500 (mid-schedule) */
+  ldmc_status st = ldmc_prof_feed(g, weights, NULL, NULL, true, seed ^ 0x5eedull, feed);
+  int32_t t = ldmc_graph_find_param(g, "timestep");
+  ldmc_tensor *ts = ldmc_tensor_set_find(feed, "timestep");
+  if (st == LDMC_OK && t >= 0 && ts) {
+    int64_t n = 0;
+    ldmc_shape_numel(&ts->shape, 0, &n);
+    for (int64_t i = 0; i < n; i++) ldmc_tensor_set_elem(ts, i, 500);
+  }
+  return st;
+}
+
+static int profile_width(prof_cmd *pc, const ldmc_unet_config *base, int ch, bool detailed, width_row *row) {
+  ldmc_unet_config cfg = *base;
+  cfg.channels = ch;
+  memset(row, 0, sizeof *row);
+  row->channels = ch;
+  ldmc_graph *g = NULL;
+  ldmc_tensor_set weights = {0}, feed = {0};
+  ldmc_prof_result r = {0};
+  int rc = LDMC_EXIT_OK;
+  char label[32];
+  snprintf(label, sizeof label, "c=%d", ch);
+  pc->o.label = label;
+  const char *wpath = ldmc_cli_get(pc->c, "weights");
+  int64_t seed = 0;
+  ldmc_cli_int(pc->c, "seed", 0, INT64_MAX, &seed);
+  if (ldmc_unet_build(&cfg, &g) != LDMC_OK) {
+    rc = ldmc_cli_fail(pc->c, "c=%d: building the U-Net: %s", ch, ldmc_last_error());
+  } else if (ldmc_stats_compute(g, ldmc_unet_input_names, LDMC_UNET_N_INPUTS, &row->s) != LDMC_OK ||
+             unet_feed(g, wpath, (uint64_t)seed, &weights, &feed) != LDMC_OK ||
+             ldmc_prof_run(g, &feed, &pc->o, &r) != LDMC_OK) {
+    rc = ldmc_cli_fail(pc->c, "c=%d: %s", ch, ldmc_last_error());
+  } else {
+    const ldmc_profile_report *rep = &r.report;
+    row->step_s = rep->step_median_s;
+    row->gflops_s = rep->gflops_s;
+    row->pct = pc->mach.known && pc->mach.peak_gflops > 0 ? 100 * rep->gflops_s / pc->mach.peak_gflops : 0;
+    row->bytes = (double)rep->bytes_per_step;
+    row->intensity = rep->bytes_per_step > 0 ? (double)(rep->exec_mac_flops + rep->exec_other_flops) / row->bytes : 0;
+    row->compile_s = r.compile_s;
+    row->overhead_pct = r.overhead_pct;
+    if (rep->graph_mac_flops != row->s.mac_flops) /* one FLOP count everywhere: a mismatch is a bug */
+      rc = ldmc_cli_fail(pc->c, "c=%d: profile counts %lld FLOPs, stats %lld", ch, (long long)rep->graph_mac_flops,
+                         (long long)row->s.mac_flops);
+    if (rc == LDMC_EXIT_OK && detailed) {
+      char model[64];
+      snprintf(model, sizeof model, "unet c=%d", ch);
+      rc = report_one(pc, g, &r, model);
+    }
+  }
+  ldmc_prof_result_free(&r);
+  ldmc_tensor_set_free(&feed);
+  ldmc_tensor_set_free(&weights);
+  ldmc_graph_free(g);
+  return rc;
+}
+
+static int family_outputs(prof_cmd *pc, const width_row *rows, int n, const ldmc_unet_config *cfg) {
+  printf("U-Net family at latent %lldx%lldx%d, context %dx%d, batch %lld on %s, %d thread%s, %d step%s per width\n",
+         (long long)cfg->height, (long long)cfg->width, cfg->in_channels, cfg->context_dim, cfg->context_tokens,
+         (long long)cfg->batch, pc->o.be->name, pc->threads, pc->threads == 1 ? "" : "s", pc->o.steps,
+         pc->o.steps == 1 ? "" : "s");
+  if (pc->mach.known) printf("peak %.1f GFLOP/s, memory %.1f GB/s: %s\n", pc->mach.peak_gflops, pc->mach.bandwidth_gbs, pc->mach.source);
+  printf("%8s %14s %12s %10s %10s %8s %10s %10s\n", "channels", "params", "GFLOPs/step", "s/step", "GFLOP/s", "% peak",
+         "norm cost", "norm time");
+  for (int i = 0; i < n; i++) {
+    const width_row *w = &rows[i];
+    printf("%8d %14lld %12.3f %10.4f %10.3f %7.2f%% %10.3f %10.3f\n", w->channels, (long long)w->s.params,
+           (double)w->s.mac_flops * 1e-9, w->step_s, w->gflops_s, w->pct,
+           rows[0].s.mac_flops ? (double)w->s.mac_flops / (double)rows[0].s.mac_flops : 0,
+           rows[0].step_s > 0 ? w->step_s / rows[0].step_s : 0);
+  }
+  printf("(norm cost and norm time are relative to c=%d: counted FLOPs against measured seconds)\n", rows[0].channels);
+  if (pc->o.overhead)
+    for (int i = 0; i < n; i++) printf("profiling overhead at c=%d: %+.2f%%\n", rows[i].channels, rows[i].overhead_pct);
+  ldmc_status st = LDMC_OK;
+  if (pc->csv) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f) {
+      fprintf(f, "channels,params,gflops_per_step,other_gflops,s_per_step,gflop_s,percent_of_peak,bytes_per_step,"
+                 "flop_per_byte,compile_s\n");
+      for (int i = 0; i < n; i++)
+        fprintf(f, "%d,%lld,%.6f,%.6f,%.6f,%.4f,%.4f,%.0f,%.4f,%.4f\n", rows[i].channels, (long long)rows[i].s.params,
+                (double)rows[i].s.mac_flops * 1e-9, (double)rows[i].s.other_flops * 1e-9, rows[i].step_s,
+                rows[i].gflops_s, rows[i].pct, rows[i].bytes, rows[i].intensity, rows[i].compile_s);
+      fclose(f);
+    }
+    st = buf ? ldmc_file_write_atomic(pc->csv, buf, len) : ldmc_error(LDMC_ERR_NOMEM, "out of memory");
+    free(buf);
+  }
+  if (st == LDMC_OK && pc->json) {
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++)
+      json_array_append_new(arr, json_pack("{s:i,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "channels", rows[i].channels,
+                                           "params", (json_int_t)rows[i].s.params, "gflops_per_step",
+                                           (double)rows[i].s.mac_flops * 1e-9, "s_per_step", rows[i].step_s, "gflop_s",
+                                           rows[i].gflops_s, "percent_of_peak", rows[i].pct, "bytes_per_step",
+                                           rows[i].bytes, "flop_per_byte", rows[i].intensity, "overhead_percent",
+                                           rows[i].overhead_pct));
+    json_t *root = json_pack("{s:s,s:s,s:i,s:i,s:f,s:f,s:o}", "model", "unet", "backend", pc->o.be->name, "threads",
+                             pc->threads, "steps", pc->o.steps, "peak_gflop_s", pc->mach.peak_gflops,
+                             "bandwidth_gb_s", pc->mach.bandwidth_gbs, "widths", arr);
+    char *s = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
+    json_decref(root);
+    st = s ? ldmc_file_write_atomic(pc->json, s, strlen(s)) : ldmc_error(LDMC_ERR_NOMEM, "out of memory");
+    free(s);
+  }
+  if (st == LDMC_OK && pc->roofline) {
+    ldmc_roofline_point pts[MAX_WIDTHS];
+    char labels[MAX_WIDTHS][24];
+    for (int i = 0; i < n; i++) {
+      snprintf(labels[i], sizeof labels[i], "c=%d", rows[i].channels);
+      pts[i] = (ldmc_roofline_point){labels[i], rows[i].intensity, rows[i].gflops_s, 0.02};
+    }
+    st = ldmc_roofline_write_svg(pc->roofline, "roofline: U-Net widths, one step each", pc->mach.peak_gflops,
+                                 pc->mach.bandwidth_gbs, pts, n);
+  }
+  if (st != LDMC_OK) return ldmc_cli_fail(pc->c, "%s", ldmc_last_error());
+  const char *files[3] = {pc->csv, pc->json, pc->roofline};
+  for (int i = 0; i < 3; i++)
+    if (files[i]) printf("wrote %s\n", files[i]);
+  return LDMC_EXIT_OK;
+}
+
+static int model_mode(prof_cmd *pc) {
+  ldmc_cli_cmd *c = pc->c;
+  const char *model = ldmc_cli_get(c, "model"), *init = ldmc_cli_get(c, "init");
+  if (strcmp(model, "unet") != 0) return ldmc_cli_usage_error(c, "flag '--model' expects unet, got '%s'", model);
+  if (init && strcmp(init, "random") != 0) return ldmc_cli_usage_error(c, "flag '--init' expects random, got '%s'", init);
+  if (init && ldmc_cli_has(c, "weights")) return ldmc_cli_usage_error(c, "give --weights or --init random, not both");
+  int64_t batch = 0;
+  int rc;
+  if ((rc = ldmc_cli_int(c, "batch", 1, 1 << 20, &batch)) != LDMC_CLI_CONTINUE) return rc;
+  int widths[MAX_WIDTHS], n = 1;
+  widths[0] = 64;
+  const char *chans = ldmc_cli_get(c, "channels");
+  if (chans && ldmc_unet_parse_widths(chans, widths, MAX_WIDTHS, &n) != LDMC_OK)
+    return ldmc_cli_usage_error(c, "%s", ldmc_last_error());
+  ldmc_unet_config cfg;
+  if (ldmc_unet_config_from_args(&cfg, NULL, ldmc_cli_get(c, "latent"), ldmc_cli_get(c, "context"), batch) != LDMC_OK)
+    return ldmc_cli_usage_error(c, "%s", ldmc_last_error());
+  for (int i = 0; i < n; i++) {
+    ldmc_unet_config t = cfg;
+    t.channels = widths[i];
+    if (ldmc_unet_config_check(&t) != LDMC_OK) return ldmc_cli_usage_error(c, "%s", ldmc_last_error());
+  }
+  if (n > 1 && pc->trace) return ldmc_cli_usage_error(c, "--trace needs a single width (--channels C)");
+  if (n > 1 && pc->group) return ldmc_cli_usage_error(c, "--group needs a single width (--channels C)");
+  if (n == 1) {
+    width_row row;
+    return profile_width(pc, &cfg, widths[0], true, &row);
+  }
+  width_row rows[MAX_WIDTHS];
+  for (int i = 0; i < n; i++)
+    if ((rc = profile_width(pc, &cfg, widths[i], false, &rows[i])) != LDMC_EXIT_OK) return rc;
+  return family_outputs(pc, rows, n, &cfg);
+}
+
+static int graph_mode(prof_cmd *pc) {
+  ldmc_cli_cmd *c = pc->c;
+  const char *inputs_path = ldmc_cli_get(c, "inputs");
+  int64_t seed = 0;
+  int rc = ldmc_cli_int(c, "seed", 0, INT64_MAX, &seed);
+  if (rc != LDMC_CLI_CONTINUE) return rc;
+  ldmc_module m = {0};
+  ldmc_tensor_set inputs = {0}, feed = {0};
+  ldmc_prof_result r = {0};
+  ldmc_file_kind kind;
+  rc = LDMC_EXIT_FAIL;
+  if (ldmc_tool_load(c->pos[0], &m, &kind) != LDMC_OK) {
+    ldmc_cli_fail(c, "%s", ldmc_last_error());
+  } else if (!m.graph) {
+    ldmc_cli_fail(c, "%s: %s holds no graph to profile", c->pos[0], ldmc_file_kind_name(kind));
+  } else if (inputs_path && ldmc_tool_read_tensors(inputs_path, &inputs) != LDMC_OK) {
+    ldmc_cli_fail(c, "%s", ldmc_last_error());
+  } else if (ldmc_prof_feed(m.graph, inputs_path ? &inputs : NULL, inputs_path, &m.tensors,
+                            ldmc_cli_has(c, "random-inputs"), (uint64_t)seed, &feed) != LDMC_OK ||
+             ldmc_prof_run(m.graph, &feed, &pc->o, &r) != LDMC_OK) {
+    ldmc_cli_fail(c, "%s", ldmc_last_error());
+  } else {
+    rc = report_one(pc, m.graph, &r, NULL);
+  }
+  ldmc_prof_result_free(&r);
+  ldmc_tensor_set_free(&feed);
+  ldmc_tensor_set_free(&inputs);
+  ldmc_module_free(&m);
+  return rc;
+}
+
+static const char *const k_model_flags[] = {"channels", "latent", "context", "batch", "weights", "init", NULL};
+
+int ldmc_cmd_profile(int argc, char **argv) {
+  ldmc_cli_flag flags[] = {
+      {"model", "NAME", "profile a built-in model instead of GRAPH (unet)", NULL},
+      {"channels", "C[,C...]", "model mode: base widths c (default 64); several give the family table", NULL},
+      {"latent", "HxW[xC]", "model mode: latent size (default 64x64x4)", NULL},
+      {"context", "DxT", "model mode: context width x tokens (default 1024x77)", NULL},
+      {"batch", "B", "model mode: batch size (default 1)", NULL},
+      {"weights", "FILE", "model mode: weights (.safetensors); default --init random", NULL},
+      {"init", "random", "model mode: seeded random weights (the default)", NULL},
+      {"inputs", "FILE", "GRAPH mode: input tensors (.safetensors) by parameter name", NULL},
+      {"random-inputs", NULL, "GRAPH mode: fill parameters nothing provides with seeded noise", NULL},
+      {"seed", "S", "seed of random weights and inputs (default 0)", NULL},
+      {"backend", "NAME", "backend (default: llvm-cpu if registered, else interp)", NULL},
+      {"threads", "N", "threads (default: OpenMP's, OMP_NUM_THREADS)", NULL},
+      {"steps", "N", "profiled steps (runs) to aggregate (default 3)", NULL},
+      {"warmup", "N", "unprofiled runs first (default 1)", NULL},
+      {"top", "N", "table rows (default 25; 0: all)", NULL},
+      {"group", "BY", "merge table rows: kernel (default), op, name, block (down_blocks.1 ...)\nor scope (the full U-Net module)", NULL},
+      {"csv", "FILE", "write the per-kernel (or per-width) table as CSV", NULL},
+      {"json", "FILE", "write the profile as JSON", NULL},
+      {"trace", "FILE.json", "write a Chrome trace (Perfetto, chrome://tracing): one event per kernel call", NULL},
+      {"roofline", "FILE.svg", "write a roofline plot: each kernel (or width) a point under the roofs", NULL},
+      {"overhead", NULL, "also time as many unprofiled steps, interleaved, and report the difference", NULL},
+      {"calibrate", NULL, "measure this machine's FMA peak and memory bandwidth and cache them", NULL},
+      {"no-calibrate", NULL, "do not measure the machine if it has no calibration: no % of peak", NULL},
+      {"peak-gflops", "X", "use X GFLOP/s as the peak instead of the calibration", NULL},
+      {"bandwidth-gbs", "Y", "use Y GB/s as the memory bandwidth instead of the calibration", NULL},
+      {"verbose", NULL, "progress on stderr (a line per step; on by default when stderr is a terminal)", NULL},
+  };
+  ldmc_cli_cmd c = {
+      .name = "profile",
+      .usage = "GRAPH [--inputs IN.safetensors] [--random-inputs] [options]\n"
+               "--model unet --channels C[,C...] [--latent HxWxC] [--context DxT] [--steps N] [options]\n"
+               "--calibrate",
+      .summary = "Run a graph for a few steps and report, per kernel, time, FLOPs, bytes, GFLOP/s,\n"
+                 "GB/s and share of the step, against the machine's measured peak; for several\n"
+                 "U-Net widths, parameters, GFLOPs per step and measured seconds side by side.",
+      .details = "GFLOPs per step is `ldmc stats`' figure (2 x multiply-adds of convolutions, matmuls and\n"
+                 "attention); per-kernel GFLOP/s count all of a kernel's FLOPs. % of peak compares GFLOP/s\n"
+                 "per step with the FMA peak measured at the run's thread count (`--calibrate`; cached\n"
+                 "in $XDG_CACHE_HOME/ldmc/machine.json or ~/.cache/ldmc/machine.json).\n"
+                 "Examples:\n"
+                 "  ldmc profile --model unet --channels 64 --latent 32x32x4 --steps 5 --trace t.json\n"
+                 "  ldmc profile --model unet --channels 64,128,320 --latent 64x64x4 --context 1024x77 --steps 3\n"
+                 "  ldmc profile g.txt --random-inputs --roofline r.svg\n"
+                 "See docs/profiling.md.",
+      .flags = flags,
+      .n_flags = (int)(sizeof flags / sizeof flags[0]),
+      .min_pos = 0,
+      .max_pos = 1,
+  };
+  int rc = ldmc_cli_parse(&c, argc, argv);
+  if (rc != LDMC_CLI_CONTINUE) return rc;
+  prof_cmd pc = {.c = &c};
+  int64_t threads = 0, steps = 3, warmup = 1, top = 25;
+  if ((rc = ldmc_cli_int(&c, "threads", 1, 4096, &threads)) != LDMC_CLI_CONTINUE) return rc;
+  if ((rc = ldmc_cli_int(&c, "steps", 1, 1000000, &steps)) != LDMC_CLI_CONTINUE) return rc;
+  if ((rc = ldmc_cli_int(&c, "warmup", 0, 1000000, &warmup)) != LDMC_CLI_CONTINUE) return rc;
+  if ((rc = ldmc_cli_int(&c, "top", 0, INT32_MAX, &top)) != LDMC_CLI_CONTINUE) return rc;
+  if (threads > 0) omp_set_num_threads((int)threads); /* the interpreter follows OpenMP's setting */
+  pc.threads = threads > 0 ? (int)threads : omp_get_max_threads();
+  bool model = ldmc_cli_has(&c, "model"), calibrate = ldmc_cli_has(&c, "calibrate");
+  if (calibrate && !model && !c.n_pos) return ldmc_prof_calibrate(&c, ldmc_machine_nproc());
+  if (model && c.n_pos) return ldmc_cli_usage_error(&c, "give either GRAPH or --model, not both");
+  if (!model && !c.n_pos) return ldmc_cli_usage_error(&c, "missing GRAPH, --model NAME or --calibrate (see ldmc profile --help)");
+  for (int i = 0; !model && k_model_flags[i]; i++)
+    if (ldmc_cli_has(&c, k_model_flags[i]))
+      return ldmc_cli_usage_error(&c, "flag '--%s' needs --model", k_model_flags[i]);
+  if (model && (ldmc_cli_has(&c, "inputs") || ldmc_cli_has(&c, "random-inputs")))
+    return ldmc_cli_usage_error(&c, "--model builds its own inputs (noise); --inputs and --random-inputs are for GRAPH");
+  pc.group = ldmc_cli_get(&c, "group");
+  if (pc.group && strcmp(pc.group, "kernel") && !group_key(pc.group))
+    return ldmc_cli_usage_error(&c, "flag '--group' expects kernel, op, name, block or scope, got '%s'", pc.group);
+  pc.csv = ldmc_cli_get(&c, "csv");
+  pc.json = ldmc_cli_get(&c, "json");
+  pc.trace = ldmc_cli_get(&c, "trace");
+  pc.roofline = ldmc_cli_get(&c, "roofline");
+  pc.top = (int)top;
+  const char *bname = ldmc_cli_get(&c, "backend");
+  pc.o.be = ldmc_backend_find(bname ? bname : "llvm-cpu");
+  if (!pc.o.be && bname) return ldmc_cli_usage_error(&c, "--backend %s: %s", bname, ldmc_last_error());
+  if (!pc.o.be) pc.o.be = ldmc_backend_find("interp");
+  if (!pc.o.be) return ldmc_cli_fail(&c, "no backend registered");
+  if (!bname) fprintf(stderr, "ldmc profile: backend %s (the fastest registered; --backend NAME picks another)\n", pc.o.be->name);
+  pc.o.threads = (int)threads;
+  pc.o.steps = (int)steps;
+  pc.o.warmup = (int)warmup;
+  pc.o.overhead = ldmc_cli_has(&c, "overhead");
+  pc.o.progress = ldmc_cli_has(&c, "verbose") || isatty(STDERR_FILENO);
+  if (calibrate && (rc = ldmc_prof_calibrate(&c, ldmc_machine_nproc())) != LDMC_EXIT_OK) return rc;
+  if ((rc = ldmc_prof_machine_get(&c, pc.threads, &pc.mach)) != LDMC_CLI_CONTINUE) return rc;
+  return model ? model_mode(&pc) : graph_mode(&pc);
+}
