@@ -60,16 +60,20 @@ extern const ldmc_backend_i ldmc_backend_interp;
  *     ev.start_ns = t0; ev.end_ns = ldmc_profile_now_ns(); hook.kernel(hook.ctx, &ev); }
  *
  * With no hook set that is one predictable branch per kernel. A "kernel" is
- * the backend's unit of work: one node on the interpreter, one plan step
- * (a fused group, a pack, a copy) on llvm-cpu. `kernel` numbers it within the
- * executable, the same every run, so calls aggregate over steps. FLOPs come from
+ * the backend's unit of work: one node on the interpreter (interp.c), one plan
+ * step (a fused group, a pack, a copy) on llvm-cpu, reported by thread 0 of
+ * its parallel region after the step's barrier, from the previous step's end
+ * (llvm_cpu/exec.c; its events are built once per hook in llvm_cpu/profile.c).
+ * `kernel` numbers it within the executable, the same every run, so calls
+ * aggregate over steps. A new backend adds set_profiler to its
+ * ldmc_executable_i and the two branches around its kernel loop. FLOPs come from
  * ldmc_node_flops over the nodes it computes; every node's FLOPs are reported
  * by exactly one kernel, so one run's events sum to the FLOPs of the nodes it
  * executes (ldmc_graph_flops for a graph without dead nodes); kernels that only
  * move data (packs, copies of a node split in several steps) report 0 FLOPs. */
 typedef struct ldmc_kernel_event {
   int32_t kernel;                   /* index within the executable, stable across runs */
-  const char *name;                 /* kernel name ("convolution", "gemm", "norm+silu"); lives as long as the executable */
+  const char *name;                 /* kernel name ("convolution", "gemm", "ew"); lives as long as the executable */
   const int32_t *nodes;             /* ids (in the executable's graph) of the IR nodes it computes, ascending;
                                        the last is the root, whose value it writes */
   int32_t n_nodes;

@@ -13,7 +13,11 @@ ldmc_value ldmc_nn_param(ldmc_builder *b, const char *name, ldmc_dtype dt, int r
   size_t n = strlen(scope) + strlen(name) + 2;
   char stack[256], *full = n <= sizeof stack ? stack : malloc(n);
   if (!full) return ldmc_parameter(b, NULL, dt, rank, dims); /* reports the failure */
-  snprintf(full, n, "%s%s%s", scope, *scope ? "." : "", name);
+  /* n covers scope + '.' + name + NUL, so this never truncates */
+  size_t ls = strlen(scope);
+  memcpy(full, scope, ls);
+  if (ls) full[ls++] = '.';
+  memcpy(full + ls, name, strlen(name) + 1);
   ldmc_value v = ldmc_parameter(b, full, dt, rank, dims);
   if (full != stack) free(full);
   return v;

@@ -191,7 +191,7 @@ static ldmc_status read_tensor_meta(dec *d, int32_t i) {
     strcpy(t->raw_dtype, pt->raw_dtype);
     t->dtype = LDMC_DTYPE_COUNT;
   }
-  uint64_t nbytes;
+  uint64_t nbytes = 0;
   LDMC_TRY(read_shape(pt->dims, pt->n_dims, esize, what, &t->shape, &nbytes));
   t->nbytes = (size_t)nbytes;
   t->owns_data = true;

@@ -445,7 +445,7 @@ static ldmc_status parse_return(parser *P) {
   next(P); /* 'return' */
   if (TOK->kind != LDMC_TK_VALUE) return expect_punct(P, '}', "output value or '}'");
   for (;;) {
-    int32_t id;
+    int32_t id = -1;
     char *name = NULL;
     LDMC_TRY(parse_ref(P, "output value", &id));
     ldmc_token name_tok = *TOK;

@@ -180,7 +180,8 @@ static int32_t attention(dctx *c, const ldmc_node *n, const int32_t *ops) {
   int r = shape_of(c, q)->rank;
   int32_t logits = dot(c, q, k, r - 2, r - 1, r - 1); /* [..., N, M] */
   if (logits < 0) return -1;
-  int32_t scaled = bin(c, LDMC_OP_MUL, logits, splat(c, LDMC_F32, n->attrs.scale, shape_of(c, logits)));
+  const ldmc_shape ls = *shape_of(c, logits); /* copy: emitting nodes may move the node array */
+  int32_t scaled = bin(c, LDMC_OP_MUL, logits, splat(c, LDMC_F32, n->attrs.scale, &ls));
   return dot(c, softmax(c, scaled, r - 1), v, r - 2, r - 1, r - 2); /* [..., N, E] */
 }
 
@@ -213,7 +214,7 @@ static int32_t lower(dctx *c, const ldmc_node *n, const int32_t *ops) {
     case LDMC_OP_GELU: {
       x = convert(c, x, LDMC_F32);
       if (x < 0) return -1;
-      const ldmc_shape *s = shape_of(c, x);
+      const ldmc_shape xs = *shape_of(c, x), *s = &xs; /* copy: emitting nodes may move the node array */
       int32_t e = un(c, LDMC_OP_ERF, bin(c, LDMC_OP_MUL, x, splat(c, LDMC_F32, M_SQRT1_2, s)));
       y = bin(c, LDMC_OP_MUL, bin(c, LDMC_OP_MUL, x, bin(c, LDMC_OP_ADD, e, splat(c, LDMC_F32, 1.0, s))),
               splat(c, LDMC_F32, 0.5, s));

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "runtime/profiler.h"
 
@@ -174,8 +175,10 @@ ldmc_status ldmc_machine_calibrate(int max_threads, FILE *log, ldmc_machine *m) 
   if (iters > (1 << 24) - CHAINS) iters = (1 << 24) - CHAINS;
   if (iters < probe) iters = probe;
   snprintf(m->isa, sizeof m->isa, "%s", isa);
-  /* triad arrays of 128 MiB each: well past the last-level cache of most parts */
-  int64_t n = (int64_t)1 << 25;
+  /* triad arrays of 128 MiB each, past the last-level cache of most parts;
+   * 256 MiB where the cache is larger */
+  long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  int64_t n = (int64_t)1 << (l3 > (128l << 20) ? 26 : 25);
   size_t bytes = (size_t)n * sizeof(float);
   float *a = aligned_alloc(64, bytes), *b = aligned_alloc(64, bytes), *c = aligned_alloc(64, bytes);
   if (!a || !b || !c) {

@@ -24,7 +24,17 @@ typedef struct prof_cmd {
   int threads; /* effective */
   int top;
   const char *group, *csv, *json, *trace, *roofline;
+  bool backend_chosen;
 } prof_cmd;
+
+/* After the flags are checked: the machine's figures, and which backend runs. */
+static int start(prof_cmd *pc) {
+  int rc = ldmc_prof_machine_get(pc->c, pc->threads, &pc->mach);
+  if (rc != LDMC_CLI_CONTINUE) return rc;
+  if (!pc->backend_chosen)
+    fprintf(stderr, "ldmc profile: backend %s (the fastest registered; --backend NAME picks another)\n", pc->o.be->name);
+  return LDMC_CLI_CONTINUE;
+}
 
 /* ---- grouping keys ---- */
 static const char *key_op(const ldmc_profile_kernel *k, char *buf, size_t len) {
@@ -60,9 +70,11 @@ static char *meta_json(const prof_cmd *pc, const ldmc_prof_result *r, const char
     json_object_set_new(m, "calibration", json_pack("{s:s,s:s,s:s}", "cpu", pc->mach.m.cpu, "isa", pc->mach.m.isa,
                                                     "source", pc->mach.source));
   if (pc->o.overhead)
-    json_object_set_new(m, "overhead", json_pack("{s:f,s:f,s:f}", "unprofiled_median_s", r->plain_median_s,
-                                                 "profiled_median_s", r->profiled_median_s, "percent",
-                                                 r->overhead_pct));
+    json_object_set_new(m, "overhead",
+                        json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "unprofiled_median_s", r->plain_median_s,
+                                  "profiled_median_s", r->profiled_median_s, "percent", r->overhead_pct,
+                                  "unprofiled_min_s", r->plain_min_s, "profiled_min_s", r->profiled_min_s,
+                                  "percent_by_min", r->overhead_min_pct, "hook_ns_per_call", r->hook_ns));
   char *s = m ? json_dumps(m, JSON_COMPACT) : NULL;
   json_decref(m);
   return s;
@@ -109,9 +121,16 @@ static int report_one(prof_cmd *pc, const ldmc_graph *g, ldmc_prof_result *r, co
   if (!r->per_kernel) printf("(the %s backend reports no kernels: each step is one \"run\")\n", pc->o.be->name);
   printf("\n");
   ldmc_profile_print(rep, stdout, pc->top, key != NULL);
-  if (pc->o.overhead)
-    printf("profiling overhead: %+.2f%% (median step %.4f s profiled vs %.4f s unprofiled, %d of each, interleaved)\n",
-           r->overhead_pct, r->profiled_median_s, r->plain_median_s, pc->o.steps);
+  if (pc->o.overhead) {
+    printf("profiling overhead: %+.2f%% by median step (%.4f s profiled vs %.4f s unprofiled), %+.2f%% by fastest\n"
+           "  (%.4f vs %.4f s), %d steps of each, interleaved\n",
+           r->overhead_pct, r->profiled_median_s, r->plain_median_s, r->overhead_min_pct, r->profiled_min_s,
+           r->plain_min_s, pc->o.steps);
+    double hook_s = r->hook_ns * 1e-9 * (double)rep->calls_per_step;
+    printf("  the hook itself: %.0f ns per kernel call x %lld calls = %.3f ms per step (%.3f%% of the median step)\n",
+           r->hook_ns, (long long)rep->calls_per_step, hook_s * 1e3,
+           rep->step_median_s > 0 ? 100 * hook_s / rep->step_median_s : 0);
+  }
   int rc = LDMC_EXIT_OK;
   ldmc_status st = LDMC_OK;
   if (pc->csv && (st = ldmc_profile_write_csv(rep, pc->csv)) != LDMC_OK) rc = ldmc_cli_fail(pc->c, "%s", ldmc_last_error());
@@ -224,7 +243,8 @@ static int family_outputs(prof_cmd *pc, const width_row *rows, int n, const ldmc
   }
   printf("(norm cost and norm time are relative to c=%d: counted FLOPs against measured seconds)\n", rows[0].channels);
   if (pc->o.overhead)
-    for (int i = 0; i < n; i++) printf("profiling overhead at c=%d: %+.2f%%\n", rows[i].channels, rows[i].overhead_pct);
+    for (int i = 0; i < n; i++)
+      printf("profiling overhead at c=%d: %+.2f%% by median step\n", rows[i].channels, rows[i].overhead_pct);
   ldmc_status st = LDMC_OK;
   if (pc->csv) {
     char *buf = NULL;
@@ -282,9 +302,10 @@ static int model_mode(prof_cmd *pc) {
   if (strcmp(model, "unet") != 0) return ldmc_cli_usage_error(c, "flag '--model' expects unet, got '%s'", model);
   if (init && strcmp(init, "random") != 0) return ldmc_cli_usage_error(c, "flag '--init' expects random, got '%s'", init);
   if (init && ldmc_cli_has(c, "weights")) return ldmc_cli_usage_error(c, "give --weights or --init random, not both");
-  int64_t batch = 0;
+  int64_t batch = 0, seed = 0;
   int rc;
   if ((rc = ldmc_cli_int(c, "batch", 1, 1 << 20, &batch)) != LDMC_CLI_CONTINUE) return rc;
+  if ((rc = ldmc_cli_int(c, "seed", 0, INT64_MAX, &seed)) != LDMC_CLI_CONTINUE) return rc;
   int widths[MAX_WIDTHS], n = 1;
   widths[0] = 64;
   const char *chans = ldmc_cli_get(c, "channels");
@@ -300,6 +321,7 @@ static int model_mode(prof_cmd *pc) {
   }
   if (n > 1 && pc->trace) return ldmc_cli_usage_error(c, "--trace needs a single width (--channels C)");
   if (n > 1 && pc->group) return ldmc_cli_usage_error(c, "--group needs a single width (--channels C)");
+  if ((rc = start(pc)) != LDMC_CLI_CONTINUE) return rc;
   if (n == 1) {
     width_row row;
     return profile_width(pc, &cfg, widths[0], true, &row);
@@ -315,7 +337,7 @@ static int graph_mode(prof_cmd *pc) {
   const char *inputs_path = ldmc_cli_get(c, "inputs");
   int64_t seed = 0;
   int rc = ldmc_cli_int(c, "seed", 0, INT64_MAX, &seed);
-  if (rc != LDMC_CLI_CONTINUE) return rc;
+  if (rc != LDMC_CLI_CONTINUE || (rc = start(pc)) != LDMC_CLI_CONTINUE) return rc;
   ldmc_module m = {0};
   ldmc_tensor_set inputs = {0}, feed = {0};
   ldmc_prof_result r = {0};
@@ -426,13 +448,12 @@ int ldmc_cmd_profile(int argc, char **argv) {
   if (!pc.o.be && bname) return ldmc_cli_usage_error(&c, "--backend %s: %s", bname, ldmc_last_error());
   if (!pc.o.be) pc.o.be = ldmc_backend_find("interp");
   if (!pc.o.be) return ldmc_cli_fail(&c, "no backend registered");
-  if (!bname) fprintf(stderr, "ldmc profile: backend %s (the fastest registered; --backend NAME picks another)\n", pc.o.be->name);
   pc.o.threads = (int)threads;
   pc.o.steps = (int)steps;
   pc.o.warmup = (int)warmup;
   pc.o.overhead = ldmc_cli_has(&c, "overhead");
   pc.o.progress = ldmc_cli_has(&c, "verbose") || isatty(STDERR_FILENO);
   if (calibrate && (rc = ldmc_prof_calibrate(&c, ldmc_machine_nproc())) != LDMC_EXIT_OK) return rc;
-  if ((rc = ldmc_prof_machine_get(&c, pc.threads, &pc.mach)) != LDMC_CLI_CONTINUE) return rc;
+  pc.backend_chosen = bname != NULL;
   return model ? model_mode(&pc) : graph_mode(&pc);
 }

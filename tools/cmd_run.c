@@ -44,8 +44,8 @@ static ldmc_status random_tensor(const ldmc_node *p, uint64_t *state, ldmc_tenso
 /* One tensor per graph parameter, in order: a view of the input or module
  * tensor of that name, or fresh noise. Inputs naming no parameter are errors. */
 static ldmc_status assemble_feed(const ldmc_graph *g, const ldmc_tensor_set *inputs, const char *inputs_path,
-                                 const ldmc_tensor_set *module, bool random, uint64_t seed, ldmc_tensor_set *feed,
-                                 ldmc_tensor_set *generated) {
+                                 const ldmc_tensor_set *module, const char *module_path, bool random, uint64_t seed,
+                                 ldmc_tensor_set *feed, ldmc_tensor_set *generated) {
   for (int32_t i = 0; inputs && i < inputs->n; i++)
     if (ldmc_graph_find_param(g, inputs->items[i].name) < 0)
       return ldmc_error(LDMC_ERR_INVALID, "%s: tensor '%s' matches no parameter of graph '%s'", inputs_path,
@@ -77,8 +77,9 @@ static ldmc_status assemble_feed(const ldmc_graph *g, const ldmc_tensor_set *inp
       ldmc_shape_str(&p->shape, want, sizeof want);
       ldmc_shape_str(&src->shape, got, sizeof got);
       bool from_inputs = inputs && src == ldmc_tensor_set_find(inputs, p->attrs.name);
+      const char *where = from_inputs ? inputs_path : module_path;
       return ldmc_error(LDMC_ERR_INVALID, "%s%stensor '%s': parameter %%%d of graph '%s' is %s%s, found %s%s",
-                        from_inputs ? inputs_path : "", from_inputs ? ": " : "", p->attrs.name, (int)i,
+                        where ? where : "", where ? ": " : "", p->attrs.name, (int)i,
                         g->name ? g->name : "", ldmc_dtype_name(p->dtype), want, ldmc_tool_dtype_str(src), got);
     }
     ldmc_tensor view;
@@ -221,8 +222,8 @@ int ldmc_cmd_run(int argc, char **argv) {
       goto done;
     }
   }
-  if (assemble_feed(m.graph, inputs_path ? &inputs : NULL, inputs_path, &m.tensors, ldmc_cli_has(&c, "random-inputs"),
-                    (uint64_t)seed, &feed, &generated) != LDMC_OK) {
+  if (assemble_feed(m.graph, inputs_path ? &inputs : NULL, inputs_path, &m.tensors, model_mode ? NULL : c.pos[0],
+                    ldmc_cli_has(&c, "random-inputs"), (uint64_t)seed, &feed, &generated) != LDMC_OK) {
     ldmc_cli_fail(&c, "%s", ldmc_last_error());
     goto done;
   }

@@ -22,7 +22,11 @@ typedef struct ldmc_prof_result {
   double compile_s;
   bool per_kernel;            /* false: the backend reports no kernels; each step is one "run" */
   int nodes_run;              /* graph nodes */
-  double plain_median_s, profiled_median_s, overhead_pct; /* with opts.overhead */
+  /* with opts.overhead: step times with and without the hook, and the
+   * hook's own cost per kernel call (two clock reads and a recorded event) */
+  double plain_median_s, profiled_median_s, overhead_pct;
+  double plain_min_s, profiled_min_s, overhead_min_pct;
+  double hook_ns;
 } ldmc_prof_result;
 
 /* Compiles g on o->be, runs o->warmup + o->steps steps over feed (one tensor

@@ -37,24 +37,35 @@ static double now_s(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* LDMC_LLVM_CPU_PROFILE=1: time per step, summed by op and printed after the run */
+/* LDMC_LLVM_CPU_PROFILE=1: time per step, summed by op with the ops' FLOPs,
+ * printed after the run */
 static void profile_report(const lc_plan *p, const double *t) {
-  double by_op[LDMC_OP_COUNT] = {0}, total = 0;
+  double by_op[LDMC_OP_COUNT] = {0}, fl[LDMC_OP_COUNT] = {0}, total = 0, total_fl = 0;
   int64_t cnt[LDMC_OP_COUNT] = {0};
+  int32_t last = -1;
   for (int32_t s = 0; s < p->n_steps; s++) {
-    ldmc_op op = p->g->nodes[p->steps[s].node].op;
+    int32_t id = p->steps[s].node;
+    ldmc_op op = p->g->nodes[id].op;
     by_op[op] += t[s];
     cnt[op]++;
     total += t[s];
+    if (id != last) { /* a node's steps are consecutive: count its FLOPs once */
+      ldmc_flops f = ldmc_node_flops(p->g, id);
+      fl[op] += (double)(f.mac + f.other);
+      total_fl += (double)(f.mac + f.other);
+      last = id;
+    }
   }
-  fprintf(stderr, "llvm-cpu profile: %d steps, %.3f ms\n", (int)p->n_steps, total * 1e3);
+  fprintf(stderr, "llvm-cpu profile: %d steps, %.3f ms, %.1f GFLOP/s\n", (int)p->n_steps, total * 1e3,
+          total > 0 ? total_fl / total / 1e9 : 0.0);
   for (int k = 0; k < LDMC_OP_COUNT; k++) {
     int best = -1;
     for (int op = 0; op < LDMC_OP_COUNT; op++)
       if (cnt[op] && (best < 0 || by_op[op] > by_op[best])) best = op;
     if (best < 0) break;
-    fprintf(stderr, "  %-18s %6lld steps %10.3f ms %5.1f%%\n", ldmc_op_name((ldmc_op)best), (long long)cnt[best],
-            by_op[best] * 1e3, 100 * by_op[best] / (total > 0 ? total : 1));
+    fprintf(stderr, "  %-18s %6lld steps %10.3f ms %5.1f%% %8.1f GFLOP/s\n", ldmc_op_name((ldmc_op)best),
+            (long long)cnt[best], by_op[best] * 1e3, 100 * by_op[best] / (total > 0 ? total : 1),
+            by_op[best] > 0 ? fl[best] / by_op[best] / 1e9 : 0.0);
     cnt[best] = 0;
   }
 }
@@ -81,6 +92,7 @@ ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, in
     int tid = omp_get_thread_num();
     char *my = (char *)scratch + (size_t)tid * sb;
     double t_prev = times && tid == 0 ? now_s() : 0;
+    int64_t p_prev = p->prof && tid == 0 ? ldmc_profile_now_ns() : 0; /* backend.h's profiling hook */
     for (int32_t si = 0; si < p->n_steps; si++) {
       const lc_step *s = &p->steps[si];
       ldmc_status cur;
@@ -113,6 +125,11 @@ ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, in
         double t = now_s();
         times[si] = t - t_prev;
         t_prev = t;
+      }
+      if (__builtin_expect(p->prof != NULL, 0) && tid == 0) { /* after the step's barrier */
+        int64_t t = ldmc_profile_now_ns();
+        ldmc_lc_prof_report(p->prof, si, p_prev, t);
+        p_prev = t;
       }
     }
   }

@@ -253,16 +253,18 @@ typedef struct lc_pack_desc {
   int mr;
 } lc_pack_desc;
 
-/* softmax(scale q k^T) v without the N x M matrix: per tile of br query rows,
- * key blocks of bc with a running max and sum. bufs: 0 = out [B,N,E] (dt),
- * 1 = q (dt, strided by qs), 2 = k^T as f32 [B][D][Mp], 3 = v as f32 [B][M][Ep]. */
+/* softmax(scale q k^T) v without the N x M matrix: a tile is W query rows (one
+ * per vector lane); key blocks of bc update a running max and sum per lane.
+ * bufs: 0 = out [B,N,E] (dt, dense), 1 = q, 2 = k (dt, strided views),
+ * 3 = v as f32 [B][M][Ep]. */
 typedef struct lc_attn_desc {
   uint8_t dt;
-  int64_t B, N, M, D, E, Mp, Ep;
+  int64_t B, N, M, D, E, Ep;
   int64_t nb2;   /* batch b = b1 * nb2 + b2 */
   int64_t qs[4]; /* q strides: b1, b2, row, column */
+  int64_t ks[4]; /* k strides */
   double scale;
-  int br, bc, rb; /* query rows per tile, keys per block, rows per register block */
+  int bc, jg, rg; /* keys per block, keys per register group, output rows per register group */
 } lc_attn_desc;
 
 void ldmc_lc_emit_ew(lc_cg *cg, const lc_ew_desc *d);
@@ -358,8 +360,8 @@ typedef struct lc_prof {
 } lc_prof;
 ldmc_status ldmc_lc_prof_init(lc_prof *pr, const lc_plan *p, const ldmc_profile_hook *hook);
 void ldmc_lc_prof_free(lc_prof *pr);
-/* Reports step `step`, which started at start_ns and ends now. */
-void ldmc_lc_prof_report(const lc_prof *pr, int32_t step, int64_t start_ns);
+/* Reports step `step`, run from start_ns to end_ns (thread 0, after its barrier). */
+void ldmc_lc_prof_report(const lc_prof *pr, int32_t step, int64_t start_ns, int64_t end_ns);
 
 /* runs the plan's steps over resolved buffer bases (exec.c) */
 ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, int threads);

@@ -296,39 +296,34 @@ static ldmc_status lower_attention(lc_plan *p, int32_t id) {
   lc_attn_desc *d = calloc(1, sizeof *d);
   if (!d) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
   d->dt = (uint8_t)n->dtype;
-  d->bc = 4 * W;
-  d->rb = W == 16 ? 6 : W == 8 ? 2 : 4;
-  d->br = 4 * d->rb;
+  d->jg = W == 16 ? 16 : W == 8 ? 8 : 4;
+  d->bc = 4 * d->jg;
+  d->rg = W == 1 ? 1 : 4;
   d->B = Bt, d->N = N, d->M = M, d->D = D, d->E = E, d->nb2 = nb2;
   memcpy(d->qs, s4[0], sizeof d->qs);
-  d->Mp = (M + d->bc - 1) / d->bc * d->bc;
+  memcpy(d->ks, s4[1], sizeof d->ks);
   d->Ep = (E + W - 1) / W * W;
   d->scale = n->attrs.scale;
-  /* k^T as f32 [B][D][Mp] and v as f32 [B][M][Ep], copied from their views */
-  int32_t ktb = ldmc_lc_plan_new_buf(p, LC_BUF_ARENA, (size_t)(Bt * D * d->Mp) * 4);
+  /* v as f32 [B][M][Ep], copied from its view */
   int32_t vb = ldmc_lc_plan_new_buf(p, LC_BUF_ARENA, (size_t)(Bt * M * d->Ep) * 4);
-  if (ktb < 0 || vb < 0) {
+  if (vb < 0) {
     free(d);
     return LDMC_ERR_NOMEM;
   }
   lc_stream sv, dv;
   memset(&sv, 0, sizeof sv);
   memset(&dv, 0, sizeof dv);
-  int64_t box[4] = {Bt / nb2, nb2, D, M};
-  sv.dt = (uint8_t)k->dtype, sv.st[0] = s4[1][0], sv.st[1] = s4[1][1], sv.st[2] = s4[1][3], sv.st[3] = s4[1][2];
-  dv.dt = LDMC_F32, dv.st[0] = nb2 * D * d->Mp, dv.st[1] = D * d->Mp, dv.st[2] = d->Mp, dv.st[3] = 1;
-  ldmc_status stt = ldmc_lc_add_copy(p, id, 4, box, (lc_ref){ktb, 0}, &dv, ref[1], &sv);
   int64_t vbox[4] = {Bt / nb2, nb2, M, E};
   sv.dt = (uint8_t)v->dtype, sv.st[0] = s4[2][0], sv.st[1] = s4[2][1], sv.st[2] = s4[2][2], sv.st[3] = s4[2][3];
   dv.dt = LDMC_F32, dv.st[0] = nb2 * M * d->Ep, dv.st[1] = M * d->Ep, dv.st[2] = d->Ep, dv.st[3] = 1;
-  if (stt == LDMC_OK) stt = ldmc_lc_add_copy(p, id, 4, vbox, (lc_ref){vb, 0}, &dv, ref[2], &sv);
+  ldmc_status stt = ldmc_lc_add_copy(p, id, 4, vbox, (lc_ref){vb, 0}, &dv, ref[2], &sv);
   lc_ref out = new_out(p, id);
   if (stt != LDMC_OK || out.buf < 0) {
     free(d);
     return stt != LDMC_OK ? stt : LDMC_ERR_NOMEM;
   }
-  size_t scratch = ((size_t)(d->br * d->bc + d->br * d->Ep + 2 * d->br) * 4 + 63) / 64 * 64;
-  int64_t tiles = E > 0 ? Bt * ((N + d->br - 1) / d->br) : 0;
-  lc_ref refs[4] = {out, ref[0], {ktb, 0}, {vb, 0}};
+  size_t scratch = ((size_t)(D * W + d->bc * W + W * d->Ep) * 4 + 63) / 64 * 64;
+  int64_t tiles = E > 0 ? Bt * ((N + W - 1) / W) : 0;
+  lc_ref refs[4] = {out, ref[0], ref[1], {vb, 0}};
   return add_kernel(p, id, LC_K_ATTN, d, sizeof *d, tiles, scratch, 4, refs);
 }

@@ -140,9 +140,9 @@ done:
   return st;
 }
 
-void ldmc_lc_prof_report(const lc_prof *pr, int32_t step, int64_t start_ns) {
+void ldmc_lc_prof_report(const lc_prof *pr, int32_t step, int64_t start_ns, int64_t end_ns) {
   ldmc_kernel_event ev = pr->ev[step];
   ev.start_ns = start_ns;
-  ev.end_ns = ldmc_profile_now_ns();
+  ev.end_ns = end_ns;
   pr->hook.kernel(pr->hook.ctx, &ev);
 }

@@ -1,0 +1,184 @@
+/* The machine side of profiling: the FMA and triad microbenchmarks compute
+ * exactly what they should (so the work was done), the calibration cache
+ * round-trips and refuses malformed files without crashing, the peak is
+ * interpolated as hand-computed, and the roofline SVG escapes labels and
+ * parses as XML (python3's xml.etree, an independent parser). */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "runtime/profiler.h"
+#include "test_util.h"
+
+static char g_dir[64];
+
+static void path_in(char *buf, size_t len, const char *name) { snprintf(buf, len, "%s/%s", g_dir, name); }
+
+static void write_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  if (!f) return;
+  fputs(text, f);
+  fclose(f);
+}
+
+static char *read_all(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *s = malloc((size_t)n + 1);
+  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
+  if (s) s[n] = 0;
+  fclose(f);
+  return s;
+}
+
+static void test_benchmarks(void) {
+  bool ok = false;
+  const char *isa = NULL;
+  double g1 = ldmc_bench_fma(1, 1 << 12, &ok, &isa);
+  CHECK_MSG(ok && g1 > 0, "fma: %g GFLOP/s, ok %d", g1, ok);
+  CHECK(isa && (strcmp(isa, "avx512") == 0 || strcmp(isa, "avx2") == 0 || strcmp(isa, "scalar") == 0));
+  ok = false;
+  double g2 = ldmc_bench_fma(2, (1 << 24) - 16, &ok, NULL); /* the largest exact count */
+  CHECK_MSG(ok && g2 > 0, "fma 2 threads, 2^24 rounds: ok %d", ok);
+  ok = false;
+  double bw = ldmc_bench_triad(2, 100003, &ok); /* odd length: the tail is checked too */
+  CHECK_MSG(ok && bw > 0, "triad: %g GB/s, ok %d", bw, ok);
+  char cpu[128];
+  ldmc_machine_cpu_name(cpu, sizeof cpu);
+  CHECK(cpu[0] != 0 && strchr(cpu, '\n') == NULL);
+  CHECK(ldmc_machine_nproc() >= 1);
+}
+
+static void test_interpolation(void) {
+  ldmc_machine m = {.n = 3, .threads = {1, 2, 4}, .gflops = {10, 15, 30}, .gbs = {5, 8, 8}};
+  CHECK_NEAR(ldmc_machine_peak(&m, 1), 10, 1e-12);
+  CHECK_NEAR(ldmc_machine_peak(&m, 3), 22.5, 1e-12); /* halfway between 15 and 30 */
+  CHECK_NEAR(ldmc_machine_peak(&m, 64), 30, 1e-12);  /* clamped */
+  CHECK_NEAR(ldmc_machine_bandwidth(&m, 2), 8, 1e-12);
+  /* a busy machine measured less at 2 threads than at 1: 2 threads can do what 1 did */
+  ldmc_machine busy = {.n = 2, .threads = {1, 2}, .gflops = {80, 60}, .gbs = {12, 9}};
+  CHECK_NEAR(ldmc_machine_peak(&busy, 2), 80, 1e-12);
+  CHECK_NEAR(ldmc_machine_bandwidth(&busy, 2), 12, 1e-12);
+  ldmc_machine none = {0};
+  CHECK(ldmc_machine_peak(&none, 4) == 0);
+}
+
+static void test_cache(void) {
+  char path[256], cpu[128];
+  path_in(path, sizeof path, "a/b/machine.json"); /* folders created on save */
+  ldmc_machine_cpu_name(cpu, sizeof cpu);
+  ldmc_machine m = {.nproc = 3, .n = 2, .threads = {1, 3}, .gflops = {12.5, 30.25}, .gbs = {7, 9.5}};
+  snprintf(m.cpu, sizeof m.cpu, "%s", cpu);
+  snprintf(m.isa, sizeof m.isa, "avx2");
+  snprintf(m.measured, sizeof m.measured, "2025-01-02T03:04:05Z");
+  ldmc_machine back;
+  bool found = true;
+  CHECK(ldmc_machine_load(path, &back, &found) == LDMC_OK && !found); /* no file: not found, no error */
+  CHECK_MSG(ldmc_machine_save(path, &m) == LDMC_OK, "%s", ldmc_last_error());
+  CHECK(ldmc_machine_load(path, &back, &found) == LDMC_OK && found);
+  CHECK(back.n == 2 && back.nproc == 3 && back.threads[1] == 3 && back.gflops[1] == 30.25 && back.gbs[0] == 7);
+  CHECK(strcmp(back.isa, "avx2") == 0 && strcmp(back.measured, m.measured) == 0 && strcmp(back.cpu, cpu) == 0);
+  /* another CPU's entry is kept when this one is saved again */
+  char *text = read_all(path);
+  json_t *root = text ? json_loads(text, 0, NULL) : NULL;
+  free(text);
+  json_object_set_new(json_object_get(root, "machines"), "Other CPU 9000",
+                      json_pack("{s:s,s:i,s:[i],s:[f],s:[f]}", "isa", "scalar", "nproc", 1, "threads", 1, "fma_gflops",
+                                1.0, "triad_gbs", 1.0));
+  CHECK(root && json_dump_file(root, path, 0) == 0);
+  json_decref(root);
+  m.gflops[0] = 13;
+  CHECK(ldmc_machine_save(path, &m) == LDMC_OK);
+  text = read_all(path);
+  CHECK(text && strstr(text, "Other CPU 9000") != NULL);
+  free(text);
+  CHECK(ldmc_machine_load(path, &back, &found) == LDMC_OK && found && back.gflops[0] == 13);
+  /* malformed files: an error naming the file, never a crash */
+  const char *bad[] = {
+      "not json at all",
+      "{\"machines\": 3}",
+      "[1, 2, 3]",
+      "{\"machines\": {\"%s\": {\"nproc\": 2, \"threads\": [1, 2], \"fma_gflops\": [1], \"triad_gbs\": [1, 2]}}}",
+      "{\"machines\": {\"%s\": {\"nproc\": 2, \"threads\": [2, 1], \"fma_gflops\": [1, 2], \"triad_gbs\": [1, 2]}}}",
+      "{\"machines\": {\"%s\": {\"nproc\": 2, \"threads\": [1], \"fma_gflops\": [\"x\"], \"triad_gbs\": [1]}}}",
+      "{\"machines\": {\"%s\": {\"nproc\": 2, \"threads\": [1], \"fma_gflops\": [-5], \"triad_gbs\": [1]}}}",
+      "{\"machines\": {\"%s\": {\"threads\": [1], \"fma_gflops\": [1], \"triad_gbs\": [1]}}}",
+      "{\"machines\": {\"%s\": 7}}",
+  };
+  char bpath[256];
+  path_in(bpath, sizeof bpath, "bad.json");
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char doc[1024];
+    snprintf(doc, sizeof doc, bad[i], cpu);
+    write_file(bpath, doc);
+    ldmc_status st = ldmc_machine_load(bpath, &back, &found);
+    CHECK_MSG(st == LDMC_ERR_FORMAT && !found && strstr(ldmc_last_error(), "bad.json"), "case %zu: %s", i,
+              ldmc_last_error());
+  }
+  /* a corrupt cache is replaced by the next save */
+  write_file(bpath, "garbage");
+  CHECK(ldmc_machine_save(bpath, &m) == LDMC_OK && ldmc_machine_load(bpath, &back, &found) == LDMC_OK && found);
+  unlink(bpath);
+  unlink(path);
+  path_in(path, sizeof path, "a/b");
+  rmdir(path);
+  path_in(path, sizeof path, "a");
+  rmdir(path);
+  /* the cache path follows XDG_CACHE_HOME, else HOME */
+  char cp[512];
+  setenv("XDG_CACHE_HOME", "/x/cache", 1);
+  CHECK(ldmc_machine_cache_path(cp, sizeof cp) == LDMC_OK && strcmp(cp, "/x/cache/ldmc/machine.json") == 0);
+  unsetenv("XDG_CACHE_HOME");
+  setenv("HOME", "/home/u", 1);
+  CHECK(ldmc_machine_cache_path(cp, sizeof cp) == LDMC_OK && strcmp(cp, "/home/u/.cache/ldmc/machine.json") == 0);
+}
+
+static void test_roofline(void) {
+  char path[256];
+  path_in(path, sizeof path, "roof.svg");
+  ldmc_roofline_point pts[] = {
+      {"gemm %1 <a&b> \"q\" 'x'", 20, 50, 0.6},
+      {"ew %2", 0.1, 1.5, 0.3},
+      {"copy %3 (no FLOPs)", 0, 0, 0.1},
+  };
+  CHECK_MSG(ldmc_roofline_write_svg(path, "roof <test> & more", 100, 10, pts, 3) == LDMC_OK, "%s", ldmc_last_error());
+  char *svg = read_all(path);
+  CHECK(svg && strstr(svg, "<a&b>") == NULL && strstr(svg, "&lt;a&amp;b&gt;") != NULL);
+  CHECK(svg && strstr(svg, "arithmetic intensity (FLOP/byte)") && strstr(svg, "performance (GFLOP/s)"));
+  CHECK(svg && strstr(svg, "FMA peak 100.0 GFLOP/s") && strstr(svg, "memory 10.0 GB/s"));
+  int circles = 0;
+  for (const char *s = svg; s && (s = strstr(s, "<circle")); s++) circles++;
+  CHECK(circles == 2); /* the point without FLOPs cannot sit on log axes */
+  free(svg);
+  if (access("/usr/bin/python3", X_OK) == 0) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' %s",
+             path);
+    CHECK_MSG(system(cmd) == 0, "%s is not well-formed XML", path);
+  }
+  /* no calibration: no roofs, still a plot */
+  CHECK(ldmc_roofline_write_svg(path, "t", 0, 0, pts, 2) == LDMC_OK);
+  svg = read_all(path);
+  CHECK(svg && strstr(svg, "no machine calibration") && !strstr(svg, "FMA peak"));
+  free(svg);
+  /* an unwritable path: an error naming it, nothing left behind */
+  CHECK(ldmc_roofline_write_svg("/nonexistent-dir/r.svg", "t", 1, 1, pts, 2) != LDMC_OK &&
+        strstr(ldmc_last_error(), "/nonexistent-dir") != NULL);
+  unlink(path);
+}
+
+int main(void) {
+  snprintf(g_dir, sizeof g_dir, "/tmp/ldmc-test-machine.XXXXXX");
+  if (!mkdtemp(g_dir)) return 1;
+  test_benchmarks();
+  test_interpolation();
+  test_cache();
+  test_roofline();
+  rmdir(g_dir);
+  return test_summary("test_profile_machine");
+}
