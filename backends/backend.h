@@ -61,9 +61,10 @@ extern const ldmc_backend_i ldmc_backend_interp;
  *
  * With no hook set that is one predictable branch per kernel. A "kernel" is
  * the backend's unit of work: one node on the interpreter (interp.c), one plan
- * step (a fused group, a pack, a copy) on llvm-cpu, reported by thread 0 of
- * its parallel region after the step's barrier, from the previous step's end
- * (llvm_cpu/exec.c; its events are built once per hook in llvm_cpu/profile.c).
+ * step (a fused group, a pack, a copy) on llvm-cpu, reported by thread 0
+ * (which walks the steps) once all the step's chunks are done, from the
+ * previous step's end (llvm_cpu/exec.c; its events are built once per hook in
+ * llvm_cpu/profile.c).
  * `kernel` numbers it within the executable, the same every run, so calls
  * aggregate over steps. A new backend adds set_profiler to its
  * ldmc_executable_i and the two branches around its kernel loop. FLOPs come from

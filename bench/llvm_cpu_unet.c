@@ -6,6 +6,7 @@
  *   gflop=<per forward> compile_s=<s> kernels=<distinct compiled>
  *   run_ms median=<ms> min=<ms> gflops=<at the median>
  * bench/unet_vs_torch.py drives it against PyTorch with the same weights. */
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,8 @@ static int cmp_d(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
   const char *channels = "64", *latent = "32x32", *context = "1024x77", *weights = NULL, *inputs = NULL, *out = NULL;
+  mallopt(M_MMAP_THRESHOLD, 1 << 30); /* reuse the output's pages between runs */
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   int threads = 2, repeat = 3;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;

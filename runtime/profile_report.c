@@ -21,8 +21,8 @@ static const char *clip(const char *s, int w, char *buf, size_t len) {
 void ldmc_profile_print(const ldmc_profile_report *r, FILE *f, int top, bool grouped) {
   int shown = top > 0 && top < r->n_kernels ? top : r->n_kernels;
   if (grouped)
-    fprintf(f, "%4s  %-34s %7s %7s %10s %9s %9s %9s %8s %7s %6s\n", "#", "group", "kernels", "calls", "ms/step",
-            "GFLOP", "GFLOP/s", "GB/s", "FLOP/B", "share", "");
+    fprintf(f, "%4s  %-34s %7s %7s %10s %9s %9s %9s %8s %7s\n", "#", "group", "kernels", "calls", "ms/step",
+            "GFLOP", "GFLOP/s", "GB/s", "FLOP/B", "share");
   else
     fprintf(f, "%4s  %-16s %-14s %-22s %6s %9s %9s %8s %9s %8s %7s %6s  %s\n", "#", "kernel", "nodes", "ops", "calls",
             "median ms", "min ms", "GFLOP", "GFLOP/s", "GB/s", "FLOP/B", "share", "block");
@@ -54,6 +54,9 @@ void ldmc_profile_print(const ldmc_profile_report *r, FILE *f, int top, bool gro
     fprintf(f, " = %.2f%% of peak (%.1f GFLOP/s FMA at %d thread%s; memory %.1f GB/s)", r->pct_peak, r->peak_gflops,
             r->threads, r->threads == 1 ? "" : "s", r->bandwidth_gbs);
   fputc('\n', f);
+  if (r->pct_peak > 100)
+    fprintf(f, "note: above the calibrated peak, which was probably measured while the machine was busy;\n"
+               "  `ldmc profile --calibrate` on a quiet machine measures it again\n");
 }
 
 /* ---- CSV ---- */

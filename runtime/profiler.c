@@ -148,13 +148,13 @@ char *ldmc_prof_kernel_ops(const ldmc_graph *g, const prof_kernel *k) {
   if (!s) return NULL;
   s[0] = 0;
   size_t at = 0;
-  const char *prev = NULL;
+  bool seen[LDMC_OP_COUNT] = {0}; /* each op once, in order of appearance: "reshape+transpose+attention" */
   for (int32_t i = 0; i < k->n_nodes; i++) {
-    if (k->nodes[i] < 0 || k->nodes[i] >= g->n_nodes || g->nodes[k->nodes[i]].op == LDMC_OP_PARAMETER) continue;
-    const char *op = ldmc_op_name(g->nodes[k->nodes[i]].op);
-    if (prev && strcmp(prev, op) == 0) continue; /* "add+add+add" reads as "add" */
-    at += (size_t)snprintf(s + at, len - at, "%s%s", at ? "+" : "", op);
-    prev = op;
+    if (k->nodes[i] < 0 || k->nodes[i] >= g->n_nodes) continue;
+    ldmc_op op = g->nodes[k->nodes[i]].op;
+    if ((unsigned)op >= LDMC_OP_COUNT || op == LDMC_OP_PARAMETER || seen[op]) continue;
+    seen[op] = true;
+    at += (size_t)snprintf(s + at, len - at, "%s%s", at ? "+" : "", ldmc_op_name(op));
   }
   return s;
 }

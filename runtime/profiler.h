@@ -133,7 +133,8 @@ ldmc_status ldmc_profile_write_trace(const ldmc_profiler *p, const char *backend
 
 /* A log-log roofline: memory and compute roofs, one point per entry. */
 typedef struct ldmc_roofline_point {
-  const char *label;
+  const char *label;  /* the tooltip */
+  const char *tag;    /* short text drawn next to the largest points; NULL: none */
   double intensity; /* FLOPs per byte */
   double gflops;    /* achieved GFLOP/s */
   double weight;    /* share of time: the point's area */

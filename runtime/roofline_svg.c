@@ -11,6 +11,9 @@
 #include "support/fileio.h"
 
 enum { W = 960, H = 640, ML = 90, MR = 40, MT = 56, MB = 76, N_LABELS = 8 };
+/* a white outline keeps text readable over points and lines */
+#define HALO "stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\""
+
 
 typedef struct axes {
   double x0, x1, y0, y1; /* log10 range */
@@ -104,13 +107,15 @@ static void roofs(FILE *f, const axes *a, double peak, double bw) {
   double xs = fmax(xmin, ymin / bw); /* where the memory roof enters the plot */
   fprintf(f, "<polyline fill=\"none\" stroke=\"#c0392b\" stroke-width=\"2.5\" points=\"%.1f,%.1f %.1f,%.1f %.1f,%.1f\"/>\n",
           px(a, xs), py(a, bw * xs), px(a, ridge), py(a, peak), px(a, xmax), py(a, peak));
-  fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#c0392b\" text-anchor=\"end\">FMA peak %.1f GFLOP/s</text>\n",
-          px(a, xmax) - 6, py(a, peak) - 8, peak);
+  fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#c0392b\" text-anchor=\"end\" %s>FMA peak %.1f GFLOP/s</text>\n",
+          px(a, xmax) - 6, py(a, peak) - 8, HALO, peak);
   double lx = fmax(xs * 1.5, ridge / 30);
-  fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#c0392b\">memory %.1f GB/s</text>\n", px(a, lx) + 6,
+  fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#c0392b\" %s transform=\"rotate(%.1f %.1f %.1f)\">memory %.1f GB/s</text>\n",
+          px(a, lx) + 6, py(a, bw * lx) - 10, HALO,
+          -atan2(py(a, bw * xs) - py(a, bw * ridge), px(a, ridge) - px(a, xs)) * 180 / M_PI, px(a, lx) + 6,
           py(a, bw * lx) - 10, bw);
-  fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#888\" font-size=\"11\">ridge %.2f FLOP/B</text>\n", px(a, ridge) + 6,
-          py(a, peak) + 16, ridge);
+  fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#888\" font-size=\"11\" %s>ridge %.2f FLOP/B</text>\n",
+          px(a, ridge) + 6, py(a, peak) + 16, HALO, ridge);
 }
 
 ldmc_status ldmc_roofline_write_svg(const char *path, const char *title, double peak_gflops, double bandwidth_gbs,
@@ -155,12 +160,26 @@ ldmc_status ldmc_roofline_write_svg(const char *path, const char *title, double 
     fprintf(f, ": %.3g FLOP/B, %.3g GFLOP/s, %.1f%% of the time</title></circle>\n", p->intensity, p->gflops,
             100 * p->weight);
   }
-  for (int i = 0; i < m && i < N_LABELS; i++) {
+  /* tags of the largest points, right of the point (left near the edge),
+   * skipping any that would overlap one already placed */
+  double boxes[N_LABELS][4];
+  int placed = 0;
+  for (int i = 0; i < m && placed < N_LABELS; i++) {
     const ldmc_roofline_point *p = order[i];
-    double r = 3 + 24 * sqrt(fmax(0, fmin(1, p->weight)));
-    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">", px(&a, p->intensity) + r + 3,
-            py(&a, p->gflops) + 4);
-    xml_text(f, p->label);
+    if (!p->tag || !p->tag[0]) continue;
+    double r = 3 + 24 * sqrt(fmax(0, fmin(1, p->weight))), w = 6.5 * (double)strlen(p->tag);
+    double cx = px(&a, p->intensity), cy = py(&a, p->gflops);
+    bool left = cx + r + 3 + w > W - MR;
+    double x0 = left ? cx - r - 3 - w : cx + r + 3, y0 = cy - 7;
+    bool clash = false;
+    for (int j = 0; j < placed && !clash; j++)
+      clash = x0 < boxes[j][2] && boxes[j][0] < x0 + w && y0 < boxes[j][3] && boxes[j][1] < y0 + 14;
+    if (clash) continue;
+    boxes[placed][0] = x0, boxes[placed][1] = y0, boxes[placed][2] = x0 + w, boxes[placed][3] = y0 + 14;
+    placed++;
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"%s\" %s>", left ? cx - r - 3 : cx + r + 3,
+            cy + 4, left ? "end" : "start", HALO);
+    xml_text(f, p->tag);
     fprintf(f, "</text>\n");
   }
   fprintf(f, "<text x=\"%d\" y=\"%d\" fill=\"#666\" font-size=\"11\">%d point%s; area = share of time", ML, MT - 8, m,

@@ -307,6 +307,35 @@ static void test_grouping(void) {
   ldmc_graph_free(g);
 }
 
+/* A backend without the hook: refused by set_profiler; whole steps instead. */
+static void test_whole_steps(void) {
+  ldmc_graph *g = small_graph();
+  static const ldmc_executable_i no_hook = {0};
+  ldmc_executable e = {.iface = &no_hook, .graph = g};
+  ldmc_profiler *p = ldmc_profiler_new(g);
+  ldmc_profile_hook h = ldmc_profiler_hook(p);
+  CHECK(ldmc_executable_set_profiler(&e, &h) == LDMC_ERR_UNSUPPORTED && strstr(ldmc_last_error(), "small"));
+  CHECK(ldmc_executable_set_profiler(NULL, &h) == LDMC_ERR_INVALID);
+  for (int s = 0; s < 2; s++) {
+    ldmc_profiler_step_begin(p);
+    int64_t t = ldmc_profile_now_ns();
+    ldmc_profiler_record_whole(p, t, t + 5000000);
+    ldmc_profiler_step_end(p);
+  }
+  ldmc_profile_report r;
+  CHECK(ldmc_profiler_report(p, &r) == LDMC_OK && r.n_kernels == 1);
+  if (r.n_kernels == 1) {
+    const ldmc_profile_kernel *k = &r.kernels[0];
+    CHECK(strcmp(k->name, "run") == 0 && k->calls == 2 && k->kernel == -1);
+    CHECK(k->mac_flops == 48 && strcmp(k->nodes, "%3,%4,%5") == 0);
+    CHECK(k->bytes_read == (6 + 12 + 8) * 4 && k->bytes_written == 8 * 4); /* the inputs, the output */
+    CHECK_NEAR(k->median_s, 0.005, 1e-12);
+  }
+  ldmc_profile_report_free(&r);
+  ldmc_profiler_free(p);
+  ldmc_graph_free(g);
+}
+
 /* A tiny U-Net on the interpreter: totals against models/stats.h, the trace
  * against the calls. */
 static void test_unet_profile(void) {
@@ -415,6 +444,7 @@ int main(void) {
   test_llvm_cpu_hook();
   test_aggregation();
   test_grouping();
+  test_whole_steps();
   test_unet_profile();
   return test_summary("test_profile");
 }

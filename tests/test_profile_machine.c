@@ -142,13 +142,14 @@ static void test_roofline(void) {
   char path[256];
   path_in(path, sizeof path, "roof.svg");
   ldmc_roofline_point pts[] = {
-      {"gemm %1 <a&b> \"q\" 'x'", 20, 50, 0.6},
-      {"ew %2", 0.1, 1.5, 0.3},
-      {"copy %3 (no FLOPs)", 0, 0, 0.1},
+      {"gemm %1 <a&b> \"q\" 'x'", "gemm <1>", 20, 50, 0.6},
+      {"ew %2", NULL, 0.1, 1.5, 0.3},
+      {"copy %3 (no FLOPs)", "copy", 0, 0, 0.1},
   };
   CHECK_MSG(ldmc_roofline_write_svg(path, "roof <test> & more", 100, 10, pts, 3) == LDMC_OK, "%s", ldmc_last_error());
   char *svg = read_all(path);
   CHECK(svg && strstr(svg, "<a&b>") == NULL && strstr(svg, "&lt;a&amp;b&gt;") != NULL);
+  CHECK(svg && strstr(svg, ">gemm &lt;1&gt;</text>") != NULL); /* the tag of the largest point */
   CHECK(svg && strstr(svg, "arithmetic intensity (FLOP/byte)") && strstr(svg, "performance (GFLOP/s)"));
   CHECK(svg && strstr(svg, "FMA peak 100.0 GFLOP/s") && strstr(svg, "memory 10.0 GB/s"));
   int circles = 0;

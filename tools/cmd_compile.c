@@ -1,14 +1,18 @@
 /* ldmc compile: runs a target's pass pipeline over a model (or a graph file)
  * and prints the kernels after fusion and the planned peak activation memory. */
+#include <errno.h>
 #include <inttypes.h>
+#include <regex.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "models/unet.h"
 #include "passes/passes.h"
 #include "tools/cli_args.h"
 #include "tools/cli_io.h"
+#include "tools/cli_target.h"
 #include "tools/commands.h"
 
 static double mib(int64_t b) { return (double)b / (1024.0 * 1024.0); }
@@ -69,16 +73,67 @@ static void print_kernel_summary(const ldmc_plan *p, const ldmc_graph *g, bool a
   free(pats);
 }
 
+/* mkdir -p: the dump folder is made on demand, as XLA's --xla_dump_to does. */
+static int make_dirs(const ldmc_cli_cmd *c, const char *dir) {
+  char path[4096];
+  size_t n = strlen(dir);
+  if (n >= sizeof path) return ldmc_cli_fail(c, "--dump-dir: path too long");
+  memcpy(path, dir, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (path[i] != '/' && path[i] != '\0') continue;
+    char save = path[i];
+    path[i] = '\0';
+    struct stat st;
+    if (stat(path, &st) != 0) {
+      if (mkdir(path, 0777) != 0 && errno != EEXIST)
+        return ldmc_cli_fail(c, "cannot create dump folder '%s': %s", path, strerror(errno));
+    } else if (!S_ISDIR(st.st_mode)) {
+      return ldmc_cli_fail(c, "dump folder '%s': not a directory", path);
+    }
+    path[i] = save;
+  }
+  return LDMC_CLI_CONTINUE;
+}
+
+/* Checks the dump flags: a bad regex is a usage error. With create, also makes
+ * the folder (called once the graph is built, so usage errors leave none). */
+static int check_dumps(const ldmc_cli_cmd *c, bool create) {
+  const char *regex = ldmc_cli_get(c, "dump-passes"), *from = "--dump-passes";
+  if (!regex) {
+    regex = getenv("LDMC_DUMP_PASSES");
+    from = "LDMC_DUMP_PASSES";
+  }
+  if (!regex || !*regex) {
+    if (ldmc_cli_has(c, "dump-dir"))
+      return ldmc_cli_usage_error(c, "--dump-dir needs --dump-passes REGEX (or LDMC_DUMP_PASSES); '.*' dumps every pass");
+    return LDMC_CLI_CONTINUE;
+  }
+  regex_t re;
+  int rc = regcomp(&re, regex, REG_EXTENDED | REG_NOSUB);
+  if (rc != 0) {
+    char msg[128];
+    regerror(rc, &re, msg, sizeof msg);
+    return ldmc_cli_usage_error(c, "%s '%s': %s", from, regex, msg);
+  }
+  regfree(&re);
+  if (!create) return LDMC_CLI_CONTINUE;
+  const char *dir = ldmc_cli_get(c, "dump-dir");
+  if (!dir) dir = getenv("LDMC_DUMP_DIR");
+  return dir && *dir ? make_dirs(c, dir) : LDMC_CLI_CONTINUE;
+}
+
 int ldmc_cmd_compile(int argc, char **argv) {
   ldmc_cli_flag flags[] = {
       {"model", "NAME", "built-in model to compile: unet", NULL},
-      {"channels", "C", "U-Net base width (default 320)", NULL},
-      {"latent", "HxWxC", "latent size (default 64x64x4)", NULL},
-      {"context", "DxT", "context width x tokens (default 1024x77)", NULL},
-      {"batch", "B", "batch size (default 1)", NULL},
-      {"target", "NAME", "target description: interp, cpu, cpu-nchw, host, nvptx, tpusim (default cpu)", NULL},
-      {"dump-passes", "REGEX", "dump the IR after every pass whose name matches (POSIX extended regex)", NULL},
-      {"dump-dir", "DIR", "where dumps go (default: $LDMC_DUMP_DIR or .)", NULL},
+      {"channels", "C", "model mode: U-Net base width c, one value (default 320)", NULL},
+      {"latent", "HxW[xC]", "model mode: latent height x width x channels (default 64x64x4)", NULL},
+      {"context", "DxT", "model mode: context width x tokens (default 1024x77)", NULL},
+      {"batch", "B", "model mode: batch size (default 1)", NULL},
+      {"target", "NAME", ldmc_cli_target_help("target to compile for"), NULL},
+      {"dump-passes", "REGEX", "dump the IR after every pass whose name matches (POSIX extended regex;\n"
+                               "'input' is the graph before the first pass, '.*' dumps all)", NULL},
+      {"dump-dir", "DIR", "where dumps go, created if missing (default: $LDMC_DUMP_DIR or .);\n"
+                          "needs --dump-passes or LDMC_DUMP_PASSES", NULL},
       {"pass-stats", NULL, "log each pass run: wall time and node-count change", NULL},
       {"verify-each", NULL, "run the verifier after every pass (always on in debug builds)", NULL},
       {"kernels", NULL, "list every kernel (order, fused ops, inputs, tile, arena offset)", NULL},
@@ -89,7 +144,7 @@ int ldmc_cmd_compile(int argc, char **argv) {
   };
   ldmc_cli_cmd c = {
       .name = "compile",
-      .usage = "--model unet [--channels C --latent HxWx4 --context DxT] [--target NAME] [options]\n"
+      .usage = "--model unet [--channels C --latent HxW[xC] --context DxT --batch B] [--target NAME] [options]\n"
                "FILE [--target NAME] [options]",
       .summary = "Run the target's pass pipeline (simplify, fold, CSE, DCE, attention, decompose, layout,\n"
                  "fusion, tiling, scheduling, buffer assignment) and print the kernels after fusion\n"
@@ -106,6 +161,13 @@ int ldmc_cmd_compile(int argc, char **argv) {
   if (rc != LDMC_CLI_CONTINUE) return rc;
   const char *model = ldmc_cli_get(&c, "model");
   if ((model != NULL) == (c.n_pos == 1)) return ldmc_cli_usage_error(&c, "give either --model NAME or one graph FILE");
+  static const char *const model_flags[] = {"channels", "latent", "context", "batch"};
+  for (int i = 0; !model && i < (int)(sizeof model_flags / sizeof model_flags[0]); i++)
+    if (ldmc_cli_has(&c, model_flags[i]))
+      return ldmc_cli_usage_error(&c, "flag '--%s' needs --model (see ldmc compile --help)", model_flags[i]);
+  const char *chans = ldmc_cli_get(&c, "channels");
+  if (chans && strchr(chans, ','))
+    return ldmc_cli_usage_error(&c, "flag '--channels' takes one width here, got '%s' (ldmc stats takes a list)", chans);
   const char *tname = ldmc_cli_get(&c, "target");
   const ldmc_target *t = ldmc_target_find(tname ? tname : "cpu");
   if (!t) return ldmc_cli_usage_error(&c, "%s", ldmc_last_error());
@@ -114,6 +176,7 @@ int ldmc_cmd_compile(int argc, char **argv) {
 
   int64_t n_act = -1;
   if ((rc = ldmc_cli_int(&c, "activation-params", 0, INT32_MAX, &n_act)) != LDMC_CLI_CONTINUE) return rc;
+  if ((rc = check_dumps(&c, false)) != LDMC_CLI_CONTINUE) return rc;
   ldmc_graph *g = NULL;
   double t0 = now_s();
   if (model) {
@@ -134,6 +197,10 @@ int ldmc_cmd_compile(int argc, char **argv) {
     if (!g) return ldmc_cli_fail(&c, "%s holds no graph", c.pos[0]);
   }
   double t_build = now_s() - t0;
+  if ((rc = check_dumps(&c, true)) != LDMC_CLI_CONTINUE) {
+    ldmc_graph_free(g);
+    return rc;
+  }
   int32_t nodes_before = g->n_nodes;
   int64_t naive_before = ldmc_graph_intermediate_bytes(g);
   ldmc_pipeline_opts o = {

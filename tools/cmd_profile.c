@@ -82,7 +82,7 @@ static char *meta_json(const prof_cmd *pc, const ldmc_prof_result *r, const char
 
 static int write_roofline(const prof_cmd *pc, const ldmc_profile_report *r, const char *title) {
   ldmc_roofline_point *pts = calloc((size_t)(r->n_kernels ? r->n_kernels : 1), sizeof *pts);
-  char **labels = calloc((size_t)(r->n_kernels ? r->n_kernels : 1), sizeof *labels);
+  char **labels = calloc((size_t)(r->n_kernels ? r->n_kernels : 1) * 2, sizeof *labels);
   if (!pts || !labels) {
     free(pts);
     free(labels);
@@ -90,15 +90,18 @@ static int write_roofline(const prof_cmd *pc, const ldmc_profile_report *r, cons
   }
   for (int32_t i = 0; i < r->n_kernels; i++) {
     const ldmc_profile_kernel *k = &r->kernels[i];
-    size_t len = strlen(k->name) + strlen(k->nodes) + strlen(k->scope) + 8;
-    labels[i] = malloc(len);
-    if (labels[i]) snprintf(labels[i], len, "%s%s%s%s%s", k->name, k->nodes[0] ? " " : "", k->nodes,
-                            k->scope[0] ? " " : "", k->scope);
-    pts[i] = (ldmc_roofline_point){labels[i] ? labels[i] : k->name, k->intensity, k->gflops_s, k->share};
+    size_t len = strlen(k->name) + strlen(k->ops) + strlen(k->nodes) + strlen(k->scope) + 16;
+    char **lab = &labels[2 * i], **tag = &labels[2 * i + 1];
+    *lab = malloc(len);
+    *tag = malloc(len);
+    if (*lab) snprintf(*lab, len, "%s (%s) %s %s", k->name, k->ops, k->nodes, k->scope);
+    if (*tag && k->root >= 0) snprintf(*tag, len, "%s %%%d", k->name, (int)k->root); /* "attn %192" */
+    else if (*tag) snprintf(*tag, len, "%s", k->name);                               /* a group */
+    pts[i] = (ldmc_roofline_point){*lab ? *lab : k->name, *tag, k->intensity, k->gflops_s, k->share};
   }
   ldmc_status st = ldmc_roofline_write_svg(pc->roofline, title, pc->mach.peak_gflops, pc->mach.bandwidth_gbs, pts,
                                            (int)r->n_kernels);
-  for (int32_t i = 0; i < r->n_kernels; i++) free(labels[i]);
+  for (int32_t i = 0; i < 2 * r->n_kernels; i++) free(labels[i]);
   free(labels);
   free(pts);
   if (st != LDMC_OK) return ldmc_cli_fail(pc->c, "%s", ldmc_last_error());
@@ -284,7 +287,7 @@ static int family_outputs(prof_cmd *pc, const width_row *rows, int n, const ldmc
     char labels[MAX_WIDTHS][24];
     for (int i = 0; i < n; i++) {
       snprintf(labels[i], sizeof labels[i], "c=%d", rows[i].channels);
-      pts[i] = (ldmc_roofline_point){labels[i], rows[i].intensity, rows[i].gflops_s, 0.02};
+      pts[i] = (ldmc_roofline_point){labels[i], labels[i], rows[i].intensity, rows[i].gflops_s, 0.02};
     }
     st = ldmc_roofline_write_svg(pc->roofline, "roofline: U-Net widths, one step each", pc->mach.peak_gflops,
                                  pc->mach.bandwidth_gbs, pts, n);

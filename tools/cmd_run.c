@@ -227,10 +227,6 @@ int ldmc_cmd_run(int argc, char **argv) {
     ldmc_cli_fail(&c, "%s", ldmc_last_error());
     goto done;
   }
-  if (save_graph && ldmc_tool_save(save_graph, ldmc_tool_kind_from_ext(save_graph, &k) ? k : LDMC_KIND_LDMC, &m) != LDMC_OK) {
-    ldmc_cli_fail(&c, "%s", ldmc_last_error());
-    goto done;
-  }
   double t1 = now_s();
   ldmc_compile_opts opts = {.threads = (int)threads};
   if (be->compile(m.graph, &opts, &exe) != LDMC_OK) {
@@ -243,6 +239,11 @@ int ldmc_cmd_run(int argc, char **argv) {
     goto done;
   }
   double t3 = now_s();
+  /* every file is written only after the run succeeded, --out last */
+  if (save_graph && ldmc_tool_save(save_graph, ldmc_tool_kind_from_ext(save_graph, &k) ? k : LDMC_KIND_LDMC, &m) != LDMC_OK) {
+    ldmc_cli_fail(&c, "%s", ldmc_last_error());
+    goto done;
+  }
   if (save_inputs) {
     ldmc_tensor_set fed = {0};
     ldmc_status s = LDMC_OK;

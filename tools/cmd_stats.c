@@ -1,5 +1,6 @@
 /* ldmc stats: parameters, GFLOPs per step and activation memory of model
- * variants, computed from each variant's IR (models/stats.h). */
+ * variants, computed from each variant's IR (models/stats.h), plus the kernel
+ * count and planned peak memory of the target's pass pipeline (passes/passes.h). */
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -8,7 +9,9 @@
 
 #include "models/stats.h"
 #include "models/unet.h"
+#include "passes/passes.h"
 #include "tools/cli_args.h"
+#include "tools/cli_target.h"
 #include "tools/commands.h"
 
 #define MAX_WIDTHS 64
@@ -16,11 +19,13 @@
 typedef struct row {
   int channels;
   ldmc_model_stats s;
+  ldmc_plan_stats plan; /* the pipeline of --target over a copy of the graph */
   double norm_cost;
   ldmc_stats_breakdown by_op, by_block;
 } row;
 
-static ldmc_status measure(const ldmc_unet_config *base, int c, bool breakdown, row *r) {
+/* target NULL: FLOPs only (the reference width's row). */
+static ldmc_status measure(const ldmc_unet_config *base, int c, const char *target, bool breakdown, row *r) {
   ldmc_unet_config cfg = *base;
   cfg.channels = c;
   memset(r, 0, sizeof *r);
@@ -28,6 +33,7 @@ static ldmc_status measure(const ldmc_unet_config *base, int c, bool breakdown, 
   ldmc_graph *g = NULL;
   LDMC_TRY(ldmc_unet_build(&cfg, &g));
   ldmc_status st = ldmc_stats_compute(g, ldmc_unet_input_names, LDMC_UNET_N_INPUTS, &r->s);
+  if (st == LDMC_OK && target) st = ldmc_plan_stats_compute(g, target, LDMC_UNET_N_INPUTS, &r->plan);
   if (st == LDMC_OK && breakdown) st = ldmc_stats_by_op(g, &r->by_op);
   if (st == LDMC_OK && breakdown) st = ldmc_stats_by_block(g, &r->by_block);
   ldmc_graph_free(g);
@@ -53,17 +59,23 @@ static void print_breakdown_table(const char *title, const ldmc_stats_breakdown 
   }
 }
 
-static void print_table(const row *rows, int n, const ldmc_unet_config *cfg, int ref, bool breakdown) {
+static void print_table(const row *rows, int n, const ldmc_unet_config *cfg, int ref, const char *target,
+                        bool breakdown) {
   printf("U-Net family at latent %" PRId64 "x%" PRId64 "x%d, context %dx%d, batch %" PRId64
-         "; normalized cost = GFLOPs / GFLOPs(c=%d)\n",
-         cfg->height, cfg->width, cfg->in_channels, cfg->context_dim, cfg->context_tokens, cfg->batch, ref);
-  printf("%8s %15s %12s %12s %12s %12s %10s\n", "channels", "params", "GFLOPs/step", "other GFLOP", "act MiB",
-         "peak MiB", "norm cost");
+         ", target %s; normalized cost = GFLOPs / GFLOPs(c=%d)\n",
+         cfg->height, cfg->width, cfg->in_channels, cfg->context_dim, cfg->context_tokens, cfg->batch, target, ref);
+  printf("%8s %15s %12s %12s %12s %16s %8s %16s %10s\n", "channels", "params", "GFLOPs/step", "other GFLOP",
+         "act sum MiB", "unfused peak MiB", "kernels", "planned peak MiB", "norm cost");
   for (int i = 0; i < n; i++) {
     const row *r = &rows[i];
-    printf("%8d %15" PRId64 " %12.3f %12.3f %12.1f %12.1f %10.4f\n", r->channels, r->s.params, gf(r->s.mac_flops),
-           gf(r->s.other_flops), mib(r->s.activation_bytes), mib(r->s.peak_activation_bytes), r->norm_cost);
+    printf("%8d %15" PRId64 " %12.3f %12.3f %12.1f %16.1f %8d %16.2f %10.4f\n", r->channels, r->s.params,
+           gf(r->s.mac_flops), gf(r->s.other_flops), mib(r->s.activation_bytes), mib(r->s.peak_activation_bytes),
+           (int)r->plan.kernels, mib(r->plan.arena_bytes), r->norm_cost);
   }
+  printf("act sum: every intermediate as built, nothing freed or fused. unfused peak: most bytes live\n"
+         "at once running the graph as built, op by op in graph order. kernels: after fusion on target %s\n"
+         "(prepack included). planned peak: the arena of buffer assignment (= `ldmc compile`).\n",
+         target);
   if (!breakdown) return;
   for (int i = 0; i < n; i++) {
     printf("\nc=%d\n", rows[i].channels);
@@ -73,13 +85,14 @@ static void print_table(const row *rows, int n, const ldmc_unet_config *cfg, int
 }
 
 static void print_csv(const row *rows, int n, bool breakdown) {
-  printf("channels,params,gflops_per_step,normalized_cost,other_gflops,activation_mib,peak_activation_mib,"
-         "param_tensors\n");
+  printf("channels,params,gflops_per_step,normalized_cost,other_gflops,activation_sum_mib,unfused_peak_mib,"
+         "param_tensors,kernels,prepack_kernels,planned_peak_bytes\n");
   for (int i = 0; i < n; i++) {
     const row *r = &rows[i];
-    printf("%d,%" PRId64 ",%.6f,%.6f,%.6f,%.3f,%.3f,%" PRId64 "\n", r->channels, r->s.params, gf(r->s.mac_flops),
-           r->norm_cost, gf(r->s.other_flops), mib(r->s.activation_bytes), mib(r->s.peak_activation_bytes),
-           r->s.param_tensors);
+    printf("%d,%" PRId64 ",%.6f,%.6f,%.6f,%.3f,%.3f,%" PRId64 ",%d,%d,%" PRId64 "\n", r->channels, r->s.params,
+           gf(r->s.mac_flops), r->norm_cost, gf(r->s.other_flops), mib(r->s.activation_bytes),
+           mib(r->s.peak_activation_bytes), r->s.param_tensors, (int)r->plan.kernels, (int)r->plan.prepack_kernels,
+           r->plan.arena_bytes);
   }
   if (!breakdown) return;
   printf("\nchannels,kind,name,gflops,other_gflops,nodes\n");
@@ -106,24 +119,31 @@ static json_t *breakdown_json(const ldmc_stats_breakdown *b) {
 }
 
 static int print_json(const ldmc_cli_cmd *c, const row *rows, int n, const ldmc_unet_config *cfg, int ref,
-                      bool breakdown) {
+                      const char *target, bool breakdown) {
   json_t *arr = json_array();
   for (int i = 0; i < n; i++) {
     const row *r = &rows[i];
-    json_t *o = json_pack("{s:i,s:I,s:I,s:f,s:f,s:f,s:I,s:I}", "channels", r->channels, "params",
+    json_t *o = json_pack("{s:i,s:I,s:I,s:f,s:f,s:f,s:I,s:I,s:i,s:i,s:I}", "channels", r->channels, "params",
                           (json_int_t)r->s.params, "param_tensors", (json_int_t)r->s.param_tensors,
                           "gflops_per_step", gf(r->s.mac_flops), "normalized_cost", r->norm_cost, "other_gflops",
-                          gf(r->s.other_flops), "activation_bytes", (json_int_t)r->s.activation_bytes,
-                          "peak_activation_bytes", (json_int_t)r->s.peak_activation_bytes);
+                          gf(r->s.other_flops), "activation_sum_bytes", (json_int_t)r->s.activation_bytes,
+                          "unfused_peak_bytes", (json_int_t)r->s.peak_activation_bytes, "kernels",
+                          (int)r->plan.kernels, "prepack_kernels", (int)r->plan.prepack_kernels,
+                          "planned_peak_bytes", (json_int_t)r->plan.arena_bytes);
+    if (!o) {
+      json_decref(arr);
+      return ldmc_cli_fail(c, "out of memory writing JSON");
+    }
     if (breakdown) {
       json_object_set_new(o, "by_op", breakdown_json(&r->by_op));
       json_object_set_new(o, "by_block", breakdown_json(&r->by_block));
     }
     json_array_append_new(arr, o);
   }
-  json_t *root = json_pack("{s:s,s:[I,I,i],s:[i,i],s:I,s:i,s:o}", "model", "unet", "latent", (json_int_t)cfg->height,
-                           (json_int_t)cfg->width, cfg->in_channels, "context", cfg->context_dim,
-                           cfg->context_tokens, "batch", (json_int_t)cfg->batch, "reference", ref, "widths", arr);
+  json_t *root = json_pack("{s:s,s:[I,I,i],s:[i,i],s:I,s:i,s:s,s:o}", "model", "unet", "latent",
+                           (json_int_t)cfg->height, (json_int_t)cfg->width, cfg->in_channels, "context",
+                           cfg->context_dim, cfg->context_tokens, "batch", (json_int_t)cfg->batch, "reference", ref,
+                           "target", target, "widths", arr);
   char *s = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
   json_decref(root);
   if (!s) return ldmc_cli_fail(c, "out of memory writing JSON");
@@ -136,23 +156,37 @@ int ldmc_cmd_stats(int argc, char **argv) {
   ldmc_cli_flag flags[] = {
       {"model", "NAME", "model family: unet (the only one so far; default unet)", NULL},
       {"channels", "C[,C...]", "base widths c (block channels c,2c,4c,4c); default 320", NULL},
-      {"latent", "HxWxC", "latent size; default 64x64x4", NULL},
+      {"latent", "HxW[xC]", "latent height x width x channels; default 64x64x4", NULL},
       {"context", "DxT", "text context width x tokens; default 1024x77", NULL},
       {"batch", "B", "batch size; default 1", NULL},
       {"reference", "C", "width whose GFLOPs normalize the cost; default 320", NULL},
       {"format", "FMT", "table (default), csv or json", NULL},
       {"breakdown", NULL, "also split FLOPs by op kind and by block (down_blocks.0, mid_block, ...)", NULL},
+      {"target", "NAME", ldmc_cli_target_help("target of the kernels and planned peak columns"),
+       NULL},
   };
   ldmc_cli_cmd c = {
       .name = "stats",
       .usage = "--model unet --channels 64,96,128 [--latent 64x64x4] [--context 1024x77] [--batch B]\n"
-               "[--reference 320] [--format table|csv|json] [--breakdown]",
-      .summary = "Parameters, GFLOPs per denoising step and activation memory of U-Net variants,\n"
-                 "computed from each variant's IR through the op table's FLOP rules.",
-      .details = "GFLOPs/step counts 2 x multiply-adds of every convolution, matrix product and\n"
-                 "attention product (QK^T and PV); other GFLOPs (elementwise, normalization,\n"
-                 "softmax) are a separate column. act MiB sums every computed value with no reuse;\n"
-                 "peak MiB is the most live at once in graph order. See docs/models.md.",
+               "  [--reference 320] [--target cpu] [--format table|csv|json] [--breakdown]",
+      .summary = "Parameters, GFLOPs per denoising step, activation memory, kernels after fusion and\n"
+                 "planned peak memory of U-Net variants, computed from each variant's IR.",
+      .details = "Columns (CSV names in brackets):\n"
+                 "  params [params, param_tensors]: elements of the weights (inputs excluded).\n"
+                 "  GFLOPs/step [gflops_per_step]: 2 x multiply-adds of every convolution, matrix\n"
+                 "    product and attention product (QK^T and PV), from the op table's FLOP rules.\n"
+                 "  other GFLOP [other_gflops]: elementwise, normalization, softmax, reductions.\n"
+                 "  act sum MiB [activation_sum_mib]: every value the step computes, as built, as if\n"
+                 "    nothing were freed or fused (the naive sum).\n"
+                 "  unfused peak MiB [unfused_peak_mib]: the most bytes live at once when the graph as\n"
+                 "    built runs op by op in graph order, each value freed after its last use.\n"
+                 "  kernels [kernels, prepack_kernels]: kernels after fusion on --target, prepack\n"
+                 "    kernels (weight relayouts run once at load) included, as `ldmc compile` prints.\n"
+                 "  planned peak MiB [planned_peak_bytes]: the arena of buffer assignment on --target,\n"
+                 "    the planned peak activation memory `ldmc compile` prints.\n"
+                 "  norm cost [normalized_cost]: GFLOPs/step / GFLOPs/step at --reference.\n"
+                 "The first CSV columns are always channels,params,gflops_per_step,normalized_cost.\n"
+                 "See docs/models.md.\n",
       .flags = flags,
       .n_flags = (int)(sizeof flags / sizeof flags[0]),
   };
@@ -187,6 +221,12 @@ int ldmc_cmd_stats(int argc, char **argv) {
   if (ldmc_unet_config_check(&t) != LDMC_OK)
     return ldmc_cli_usage_error(&c, "--reference: %s", ldmc_last_error());
 
+  const char *target = ldmc_cli_get(&c, "target");
+  if (!target) target = "cpu";
+  if (!ldmc_target_find(target)) return ldmc_cli_usage_error(&c, "%s", ldmc_last_error());
+  /* The pipeline of every width would dump into the same files: dumps are
+   * `ldmc compile`'s job, so stats ignores LDMC_DUMP_PASSES. */
+  unsetenv("LDMC_DUMP_PASSES");
   bool breakdown = ldmc_cli_has(&c, "breakdown");
   row *rows = calloc((size_t)n, sizeof *rows);
   if (!rows) return ldmc_cli_fail(&c, "out of memory");
@@ -194,15 +234,15 @@ int ldmc_cmd_stats(int argc, char **argv) {
   int done = 0;
   rc = LDMC_EXIT_OK;
   for (; done < n; done++) {
-    if (measure(&cfg, widths[done], breakdown, &rows[done]) != LDMC_OK) {
-      rc = ldmc_cli_fail(&c, "c=%d: %s", widths[done], ldmc_last_error());
+    if (measure(&cfg, widths[done], target, breakdown, &rows[done]) != LDMC_OK) {
+      rc = ldmc_cli_fail(&c, "c=%d, target %s: %s", widths[done], target, ldmc_last_error());
       break;
     }
     if (widths[done] == ref) ref_flops = rows[done].s.mac_flops;
   }
   if (rc == LDMC_EXIT_OK && ref_flops < 0) {
     row r;
-    if (measure(&cfg, (int)ref, false, &r) != LDMC_OK)
+    if (measure(&cfg, (int)ref, NULL, false, &r) != LDMC_OK)
       rc = ldmc_cli_fail(&c, "reference c=%d: %s", (int)ref, ldmc_last_error());
     ref_flops = r.s.mac_flops;
     row_free(&r);
@@ -210,8 +250,8 @@ int ldmc_cmd_stats(int argc, char **argv) {
   if (rc == LDMC_EXIT_OK) {
     for (int i = 0; i < n; i++) rows[i].norm_cost = ref_flops > 0 ? (double)rows[i].s.mac_flops / (double)ref_flops : 0;
     if (strcmp(fmt, "csv") == 0) print_csv(rows, n, breakdown);
-    else if (strcmp(fmt, "json") == 0) rc = print_json(&c, rows, n, &cfg, (int)ref, breakdown);
-    else print_table(rows, n, &cfg, (int)ref, breakdown);
+    else if (strcmp(fmt, "json") == 0) rc = print_json(&c, rows, n, &cfg, (int)ref, target, breakdown);
+    else print_table(rows, n, &cfg, (int)ref, target, breakdown);
   }
   for (int i = 0; i < done && i < n; i++) row_free(&rows[i]);
   if (done < n) row_free(&rows[done]);

@@ -18,8 +18,8 @@ static const ldmc_subcommand commands[] = {
     {"convert", "convert between text IR, .ldmc modules and .safetensors weights", ldmc_cmd_convert},
     {"run", "run a graph (or a built-in model) on a backend over named input tensors", ldmc_cmd_run},
     {"compile", "run a target's pass pipeline; print the fused kernels and peak memory", ldmc_cmd_compile},
-    {"stats", "parameters, GFLOPs per step and activation memory of U-Net variants", ldmc_cmd_stats},
     {"profile", "per-kernel time, FLOPs, bytes and GFLOP/s against the machine's peak; traces", ldmc_cmd_profile},
+    {"stats", "parameters, GFLOPs per step and activation memory of U-Net variants", ldmc_cmd_stats},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 
@@ -34,6 +34,10 @@ __attribute__((weak)) int ldmc_cmd_stats(int argc, char **argv) {
   return missing_command(argv);
 }
 __attribute__((weak)) int ldmc_cmd_compile(int argc, char **argv) {
+  (void)argc;
+  return missing_command(argv);
+}
+__attribute__((weak)) int ldmc_cmd_profile(int argc, char **argv) {
   (void)argc;
   return missing_command(argv);
 }

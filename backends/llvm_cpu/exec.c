@@ -3,6 +3,8 @@
  * thread), or evaluates its node on the reference interpreter. Steps run in
  * order; the end of each parallel region is the barrier between them. */
 #include <omp.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -77,63 +79,106 @@ static void step_ptrs(const lc_step *s, void *const *bases, void **ptrs) {
 /* below this much work (element operations) a step runs on one thread */
 static const double k_parallel_work = 1 << 17;
 
-/* One parallel region for the whole plan: each step is an `omp for` over
- * chunks of its tiles (dynamic), or a `single` when it is small or runs on the
- * interpreter; the implicit barriers order the steps. */
+static bool is_parallel(const lc_step *s, int threads) {
+  return s->k && threads > 1 && s->k->n_tiles > 1 && s->k->work >= k_parallel_work;
+}
+
+static int64_t n_chunks(const lc_step *s, int threads) {
+  int64_t n = s->k->n_tiles;
+  return n < (int64_t)threads * 8 ? n : (int64_t)threads * 8;
+}
+
+static void run_chunk(const lc_step *s, void *const *bases, int64_t c, int64_t chunks, void *scratch) {
+  void *ptrs[LC_MAX_BUFS];
+  step_ptrs(s, bases, ptrs);
+  int64_t n = s->k->n_tiles;
+  s->k->fn(ptrs, c * n / chunks, (c + 1) * n / chunks, scratch);
+}
+
+enum { k_stop = 0x7fffffff };
+
+/* Threads come from one OpenMP parallel region per run. Thread 0 walks the
+ * steps; a parallel step is published as a cursor (step << 32 | next chunk)
+ * that every thread, thread 0 included, claims chunks from with a CAS, and the
+ * step ends when all its chunks are done — not when every thread has arrived,
+ * so a helper the OS has descheduled delays nothing (a barrier per step would
+ * wait for it: on a busy machine that costs a time slice per step). Chunks
+ * cover fixed tile ranges, so results do not depend on which thread ran what. */
 ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, int threads) {
   const char *prof = getenv("LDMC_LLVM_CPU_PROFILE");
   double *times = prof && *prof && *prof != '0' ? calloc((size_t)(p->n_steps ? p->n_steps : 1), sizeof *times) : NULL;
   ldmc_status st = LDMC_OK;
-  char msg[1024] = {0};
   size_t sb = p->scratch_bytes;
   if (threads < 1) threads = 1;
+  bool any_parallel = false;
+  for (int32_t si = 0; si < p->n_steps && !any_parallel; si++) any_parallel = is_parallel(&p->steps[si], threads);
+  if (!any_parallel) threads = 1;
+  _Atomic uint64_t cursor = (uint64_t)k_stop << 32 | 0xffffffffu; /* nothing to claim yet */
+  _Atomic int64_t done = 0;
 #pragma omp parallel num_threads(threads)
   {
     int tid = omp_get_thread_num();
     char *my = (char *)scratch + (size_t)tid * sb;
-    double t_prev = times && tid == 0 ? now_s() : 0;
-    int64_t p_prev = p->prof && tid == 0 ? ldmc_profile_now_ns() : 0; /* backend.h's profiling hook */
-    for (int32_t si = 0; si < p->n_steps; si++) {
-      const lc_step *s = &p->steps[si];
-      ldmc_status cur;
-#pragma omp atomic read
-      cur = st;
-      if (cur != LDMC_OK) break; /* every thread reads it after the same barrier */
-      void *ptrs[LC_MAX_BUFS];
-      step_ptrs(s, bases, ptrs);
-      int64_t n = s->k ? s->k->n_tiles : 0;
-      if (!s->k || omp_get_num_threads() == 1 || n <= 1 || s->k->work < k_parallel_work) {
-#pragma omp single
-        {
-          if (!s->k) {
-            ldmc_status r = run_fallback(p, s, ptrs);
-            if (r != LDMC_OK) {
-              snprintf(msg, sizeof msg, "%s", ldmc_last_error());
-#pragma omp atomic write
-              st = r;
+    if (tid != 0) { /* helper: claim chunks of whatever step is published */
+      unsigned spins = 0;
+      for (;;) {
+        uint64_t c = atomic_load_explicit(&cursor, memory_order_acquire);
+        uint32_t si = (uint32_t)(c >> 32), k = (uint32_t)c;
+        if (si == (uint32_t)k_stop && k == 0) break;
+        if (si < (uint32_t)p->n_steps && k < n_chunks(&p->steps[si], threads) &&
+            atomic_compare_exchange_weak_explicit(&cursor, &c, c + 1, memory_order_acq_rel, memory_order_relaxed)) {
+          run_chunk(&p->steps[si], bases, k, n_chunks(&p->steps[si], threads), my);
+          atomic_fetch_add_explicit(&done, 1, memory_order_release);
+          spins = 0;
+          continue;
+        }
+        if (++spins < 2000) __builtin_ia32_pause();
+        else sched_yield();
+      }
+    } else {
+      double t_prev = times ? now_s() : 0;
+      int64_t p_prev = p->prof ? ldmc_profile_now_ns() : 0; /* backend.h's profiling hook */
+      for (int32_t si = 0; si < p->n_steps && st == LDMC_OK; si++) {
+        const lc_step *s = &p->steps[si];
+        if (!s->k) {
+          void *ptrs[LC_MAX_BUFS];
+          step_ptrs(s, bases, ptrs);
+          st = run_fallback(p, s, ptrs);
+        } else if (!is_parallel(s, threads)) {
+          run_chunk(s, bases, 0, 1, my);
+        } else {
+          int64_t chunks = n_chunks(s, threads);
+          atomic_store_explicit(&done, 0, memory_order_relaxed);
+          atomic_store_explicit(&cursor, (uint64_t)si << 32, memory_order_release);
+          for (;;) { /* work too, then wait for the chunks others hold */
+            uint64_t c = atomic_load_explicit(&cursor, memory_order_acquire);
+            uint32_t k = (uint32_t)c;
+            if (k >= chunks) break;
+            if (atomic_compare_exchange_weak_explicit(&cursor, &c, c + 1, memory_order_acq_rel, memory_order_relaxed)) {
+              run_chunk(s, bases, k, chunks, my);
+              atomic_fetch_add_explicit(&done, 1, memory_order_release);
             }
-          } else {
-            s->k->fn(ptrs, 0, n, my);
+          }
+          unsigned spins = 0;
+          while (atomic_load_explicit(&done, memory_order_acquire) < chunks) {
+            if (++spins < 2000) __builtin_ia32_pause();
+            else sched_yield();
           }
         }
-      } else {
-        int64_t chunks = n < (int64_t)threads * 8 ? n : (int64_t)threads * 8;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t c = 0; c < chunks; c++) s->k->fn(ptrs, c * n / chunks, (c + 1) * n / chunks, my);
+        if (times) {
+          double t = now_s();
+          times[si] = t - t_prev;
+          t_prev = t;
+        }
+        if (__builtin_expect(p->prof != NULL, 0)) {
+          int64_t t = ldmc_profile_now_ns();
+          ldmc_lc_prof_report(p->prof, si, p_prev, t);
+          p_prev = t;
+        }
       }
-      if (times && tid == 0) {
-        double t = now_s();
-        times[si] = t - t_prev;
-        t_prev = t;
-      }
-      if (__builtin_expect(p->prof != NULL, 0) && tid == 0) { /* after the step's barrier */
-        int64_t t = ldmc_profile_now_ns();
-        ldmc_lc_prof_report(p->prof, si, p_prev, t);
-        p_prev = t;
-      }
+      atomic_store_explicit(&cursor, (uint64_t)k_stop << 32, memory_order_release); /* helpers leave */
     }
   }
-  if (st != LDMC_OK) ldmc_error(st, "%s", msg);
   if (times) profile_report(p, times);
   free(times);
   return st;

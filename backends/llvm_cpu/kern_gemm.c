@@ -155,7 +155,7 @@ static void pack_b_conv(lc_cg *cg, const lc_gemm_desc *d, LLVMValueRef Bs, LLVMV
   LLVMValueRef xb = add(cg, mul(cg, b1, d->x_st[0]), mul(cg, mul(cg, b2, d->cg), d->x_st[1]));
   lc_loop lp, lk;
   LLVMValueRef np = lc_for(cg, &lp, lc_i64(cg, 0), nnp, lc_i64(cg, 1), 0, NULL);
-  LLVMValueRef iy0[8], ix0[8], okn[8];
+  LLVMValueRef iy0[8], ix0[8], okn[8], row1[8];
   for (int j = 0; j < nv; j++) {
     LLVMValueRef rel = add(cg, mul(cg, np, nr), lc_i64(cg, (int64_t)j * W));
     LLVMValueRef n = add(cg, lc_splat(cg, add(cg, n0, rel), W), lanes64(cg, W));
@@ -164,6 +164,11 @@ static void pack_b_conv(lc_cg *cg, const lc_gemm_desc *d, LLVMValueRef Bs, LLVMV
     LLVMValueRef ox = LLVMBuildURem(B, n, lc_iconst(cg, cg->i64, d->OW, W), "");
     iy0[j] = LLVMBuildSub(B, LLVMBuildMul(B, oy, lc_iconst(cg, cg->i64, d->sh, W), ""), lc_iconst(cg, cg->i64, d->ph, W), "");
     ix0[j] = LLVMBuildSub(B, LLVMBuildMul(B, ox, lc_iconst(cg, cg->i64, d->sw, W), ""), lc_iconst(cg, cg->i64, d->pw, W), "");
+    /* unit column stride and stride 1: lanes of one output row read consecutive input */
+    row1[j] = NULL;
+    if (d->sw == 1 && d->x_st[3] == 1 && W > 1)
+      row1[j] = LLVMBuildICmp(B, LLVMIntEQ, LLVMBuildExtractElement(B, oy, lc_i32(cg, 0), ""),
+                              LLVMBuildExtractElement(B, oy, lc_i32(cg, W - 1), ""), "");
   }
   LLVMValueRef k = lc_for(cg, &lk, lc_i64(cg, 0), kcur, lc_i64(cg, 1), 0, NULL);
   LLVMValueRef kk = add(cg, k0, k);
@@ -179,11 +184,27 @@ static void pack_b_conv(lc_cg *cg, const lc_gemm_desc *d, LLVMValueRef Bs, LLVMV
     LLVMValueRef iy = add(cg, iy0[j], dy), ix = add(cg, ix0[j], dx);
     LLVMValueRef ok = LLVMBuildAnd(B, okn[j], LLVMBuildICmp(B, LLVMIntULT, iy, lc_iconst(cg, cg->i64, d->H, W), ""), "");
     ok = LLVMBuildAnd(B, ok, LLVMBuildICmp(B, LLVMIntULT, ix, lc_iconst(cg, cg->i64, d->Wd, W), ""), "");
+    LLVMValueRef dptr = lc_gep(cg, cg->f32, Bs, add(cg, dst, lc_i64(cg, (int64_t)j * W)));
+    lc_if fr;
+    if (row1[j]) { /* the lanes lie in one output row: a contiguous masked load */
+      lc_if_begin(cg, &fr, row1[j]);
+      LLVMValueRef iy0s = LLVMBuildExtractElement(B, iy, lc_i32(cg, 0), "");
+      LLVMValueRef ix0s = LLVMBuildExtractElement(B, ix, lc_i32(cg, 0), "");
+      LLVMValueRef at = add(cg, mul(cg, iy0s, d->x_st[2]), ix0s);
+      /* lanes in the padding are masked off; their addresses may lie before the
+       * buffer, so this GEP is not inbounds */
+      LLVMTypeRef sty = lc_store_ty(cg, (ldmc_dtype)d->dt);
+      LLVMValueRef ptr = LLVMBuildGEP2(B, sty, base, &at, 1, "");
+      LLVMValueRef v = lc_to_comp(cg, (ldmc_dtype)d->dt, lc_masked_load(cg, lc_vt(cg, sty, W), ptr, ok, NULL));
+      lc_store(cg, v, dptr, valign(cg));
+      lc_if_else(cg, &fr);
+    }
     LLVMValueRef off = add(cg, LLVMBuildMul(B, iy, lc_iconst(cg, cg->i64, d->x_st[2], W), ""),
                            LLVMBuildMul(B, ix, lc_iconst(cg, cg->i64, d->x_st[3], W), ""));
     off = LLVMBuildSelect(B, ok, off, LLVMConstNull(vi), "");
     LLVMValueRef v = gather_f32(cg, (ldmc_dtype)d->dt, base, off, ok);
-    lc_store(cg, v, lc_gep(cg, cg->f32, Bs, add(cg, dst, lc_i64(cg, (int64_t)j * W))), valign(cg));
+    lc_store(cg, v, dptr, valign(cg));
+    if (row1[j]) lc_if_end(cg, &fr);
   }
   lc_for_end(cg, &lk, NULL);
   lc_for_end(cg, &lp, NULL);

@@ -2,12 +2,12 @@
 # The driver's help and usage errors: every command has --help and `ldmc help
 # CMD` (same text), every flag of a command's usage line is explained in its
 # help, unknown flags/commands and missing values exit 2 with one line.
-source "$(dirname "$0")/lib.bash"
+source "$(dirname "$0")/lib.bash" || exit 1
 
 run 0 "$LDMC" --help
 out_has "usage: ldmc COMMAND"
 commands=$(sed -n '/^commands:/,/^$/p' "$T/out" | awk 'NR>1 && NF {print $1}')
-for want in version inspect print convert run compile stats; do
+for want in version inspect print convert run compile profile stats; do
   check "ldmc --help lists $want" grep -qx "$want" <<<"$commands"
 done
 

@@ -3,7 +3,7 @@
 # truncations at many lengths, seeded bit flips and random bytes. Each must end
 # with exit 1 and one stderr line naming the file (a flip may also leave a
 # valid file: exit 0), never a crash, and never an output file.
-source "$(dirname "$0")/lib.bash"
+source "$(dirname "$0")/lib.bash" || exit 1
 G="$LDMC_SRC/tests/cli/axpy.txt"
 
 # all_commands_fail FILE [ALLOW_OK [COMMANDS]]: the commands (default: inspect,

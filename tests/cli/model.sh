@@ -3,7 +3,7 @@
 # seeded init is reproducible, the graph saved with --save-graph and run from
 # the file gives the same bytes, weights exported to safetensors load back to
 # the same result, and bad weights or inputs are refused with one line.
-source "$(dirname "$0")/lib.bash"
+source "$(dirname "$0")/lib.bash" || exit 1
 TINY=(--model unet --channels 32 --latent 8x8x4 --context 64x8)
 
 run 0 "$LDMC" run "${TINY[@]}" --init random --seed 3 --random-inputs --save-inputs in.safetensors \

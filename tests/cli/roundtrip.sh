@@ -3,7 +3,7 @@
 # canonical (idempotent), safetensors -> .ldmc -> safetensors keeps every
 # value, and inspect reports the names, dtypes, shapes and counts that the
 # hand-written inputs have.
-source "$(dirname "$0")/lib.bash"
+source "$(dirname "$0")/lib.bash" || exit 1
 G="$LDMC_SRC/tests/cli/axpy.txt"
 
 run 0 "$LDMC" print "$G"

@@ -3,7 +3,7 @@
 # read by an independent safetensors implementation (st.py), results checked
 # against hand-computed values; parameters from .ldmc module tensors; errors
 # never leave an output file.
-source "$(dirname "$0")/lib.bash"
+source "$(dirname "$0")/lib.bash" || exit 1
 G="$LDMC_SRC/tests/cli/axpy.txt"
 
 # values_are FILE NAME V1,V2,...: the tensor's values equal the list (within 1e-6)
@@ -54,18 +54,25 @@ $ST write xonly.safetensors x F32 2,3 1,2,3,4,5,6
 run 1 "$LDMC" run "$G" --inputs xonly.safetensors --out bad1.safetensors
 err_is_one_line_with "ldmc run:" "'y'" "f32[2,3]"
 check "no output after a missing input" test ! -e bad1.safetensors
+run 1 "$LDMC" run "$G" --inputs xonly.safetensors --save-graph bad_g.ldmc --save-inputs bad_i.safetensors --out bad1.safetensors
+check "no --save-graph or --save-inputs file after a failed run" test ! -e bad_g.ldmc -a ! -e bad_i.safetensors
 $ST write extra.safetensors x F32 2,3 1,2,3,4,5,6 y F32 2,3 1,2,3,4,5,6 w F32 1 1
 run 1 "$LDMC" run "$G" --inputs extra.safetensors --out bad2.safetensors
 err_is_one_line_with "extra.safetensors" "'w'"
 check "no output after an extra input" test ! -e bad2.safetensors
 $ST write shape.safetensors x F32 3,2 1,2,3,4,5,6 y F32 2,3 1,2,3,4,5,6
 run 1 "$LDMC" run "$G" --inputs shape.safetensors --out bad3.safetensors
-err_is_one_line_with "'x'" "[2,3]" "[3,2]"
+err_is_one_line_with "shape.safetensors" "'x'" "[2,3]" "[3,2]"
 check "no output after a mis-shaped input" test ! -e bad3.safetensors
 $ST write dtype.safetensors x F16 2,3 1,2,3,4,5,6 y F32 2,3 1,2,3,4,5,6
 run 1 "$LDMC" run "$G" --inputs dtype.safetensors --out bad4.safetensors
-err_is_one_line_with "'x'" "f16"
+err_is_one_line_with "dtype.safetensors" "'x'" "f16"
 check "no output after a mis-typed input" test ! -e bad4.safetensors
+$ST write y32.safetensors y F32 3,2 1,2,3,4,5,6
+run 0 "$LDMC" convert "$G" bad_w.ldmc --weights y32.safetensors
+run 1 "$LDMC" run bad_w.ldmc --inputs x.safetensors --out bad8.safetensors
+err_is_one_line_with "bad_w.ldmc" "'y'" "[2,3]" "[3,2]"
+rm -f bad_w.ldmc
 # a failed run leaves an existing output file as it was
 cp out.safetensors keep.safetensors
 run 1 "$LDMC" run "$G" --inputs xonly.safetensors --out keep.safetensors

@@ -29,9 +29,15 @@ start=$(date +%s%N)
   --context 1024x77 --format csv > "$tmp/all.csv"
 check "stats all exit" $?
 ms=$((($(date +%s%N) - start) / 1000000))
-echo "ldmc stats, eleven widths: ${ms} ms"
-[ "$ms" -lt 10000 ]
-check "under 10 s" $?
+# The 10 s promise is for optimized builds; Debug builds verify the IR after
+# every pass of the pipeline (kernel and planned-peak columns) and sanitizer
+# builds run several times slower, so they only get a sanity bound.
+build=$("$LDMC" version | sed -n 's/^build //p')
+limit=10000
+case "$build" in RelWithDebInfo | Release | MinSizeRel) ;; *) limit=120000 ;; esac
+echo "ldmc stats, eleven widths: ${ms} ms (build $build, limit ${limit} ms)"
+[ "$ms" -lt "$limit" ]
+check "under $((limit / 1000)) s" $?
 [ "$(wc -l < "$tmp/all.csv")" -eq 12 ]
 check "eleven rows" $?
 awk -F, 'NR > 2 && $3 <= prev { bad = 1 } NR > 1 { prev = $3; n++ } END { exit bad || n != 11 }' "$tmp/all.csv"
