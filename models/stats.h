@@ -10,10 +10,13 @@ typedef struct ldmc_model_stats {
   int64_t param_tensors, params; /* weights: parameters other than the inputs */
   int64_t mac_flops;             /* 2 x multiply-adds of convolutions, matrix products and attention */
   int64_t other_flops;           /* elementwise, normalization, softmax, reductions */
-  /* Activation memory, bytes. total: every value the step computes (each node
-   * but parameters and constants) as built, with no fusion or reuse. peak: the
-   * most bytes live at once when the nodes run in graph order and each value is
-   * freed after its last use (outputs kept); inputs and weights excluded. */
+  /* Activation memory, bytes, of the graph as built (no passes). activation_bytes
+   * ("activation sum"): every value the step computes (each node but parameters
+   * and constants), with no fusion or reuse. peak_activation_bytes ("unfused
+   * peak"; not the largest tensor, not the planned arena): the most bytes live
+   * at once when the nodes run in graph order and each value is freed after its
+   * last use (outputs kept); inputs and weights excluded. The planned peak after
+   * fusion and buffer assignment is ldmc_plan_stats_compute's (passes/passes.h). */
   int64_t activation_bytes, peak_activation_bytes;
   int64_t nodes;
 } ldmc_model_stats;

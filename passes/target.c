@@ -14,13 +14,13 @@ static ldmc_target targets[] = {
     /* the reference runs every op itself and must stay numerically faithful */
     {.name = "interp", .backend = "interp", .vector_bytes = 8, .native_ops = ALL_COMPOSITES, .faithful = true},
     /* a znver5 core: AVX-512, 48 KiB L1d, 1 MiB L2, 32 MiB L3 per CCD */
-    {.name = "cpu", .backend = "llvm_cpu", .vector_bytes = 64, .l1_bytes = 48 << 10, .l2_bytes = 1 << 20,
+    {.name = "cpu", .backend = "llvm-cpu", .vector_bytes = 64, .l1_bytes = 48 << 10, .l2_bytes = 1 << 20,
      .l3_bytes = 32 << 20, .native_ops = ALL_COMPOSITES, .channels_last = true, .channel_block = 16},
     /* the same CPU keeping NCHW convolutions (no layout assignment) */
-    {.name = "cpu-nchw", .backend = "llvm_cpu", .vector_bytes = 64, .l1_bytes = 48 << 10, .l2_bytes = 1 << 20,
+    {.name = "cpu-nchw", .backend = "llvm-cpu", .vector_bytes = 64, .l1_bytes = 48 << 10, .l2_bytes = 1 << 20,
      .l3_bytes = 32 << 20, .native_ops = ALL_COMPOSITES},
     /* this machine: caches from sysconf, filled on first lookup */
-    {.name = "host", .backend = "llvm_cpu", .vector_bytes = 64, .l1_bytes = 32 << 10, .l2_bytes = 1 << 20,
+    {.name = "host", .backend = "llvm-cpu", .vector_bytes = 64, .l1_bytes = 32 << 10, .l2_bytes = 1 << 20,
      .l3_bytes = 16 << 20, .native_ops = ALL_COMPOSITES, .channels_last = true, .channel_block = 16},
     /* an NVIDIA SM: 128-byte transactions, 228 KiB shared memory as the scratchpad, 50 MiB L2 */
     {.name = "nvptx", .backend = "nvptx", .vector_bytes = 128, .l1_bytes = 256 << 10, .l2_bytes = 50 << 20,
