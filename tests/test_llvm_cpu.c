@@ -304,6 +304,16 @@ static void test_edges(void) {
   free(in);
   ldmc_graph_free(g);
 
+  /* supports() names what has generated code */
+  ldmc_node rn = {.op = LDMC_OP_RNG_NORMAL, .dtype = LDMC_F32}, dn = {.op = LDMC_OP_DOT_GENERAL, .dtype = LDMC_I32};
+  ldmc_node cn = {.op = LDMC_OP_CONVOLUTION, .dtype = LDMC_F32, .shape = {.rank = 4}};
+  cn.attrs.lhs_dilation = (ldmc_ints){.n = 2, .v = {1, 1}};
+  cn.attrs.output_dims = (ldmc_ints){.n = 4, .v = {0, 1, 2, 3}};
+  CHECK(!ldmc_backend_llvm_cpu.supports(&rn) && !ldmc_backend_llvm_cpu.supports(&dn));
+  CHECK(ldmc_backend_llvm_cpu.supports(&cn));
+  cn.attrs.lhs_dilation.v[0] = 2;
+  CHECK(!ldmc_backend_llvm_cpu.supports(&cn));
+
   /* ops without a kernel (rng) run on the interpreter inside the plan */
   b = ldmc_builder_new("fallback");
   ldmc_value key = ldmc_parameter(b, "key", LDMC_I64, 0, NULL);

@@ -125,12 +125,24 @@ static ldmc_status lc_compile(const ldmc_graph *g, const ldmc_compile_opts *o, l
   return LDMC_OK;
 }
 
+/* Ops with generated code; the others run on the interpreter inside the plan
+ * (the same conditions as the lowering's). */
 static bool lc_supports(const ldmc_node *n) {
   switch (n->op) {
     case LDMC_OP_GATHER:
     case LDMC_OP_SCATTER_ADD:
     case LDMC_OP_RNG_NORMAL:
-    case LDMC_OP_RNG_UNIFORM: return false; /* run on the interpreter */
+    case LDMC_OP_RNG_UNIFORM: return false;
+    case LDMC_OP_DOT_GENERAL: return ldmc_dtype_is_float(n->dtype);
+    case LDMC_OP_CONVOLUTION: {
+      int r = n->shape.rank, ns = r - 2;
+      if (ns < 1 || ns > 2) return false;
+      for (int i = 0; i < ns; i++)
+        if (n->attrs.lhs_dilation.v[i] != 1) return false;
+      const int64_t *od = n->attrs.output_dims.v; /* feature-major output, pixels contiguous */
+      return od[1] == r - 1 - ns && od[ns + 1] == r - 1 && (ns == 1 || od[2] == r - 2);
+    }
+    case LDMC_OP_UPSAMPLE_NEAREST: return 2 + 2 * (n->shape.rank - 2) <= LDMC_MAX_RANK;
     default: return true;
   }
 }
