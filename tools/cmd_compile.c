@@ -7,7 +7,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "backends/llvm_cpu/llvm_cpu.h"
 #include "models/unet.h"
 #include "passes/passes.h"
 #include "tools/cli_args.h"
@@ -122,6 +124,72 @@ static int check_dumps(const ldmc_cli_cmd *c, bool create) {
   return dir && *dir ? make_dirs(c, dir) : LDMC_CLI_CONTINUE;
 }
 
+/* A temporary name next to path (same folder, so rename is atomic), created
+ * empty; NULL with errno set on failure. */
+static char *temp_beside(const char *path) {
+  size_t n = strlen(path) + 16;
+  char *t = malloc(n);
+  if (!t) return NULL;
+  snprintf(t, n, "%s.tmp.XXXXXX", path);
+  int fd = mkstemp(t);
+  if (fd < 0) {
+    free(t);
+    return NULL;
+  }
+  mode_t mask = umask(0); /* mkstemp makes 0600; give the file the usual mode */
+  umask(mask);
+  if (fchmod(fd, 0666 & ~mask) != 0) { /* harmless: the file stays private */
+  }
+  close(fd);
+  return t;
+}
+
+/* FILE with its extension replaced by .h (or .h appended). */
+static char *header_for(const char *path) {
+  size_t n = strlen(path);
+  const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
+  if (dot && (!slash || dot > slash + 1) && dot != path) n = (size_t)(dot - path);
+  char *h = malloc(n + 3);
+  if (h) snprintf(h, n + 3, "%.*s.h", (int)n, path);
+  return h;
+}
+
+/* --emit: the graph as built through ldmc_llvm_cpu_emit, written under
+ * temporary names and renamed into place only when everything succeeded. */
+static int emit_aot(const ldmc_cli_cmd *c, const ldmc_graph *g, ldmc_llvm_cpu_emit_kind kind, const char *path,
+                    const char *header, const char *entry) {
+  char *tmp = temp_beside(path), *htmp = NULL;
+  int rc = LDMC_EXIT_OK;
+  if (!tmp) return ldmc_cli_fail(c, "cannot write '%s': %s", path, strerror(errno));
+  if (header && !(htmp = temp_beside(header))) {
+    rc = ldmc_cli_fail(c, "cannot write header '%s': %s", header, strerror(errno));
+    goto done;
+  }
+  ldmc_compile_opts opts = {0};
+  double t0 = now_s();
+  if (ldmc_llvm_cpu_emit(g, &opts, kind, tmp, htmp, entry) != LDMC_OK) {
+    /* the message names the temporary path; name the real one instead */
+    rc = ldmc_cli_fail(c, "emitting '%s' for graph '%s': %s", path, g->name ? g->name : "", ldmc_last_error());
+    goto done;
+  }
+  if (htmp && rename(htmp, header) != 0) {
+    rc = ldmc_cli_fail(c, "cannot write header '%s': %s", header, strerror(errno));
+    goto done;
+  }
+  if (rename(tmp, path) != 0) {
+    rc = ldmc_cli_fail(c, "cannot write '%s': %s", path, strerror(errno));
+    if (header) unlink(header);
+    goto done;
+  }
+  printf("emitted %s%s%s in %.3f s\n", path, header ? " and header " : "", header ? header : "", now_s() - t0);
+done:
+  if (tmp) unlink(tmp); /* no-ops after a successful rename */
+  if (htmp) unlink(htmp);
+  free(tmp);
+  free(htmp);
+  return rc;
+}
+
 int ldmc_cmd_compile(int argc, char **argv) {
   ldmc_cli_flag flags[] = {
       {"model", "NAME", "built-in model to compile: unet", NULL},
@@ -137,7 +205,13 @@ int ldmc_cmd_compile(int argc, char **argv) {
       {"pass-stats", NULL, "log each pass run: wall time and node-count change", NULL},
       {"verify-each", NULL, "run the verifier after every pass (always on in debug builds)", NULL},
       {"kernels", NULL, "list every kernel (order, fused ops, inputs, tile, arena offset)", NULL},
-      {"out", "FILE", "write the optimized graph (text IR or .ldmc by extension)", NULL},
+      {"out", "FILE", "write the optimized graph (text IR or .ldmc by extension);\n"
+                      "with --emit, the emitted file instead (-o FILE is the same)", NULL},
+      {"emit", "obj|asm|llvm", "also compile the graph as built with the llvm-cpu backend into one\n"
+                               "object file, assembly or LLVM IR at --out (written only on success)", NULL},
+      {"header", "FILE.h", "with --emit: the C header declaring the entry point (default for obj:\n"
+                           "--out with its extension replaced by .h)", NULL},
+      {"entry", "NAME", "with --emit: the entry point's name (default: the graph name)", NULL},
       {"activation-params", "N", "only the first N parameters change between runs; later ones are weights\n"
                                  "(kernels reading only weights are prepacked once). Default: 3 for the U-Net\n"
                                  "(sample, timestep, context), all parameters for a FILE", NULL},
@@ -151,14 +225,34 @@ int ldmc_cmd_compile(int argc, char **argv) {
                  "and the planned peak activation memory.",
       .details = "FILE is a text IR or .ldmc graph. Environment: LDMC_DUMP_PASSES, LDMC_DUMP_DIR\n"
                  "(the flags win). Dumps are DIR/NNN-<pass>.txt (text IR, plan as # comments) and .dot.\n"
-                 "Example: ldmc compile --model unet --channels 64 --dump-passes 'fusion|buffers' --dump-dir /tmp/d\n",
+                 "Example: ldmc compile --model unet --channels 64 --dump-passes 'fusion|buffers' --dump-dir /tmp/d\n"
+                 "Ahead of time: ldmc compile axpy.txt --emit obj -o axpy.o   (also writes axpy.h declaring\n"
+                 "  void axpy(const void *const *inputs, void *const *outputs, void *workspace)\n"
+                 "  and axpy_WORKSPACE_BYTES; inputs in parameter order, outputs in output order).\n",
       .flags = flags,
       .n_flags = (int)(sizeof flags / sizeof flags[0]),
       .min_pos = 0,
       .max_pos = 1,
   };
-  int rc = ldmc_cli_parse(&c, argc, argv);
+  /* -o FILE is --out FILE (the parser takes long flags only) */
+  char **args = malloc(((size_t)argc + 1) * sizeof *args);
+  if (!args) return ldmc_cli_fail(&c, "out of memory");
+  for (int i = 0, ended = 0; i < argc; i++) {
+    ended = ended || strcmp(argv[i], "--") == 0;
+    args[i] = !ended && i > 0 && strcmp(argv[i], "-o") == 0 ? "--out" : argv[i];
+  }
+  args[argc] = NULL;
+  int rc = ldmc_cli_parse(&c, argc, args);
+  free(args);
   if (rc != LDMC_CLI_CONTINUE) return rc;
+  const char *emit = ldmc_cli_get(&c, "emit"), *header = ldmc_cli_get(&c, "header");
+  ldmc_llvm_cpu_emit_kind ekind = LDMC_EMIT_OBJ;
+  if (!emit && (header || ldmc_cli_has(&c, "entry")))
+    return ldmc_cli_usage_error(&c, "flag '--%s' needs --emit (see ldmc compile --help)", header ? "header" : "entry");
+  if (emit && !ldmc_llvm_cpu_emit_kind_parse(emit, &ekind))
+    return ldmc_cli_usage_error(&c, "flag '--emit' expects obj, asm or llvm, got '%s'", emit);
+  if (emit && !ldmc_cli_has(&c, "out"))
+    return ldmc_cli_usage_error(&c, "--emit %s needs -o FILE (see ldmc compile --help)", emit);
   const char *model = ldmc_cli_get(&c, "model");
   if ((model != NULL) == (c.n_pos == 1)) return ldmc_cli_usage_error(&c, "give either --model NAME or one graph FILE");
   static const char *const model_flags[] = {"channels", "latent", "context", "batch"};
@@ -201,6 +295,11 @@ int ldmc_cmd_compile(int argc, char **argv) {
     ldmc_graph_free(g);
     return rc;
   }
+  ldmc_graph *built = NULL; /* --emit compiles the graph as built, as `ldmc run --backend llvm-cpu` does */
+  if (emit && !(built = ldmc_graph_clone(g))) {
+    ldmc_graph_free(g);
+    return ldmc_cli_fail(&c, "out of memory");
+  }
   int32_t nodes_before = g->n_nodes;
   int64_t naive_before = ldmc_graph_intermediate_bytes(g);
   ldmc_pipeline_opts o = {
@@ -218,6 +317,7 @@ int ldmc_cmd_compile(int argc, char **argv) {
   double t_compile = now_s() - t0;
   if (s != LDMC_OK) {
     ldmc_graph_free(g);
+    ldmc_graph_free(built);
     return ldmc_cli_fail(&c, "%s", ldmc_last_error());
   }
   printf("graph %s on target %s (backend %s)\n", g->name, t->name, t->backend);
@@ -238,7 +338,12 @@ int ldmc_cmd_compile(int argc, char **argv) {
   if (chk != LDMC_OK) rc = ldmc_cli_fail(&c, "buffer check failed: %s", ldmc_last_error());
   else rc = LDMC_EXIT_OK;
   const char *out = ldmc_cli_get(&c, "out");
-  if (rc == LDMC_EXIT_OK && out) {
+  if (rc == LDMC_EXIT_OK && emit) {
+    char *hdr = header ? strdup(header) : ekind == LDMC_EMIT_OBJ ? header_for(out) : NULL;
+    if ((header || ekind == LDMC_EMIT_OBJ) && !hdr) rc = ldmc_cli_fail(&c, "out of memory");
+    else rc = emit_aot(&c, built, ekind, out, hdr, ldmc_cli_get(&c, "entry"));
+    free(hdr);
+  } else if (rc == LDMC_EXIT_OK && out) {
     ldmc_file_kind kind;
     if (!ldmc_tool_kind_from_ext(out, &kind)) kind = LDMC_KIND_TEXT;
     ldmc_module m = {.graph = g};
@@ -246,5 +351,6 @@ int ldmc_cmd_compile(int argc, char **argv) {
   }
   ldmc_plan_free(plan);
   ldmc_graph_free(g);
+  ldmc_graph_free(built);
   return rc;
 }

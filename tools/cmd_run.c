@@ -127,7 +127,9 @@ int ldmc_cmd_run(int argc, char **argv) {
       {"seed", "N", "seed of --random-inputs and of --init random (default 0)", NULL},
       {"save-inputs", "FILE", "also write the tensors fed to the graph, module weights excepted\n(.safetensors), e.g. to replay a --random-inputs run", NULL},
       {"save-graph", "FILE", "also write the graph that was run (.ldmc with its weights, or .txt)", NULL},
-      {"threads", "N", "threads for the backend (default: its own choice)", NULL},
+      {"threads", "N", "threads for the backend (default: its own choice; llvm-cpu: OpenMP's)", NULL},
+      {"repeat", "N", "after compiling, run the step N times and print `compile_ms=<ms>` and\n"
+                      "`run_ms median=<ms> min=<ms>` on stdout; --out holds the last run's outputs", NULL},
       {"model", "NAME", "build a built-in model instead of reading GRAPH (unet)", NULL},
       {"channels", "C", "model mode: base width c (block channels c,2c,4c,4c; c divisible by 32,\nthe GroupNorm groups)", NULL},
       {"latent", "HxW[xC]", "model mode: latent height x width x channels (default 64x64x4;\nH and W multiples of 8)", NULL},
@@ -154,6 +156,8 @@ int ldmc_cmd_run(int argc, char **argv) {
                  "The output file is written only if the whole run succeeds.\n"
                  "Examples:\n"
                  "  ldmc run model.ldmc --inputs x.safetensors --out y.safetensors\n"
+                 "  ldmc run model.ldmc --inputs x.safetensors --out y.safetensors --backend llvm-cpu \\\n"
+                 "      --threads 2 --repeat 10   # prints compile_ms=... and run_ms median=... min=...\n"
                  "  ldmc run --model unet --channels 32 --latent 8x8x4 --context 64x8 --init random \\\n"
                  "      --random-inputs --out y.safetensors\n",
       .flags = flags,
@@ -188,6 +192,11 @@ int ldmc_cmd_run(int argc, char **argv) {
   if ((rc = ldmc_cli_int(&c, "threads", 1, 4096, &threads)) != LDMC_CLI_CONTINUE) return rc;
   const ldmc_backend_i *be = ldmc_backend_find(backend_name ? backend_name : "interp");
   if (!be) return ldmc_cli_usage_error(&c, "--backend %s: %s", backend_name ? backend_name : "interp", ldmc_last_error());
+
+  int64_t repeat = 0;
+  if ((rc = ldmc_cli_int(&c, "repeat", 1, 1000000, &repeat)) != LDMC_CLI_CONTINUE) return rc;
+  double *run_ms = calloc((size_t)(repeat > 0 ? repeat : 1), sizeof *run_ms);
+  if (!run_ms) return ldmc_cli_fail(&c, "out of memory");
 
   ldmc_module m = {0};
   ldmc_tensor_set inputs = {0}, feed = {0}, generated = {0}, outputs = {0};
@@ -234,9 +243,14 @@ int ldmc_cmd_run(int argc, char **argv) {
     goto done;
   }
   double t2 = now_s();
-  if (ldmc_executable_run_named(exe, &feed, &outputs) != LDMC_OK) {
-    ldmc_cli_fail(&c, "running graph '%s' on %s: %s", m.graph->name ? m.graph->name : "", be->name, ldmc_last_error());
-    goto done;
+  for (int64_t r = 0; r < (repeat > 0 ? repeat : 1); r++) {
+    ldmc_tensor_set_free(&outputs); /* keep only the last run's */
+    double r0 = now_s();
+    if (ldmc_executable_run_named(exe, &feed, &outputs) != LDMC_OK) {
+      ldmc_cli_fail(&c, "running graph '%s' on %s: %s", m.graph->name ? m.graph->name : "", be->name, ldmc_last_error());
+      goto done;
+    }
+    run_ms[r] = 1e3 * (now_s() - r0);
   }
   double t3 = now_s();
   /* every file is written only after the run succeeded, --out last */
@@ -267,10 +281,24 @@ int ldmc_cmd_run(int argc, char **argv) {
   }
   printf("ran graph '%s' (%d nodes) on %s: setup %.3f s, compile %.3f s, run %.3f s\n",
          m.graph->name ? m.graph->name : "", (int)m.graph->n_nodes, be->name, t1 - t0, t2 - t1, t3 - t2);
+  if (repeat > 0) {
+    double med, lo;
+    for (int64_t a = 1; a < repeat; a++) /* insertion sort: N is small */
+      for (int64_t b = a; b > 0 && run_ms[b - 1] > run_ms[b]; b--) {
+        double t = run_ms[b];
+        run_ms[b] = run_ms[b - 1];
+        run_ms[b - 1] = t;
+      }
+    lo = run_ms[0];
+    med = repeat % 2 ? run_ms[repeat / 2] : 0.5 * (run_ms[repeat / 2 - 1] + run_ms[repeat / 2]);
+    printf("compile_ms=%.3f\n", 1e3 * (t2 - t1));
+    printf("run_ms median=%.3f min=%.3f\n", med, lo);
+  }
   printf("wrote %s:\n", out);
   for (int32_t i = 0; i < outputs.n; i++) print_output(&outputs.items[i]);
   rc = LDMC_EXIT_OK;
 done:
+  free(run_ms);
   ldmc_executable_free(exe);
   ldmc_tensor_set_free(&outputs);
   ldmc_tensor_set_free(&feed);
