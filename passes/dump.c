@@ -2,7 +2,6 @@
  * Graphviz dot with kernels drawn as clusters. */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,78 +36,49 @@ static char *commented(const char *s) {
   return o;
 }
 
-typedef struct dbuf {
-  char *s;
-  size_t n, cap;
-  bool oom;
-} dbuf;
-
-__attribute__((format(printf, 2, 3))) static void db_printf(dbuf *b, const char *fmt, ...) {
-  if (b->oom) return;
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? b->cap - b->n : 0, fmt, ap);
-    va_end(ap);
-    if (k < 0) return;
-    if (b->s && b->n + (size_t)k < b->cap) {
-      b->n += (size_t)k;
-      return;
-    }
-    size_t cap = b->cap ? b->cap * 2 : 8192;
-    while (cap < b->n + (size_t)k + 1) cap *= 2;
-    char *s = realloc(b->s, cap);
-    if (!s) {
-      b->oom = true;
-      return;
-    }
-    b->s = s;
-    b->cap = cap;
-  }
-}
-
-static void dot_node(dbuf *b, const ldmc_graph *g, int32_t i) {
+static void dot_node(ldmc_textbuf *b, const ldmc_graph *g, int32_t i) {
   const ldmc_node *n = &g->nodes[i];
   char shape[200];
   const char *style = "";
   if (n->op == LDMC_OP_PARAMETER) style = ",shape=box,style=filled,fillcolor=\"#dde8ff\"";
   else if (n->op == LDMC_OP_CONSTANT) style = ",shape=box,style=filled,fillcolor=\"#eeeeee\"";
-  db_printf(b, "    n%d [label=\"%%%d %s\\n%s%s", (int)i, (int)i, ldmc_op_name(n->op), ldmc_dtype_name(n->dtype),
-            ldmc_shape_str(&n->shape, shape, sizeof shape));
+  ldmc_textbuf_printf(b, "    n%d [label=\"%%%d %s\\n%s%s", (int)i, (int)i, ldmc_op_name(n->op),
+                      ldmc_dtype_name(n->dtype), ldmc_shape_str(&n->shape, shape, sizeof shape));
   if (n->op == LDMC_OP_PARAMETER && n->attrs.name) {
     /* names are identifiers and dotted paths; drop anything that would break the label */
-    db_printf(b, "\\n");
+    ldmc_textbuf_printf(b, "\\n");
     for (const char *p = n->attrs.name; *p; p++)
-      if (*p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) db_printf(b, "%c", *p);
+      if (*p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) ldmc_textbuf_printf(b, "%c", *p);
   }
-  db_printf(b, "\"%s];\n", style);
+  ldmc_textbuf_printf(b, "\"%s];\n", style);
 }
 
 char *ldmc_graph_to_dot(const ldmc_graph *g, const ldmc_plan *plan) {
-  dbuf b = {0};
-  db_printf(&b, "digraph ldmc {\n  rankdir=TB;\n  node [shape=ellipse,fontname=\"monospace\",fontsize=10];\n");
+  ldmc_textbuf b = {0};
+  ldmc_textbuf_printf(&b,
+                      "digraph ldmc {\n  rankdir=TB;\n  node [shape=ellipse,fontname=\"monospace\",fontsize=10];\n");
   bool clusters = plan && plan->n_kernels > 0 && plan->kernel_of && plan->n_nodes == g->n_nodes;
   if (clusters) {
     for (int32_t k = 0; k < plan->n_kernels; k++) {
       const ldmc_kernel *kr = &plan->kernels[k];
-      db_printf(&b, "  subgraph cluster_k%d {\n    label=\"k%d %s\";\n    style=rounded;\n", (int)k, (int)k,
-                ldmc_kernel_kind_name(kr->kind));
+      ldmc_textbuf_printf(&b, "  subgraph cluster_k%d {\n    label=\"k%d %s\";\n    style=rounded;\n", (int)k,
+                          (int)k, ldmc_kernel_kind_name(kr->kind));
       for (int32_t j = 0; j < kr->n_nodes; j++) dot_node(&b, g, kr->nodes[j]);
-      db_printf(&b, "  }\n");
+      ldmc_textbuf_printf(&b, "  }\n");
     }
   }
   for (int32_t i = 0; i < g->n_nodes; i++)
     if (!clusters || plan->kernel_of[i] < 0) dot_node(&b, g, i);
   for (int32_t i = 0; i < g->n_nodes; i++)
     for (int k = 0; k < g->nodes[i].n_operands; k++)
-      db_printf(&b, "  n%d -> n%d;\n", (int)g->nodes[i].operands[k], (int)i);
+      ldmc_textbuf_printf(&b, "  n%d -> n%d;\n", (int)g->nodes[i].operands[k], (int)i);
   for (int32_t i = 0; i < g->n_outputs; i++) {
-    db_printf(&b, "  out%d [shape=plaintext,label=\"", (int)i);
+    ldmc_textbuf_printf(&b, "  out%d [shape=plaintext,label=\"", (int)i);
     for (const char *p = g->output_names[i]; *p; p++)
-      if (*p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) db_printf(&b, "%c", *p);
-    db_printf(&b, "\"];\n  n%d -> out%d;\n", (int)g->outputs[i], (int)i);
+      if (*p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) ldmc_textbuf_printf(&b, "%c", *p);
+    ldmc_textbuf_printf(&b, "\"];\n  n%d -> out%d;\n", (int)g->outputs[i], (int)i);
   }
-  db_printf(&b, "}\n");
+  ldmc_textbuf_printf(&b, "}\n");
   if (b.oom) {
     free(b.s);
     ldmc_error(LDMC_ERR_NOMEM, "out of memory writing dot");

@@ -81,4 +81,13 @@ bool ldmc_perm_is_identity(const ldmc_ints *p);
 ldmc_status ldmc_eval_node(const ldmc_node *n, const ldmc_tensor *in, ldmc_tensor *out);
 bool ldmc_eval_supported(ldmc_op op);
 
+/* Growable text buffer for the printers (dump, plan). A failed allocation sets
+ * oom and later appends do nothing; the caller frees s. */
+typedef struct ldmc_textbuf {
+  char *s;
+  size_t n, cap;
+  bool oom;
+} ldmc_textbuf;
+void ldmc_textbuf_printf(ldmc_textbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #endif

@@ -1,6 +1,5 @@
 /* The plan: kernels (groups of nodes), their order, tiles and arena offsets. */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,70 +82,40 @@ ldmc_status ldmc_plan_index(ldmc_plan *p, const ldmc_graph *g) {
   return LDMC_OK;
 }
 
-typedef struct sbuf {
-  char *s;
-  size_t n, cap;
-  bool oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-  if (b->oom) return;
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? b->cap - b->n : 0, fmt, ap);
-    va_end(ap);
-    if (k < 0) return;
-    if (b->s && b->n + (size_t)k < b->cap) {
-      b->n += (size_t)k;
-      return;
-    }
-    size_t cap = b->cap ? b->cap * 2 : 4096;
-    while (cap < b->n + (size_t)k + 1) cap *= 2;
-    char *s = realloc(b->s, cap);
-    if (!s) {
-      b->oom = true;
-      return;
-    }
-    b->s = s;
-    b->cap = cap;
-  }
-}
-
 char *ldmc_plan_print(const ldmc_plan *p, const ldmc_graph *g) {
-  sbuf b = {0};
+  ldmc_textbuf b = {0};
   int32_t counts[LDMC_KERNEL_KIND_COUNT] = {0};
   for (int32_t k = 0; k < p->n_kernels; k++) counts[p->kernels[k].kind]++;
-  sb_printf(&b, "plan: %d kernels (", (int)p->n_kernels);
+  ldmc_textbuf_printf(&b, "plan: %d kernels (", (int)p->n_kernels);
   for (int c = 0, first = 1; c < LDMC_KERNEL_KIND_COUNT; c++)
     if (counts[c]) {
-      sb_printf(&b, "%s%d %s", first ? "" : ", ", (int)counts[c], ldmc_kernel_kind_name((ldmc_kernel_kind)c));
+      ldmc_textbuf_printf(&b, "%s%d %s", first ? "" : ", ", (int)counts[c],
+                          ldmc_kernel_kind_name((ldmc_kernel_kind)c));
       first = 0;
     }
-  sb_printf(&b, ")\n");
+  ldmc_textbuf_printf(&b, ")\n");
   if (p->scheduled)
-    sb_printf(&b, "schedule: simulated live peak %" PRId64 " bytes (root order: %" PRId64 ")\n", p->peak_scheduled,
-              p->peak_in_root_order);
+    ldmc_textbuf_printf(&b, "schedule: simulated live peak %" PRId64 " bytes (root order: %" PRId64 ")\n",
+                        p->peak_scheduled, p->peak_in_root_order);
   if (p->assigned)
-    sb_printf(&b, "arena: %" PRId64 " bytes (live peak %" PRId64 ", naive sum %" PRId64 ")\n", p->arena_bytes,
-              p->live_peak_bytes, p->naive_bytes);
+    ldmc_textbuf_printf(&b, "arena: %" PRId64 " bytes (live peak %" PRId64 ", naive sum %" PRId64 ")\n",
+                        p->arena_bytes, p->live_peak_bytes, p->naive_bytes);
   for (int32_t pos = 0; pos < p->n_kernels; pos++) {
     int32_t k = p->scheduled && p->order ? p->order[pos] : pos;
     const ldmc_kernel *kr = &p->kernels[k];
-    sb_printf(&b, "k%d %s %%%d:", (int)k, ldmc_kernel_kind_name(kr->kind), (int)kr->root);
-    for (int32_t j = 0; j < kr->n_nodes; j++) sb_printf(&b, " %s", ldmc_op_name(g->nodes[kr->nodes[j]].op));
-    sb_printf(&b, " <-");
-    for (int32_t j = 0; j < kr->n_inputs; j++) sb_printf(&b, " %%%d", (int)kr->inputs[j]);
+    ldmc_textbuf_printf(&b, "k%d %s %%%d:", (int)k, ldmc_kernel_kind_name(kr->kind), (int)kr->root);
+    for (int32_t j = 0; j < kr->n_nodes; j++) ldmc_textbuf_printf(&b, " %s", ldmc_op_name(g->nodes[kr->nodes[j]].op));
+    ldmc_textbuf_printf(&b, " <-");
+    for (int32_t j = 0; j < kr->n_inputs; j++) ldmc_textbuf_printf(&b, " %%%d", (int)kr->inputs[j]);
     if (kr->n_tile) {
-      sb_printf(&b, " tile=");
-      for (int t = 0; t < kr->n_tile; t++) sb_printf(&b, "%s%" PRId64, t ? "x" : "", kr->tile[t]);
+      ldmc_textbuf_printf(&b, " tile=");
+      for (int t = 0; t < kr->n_tile; t++) ldmc_textbuf_printf(&b, "%s%" PRId64, t ? "x" : "", kr->tile[t]);
     }
     if (p->assigned && p->offset && kr->root < p->n_nodes && p->offset[kr->root] >= 0)
-      sb_printf(&b, " @%" PRId64 "+%" PRId64, p->offset[kr->root], p->size[kr->root]);
-    if (kr->inplace_of >= 0) sb_printf(&b, " inplace(%%%d)", (int)kr->inplace_of);
-    if (g->nodes[kr->root].scope) sb_printf(&b, "  [%s]", g->nodes[kr->root].scope);
-    sb_printf(&b, "\n");
+      ldmc_textbuf_printf(&b, " @%" PRId64 "+%" PRId64, p->offset[kr->root], p->size[kr->root]);
+    if (kr->inplace_of >= 0) ldmc_textbuf_printf(&b, " inplace(%%%d)", (int)kr->inplace_of);
+    if (g->nodes[kr->root].scope) ldmc_textbuf_printf(&b, "  [%s]", g->nodes[kr->root].scope);
+    ldmc_textbuf_printf(&b, "\n");
   }
   if (b.oom) {
     free(b.s);
