@@ -56,18 +56,6 @@ static void owner_str(const dec *d, bool is_node, int32_t owner, char *buf, size
     snprintf(buf, n, "tensor '%s'", d->out->tensors.items[owner].name);
 }
 
-/* Copies a length-delimited name into a C string, refusing embedded NULs. */
-static ldmc_status take_name(ProtobufCBinaryData b, const char *what, char **out) {
-  *out = NULL;
-  if (b.len && memchr(b.data, 0, b.len)) return bad("%s: name contains a NUL byte", what);
-  char *s = malloc(b.len + 1);
-  if (!s) return ldmc_error(LDMC_ERR_NOMEM, "out of memory reading %s", what);
-  if (b.len) memcpy(s, b.data, b.len);
-  s[b.len] = 0;
-  *out = s;
-  return LDMC_OK;
-}
-
 static ldmc_status read_shape(const int64_t *dims, size_t n, size_t esize, const char *what, ldmc_shape *s,
                               uint64_t *nbytes) {
   if (n > LDMC_MAX_RANK) return bad("%s: rank %zu is more than %d", what, n, LDMC_MAX_RANK);
@@ -174,8 +162,9 @@ static ldmc_status read_tensor_meta(dec *d, int32_t i) {
   const Ldmc__Tensor *pt = d->h->tensors[i];
   ldmc_tensor *t = &d->out->tensors.items[i];
   char what[300];
+  snprintf(what, sizeof what, "tensor %d: name", (int)i);
+  LDMC_TRY(ldmc_pb_strdup(pt->name, what, &t->name));
   snprintf(what, sizeof what, "tensor %d", (int)i);
-  LDMC_TRY(take_name(pt->name, what, &t->name));
   d->out->tensors.n = i + 1; /* owned from here on */
   if (!t->name[0]) return bad("tensor %d has an empty name", (int)i);
   snprintf(what, sizeof what, "tensor '%s'", t->name);

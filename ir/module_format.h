@@ -45,6 +45,10 @@ static inline size_t ldmc_tensor_elem_size(const ldmc_tensor *t) {
   return ldmc_dtype_size(t->dtype);
 }
 
+/* Copies a length-delimited protobuf string into a malloc'd C string,
+ * refusing embedded NULs ("<what> contains a NUL byte"). */
+ldmc_status ldmc_pb_strdup(ProtobufCBinaryData b, const char *what, char **out);
+
 /* Rebuilds a graph from its protobuf form, checking every name, shape,
  * operand and attribute (module_graph_decode.c). Constants stored as chunked
  * blobs get nbytes set and data NULL; on_blob(ctx, node, blob, nbytes) is

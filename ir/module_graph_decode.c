@@ -20,7 +20,7 @@ static ldmc_status bad(const char *fmt, ...) {
   return ldmc_error(LDMC_ERR_FORMAT, "%s", msg);
 }
 
-static ldmc_status dup_bytes(ProtobufCBinaryData b, const char *what, char **out) {
+ldmc_status ldmc_pb_strdup(ProtobufCBinaryData b, const char *what, char **out) {
   *out = NULL;
   if (b.len && memchr(b.data, 0, b.len)) return bad("%s contains a NUL byte", what);
   char *s = malloc(b.len + 1);
@@ -92,7 +92,7 @@ static ldmc_status read_attr(const Ldmc__Attr *pa, int32_t id, uint64_t mask, ui
     case LDMC_AK_STRING: {
       char what[128];
       snprintf(what, sizeof what, "%s: attribute '%s'", where, ai->name);
-      LDMC_TRY(dup_bytes(pa->s, what, (char **)member));
+      LDMC_TRY(ldmc_pb_strdup(pa->s, what, (char **)member));
       break;
     }
     case LDMC_AK_COMPARE:
@@ -155,7 +155,7 @@ static ldmc_status read_node(ldmc_graph *g, const Ldmc__Node *pn, int32_t id, ld
   if (s == LDMC_OK) {
     char what[128];
     snprintf(what, sizeof what, "%s: scope", where);
-    s = dup_bytes(pn->scope, what, &scope);
+    s = ldmc_pb_strdup(pn->scope, what, &scope);
   }
   if (s == LDMC_OK && ldmc_graph_add(g, op, dt, &shape, (int)pn->n_operands, pn->operands, NULL, scope) < 0)
     s = LDMC_ERR_NOMEM;
@@ -171,7 +171,7 @@ static ldmc_status read_node(ldmc_graph *g, const Ldmc__Node *pn, int32_t id, ld
 ldmc_status ldmc_graph_decode_pb(const Ldmc__Graph *pg, ldmc_blob_cb on_blob, void *ctx, ldmc_graph **out) {
   *out = NULL;
   char *name;
-  LDMC_TRY(dup_bytes(pg->name, "graph name", &name));
+  LDMC_TRY(ldmc_pb_strdup(pg->name, "graph name", &name));
   ldmc_graph *g = ldmc_graph_new(name);
   free(name);
   if (!g) return ldmc_error(LDMC_ERR_NOMEM, "out of memory");
@@ -186,7 +186,7 @@ ldmc_status ldmc_graph_decode_pb(const Ldmc__Graph *pg, ldmc_blob_cb on_blob, vo
       break;
     }
     snprintf(what, sizeof what, "output %zu name", i);
-    s = dup_bytes(po->name, what, &oname);
+    s = ldmc_pb_strdup(po->name, what, &oname);
     if (s == LDMC_OK) s = ldmc_graph_add_output(g, po->node, oname);
     free(oname);
   }
