@@ -8,6 +8,13 @@
 typedef struct ldmc_compile_opts {
   int threads;            /* 0: the backend's default */
   bool bf16;              /* allow bf16 storage with f32 accumulation */
+  /* Parameters from index n_activation_params on are weights: the same
+   * tensors every run, so what derives only from them (packed panels,
+   * relayouts) is computed when they are first passed and again only when
+   * other weight tensors (other data pointers) are passed. In-place changes
+   * to a weight tensor between runs are not seen. */
+  bool params_are_weights;
+  int32_t n_activation_params;
   const char *cache_dir;  /* optional on-disk kernel cache */
   int verbose;
 } ldmc_compile_opts;

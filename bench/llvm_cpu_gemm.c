@@ -1,7 +1,10 @@
 /* GEMM and convolution shapes of the SD-1.5 U-Net family on the llvm-cpu
  * backend, with the machine's FMA peak measured in the same run.
- *   llvm_cpu_gemm [--threads N] [--reps N] [--c 320|64] [--json]
- * Prints one line per shape: GFLOP/s, fraction of the measured peak. The
+ *   llvm_cpu_gemm [--threads N] [--reps N] [--c 320|64] [--json] [--no-bf16] [--no-prepack] [--only TEXT]
+ * Prints one line per shape: GFLOP/s, fraction of the measured peak, and on
+ * avx512_bf16 hosts the same shape with bf16 operands (vdpbf16ps, f32
+ * accumulation) and its speedup over f32. The weight (parameter 1) is declared
+ * a weight, so it is packed once (--no-prepack: packed every run). The
  * peers (OpenBLAS sgemm through numpy) run in bench/gemm_peers.py, which calls
  * this program and prints the ratios measured in the same run. */
 #include <immintrin.h>
@@ -91,18 +94,49 @@ typedef struct shape {
   int stride;
 } shape;
 
+/* best time of reps runs (after one that touches the arena) on compile options o; < 0 on error */
+static double time_shape(const ldmc_graph *g, const ldmc_compile_opts *o, int reps, const char *name) {
+  ldmc_executable *e;
+  if (ldmc_backend_llvm_cpu.compile(g, o, &e) != LDMC_OK) {
+    fprintf(stderr, "%s: %s\n", name, ldmc_last_error());
+    return -1;
+  }
+  int np = ldmc_graph_num_params(g);
+  ldmc_tensor in[2];
+  for (int32_t n = 0, k = 0; n < g->n_nodes && k < np; n++) {
+    if (g->nodes[n].op != LDMC_OP_PARAMETER) continue;
+    ldmc_tensor_alloc(&in[k], g->nodes[n].attrs.name, LDMC_F32, &g->nodes[n].shape);
+    float *p = in[k].data;
+    for (size_t j = 0; j < in[k].nbytes / 4; j++) p[j] = (float)((j * 7919 % 1000) / 1000.0 - 0.5);
+    k++;
+  }
+  double best = 1e30;
+  for (int r = 0; r < reps + 1; r++) {
+    ldmc_tensor out;
+    double t0 = now();
+    ldmc_executable_run(e, in, np, &out, 1);
+    double dt = now() - t0;
+    if (r > 0 && dt < best) best = dt; /* the first run touches the arena (and prepacks the weights) */
+    ldmc_tensor_release(&out);
+  }
+  for (int k = 0; k < np; k++) ldmc_tensor_release(&in[k]);
+  ldmc_executable_free(e);
+  return best;
+}
+
 static ldmc_graph *build(const shape *s, double *flops) {
   ldmc_builder *b = ldmc_builder_new(s->name);
   ldmc_value y;
   if (!s->conv) {
     int64_t xd[2] = {s->a, s->b}, wd[2] = {s->b, s->c};
-    y = ldmc_matmul(b, ldmc_parameter(b, "x", LDMC_F32, 2, xd), ldmc_parameter(b, "w", LDMC_F32, 2, wd));
+    ldmc_value x = ldmc_parameter(b, "x", LDMC_F32, 2, xd); /* parameter 0: the activation */
+    y = ldmc_matmul(b, x, ldmc_parameter(b, "w", LDMC_F32, 2, wd));
     *flops = 2.0 * (double)s->a * (double)s->b * (double)s->c;
   } else {
     int k = s->conv == 1 ? 3 : 1;
     int64_t xd[4] = {1, s->a, s->c, s->d}, wd[4] = {s->b, s->a, k, k};
-    y = ldmc_conv2d(b, ldmc_parameter(b, "x", LDMC_F32, 4, xd), ldmc_parameter(b, "w", LDMC_F32, 4, wd), s->stride,
-                    k / 2, 1, 1);
+    ldmc_value x = ldmc_parameter(b, "x", LDMC_F32, 4, xd); /* parameter 0: the activation */
+    y = ldmc_conv2d(b, x, ldmc_parameter(b, "w", LDMC_F32, 4, wd), s->stride, k / 2, 1, 1);
     int64_t oh = (s->c + 2 * (k / 2) - k) / s->stride + 1, ow = (s->d + 2 * (k / 2) - k) / s->stride + 1;
     *flops = 2.0 * (double)s->b * (double)(s->a * k * k) * (double)(oh * ow);
   }
@@ -118,12 +152,17 @@ int main(int argc, char **argv) {
   mallopt(M_MMAP_THRESHOLD, 1 << 30);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   int threads = 2, reps = 5, c = 320;
-  bool json = false;
+  bool json = false, bf16 = __builtin_cpu_supports("avx512bf16") && ldmc_llvm_cpu_host_isa() == LDMC_LLVM_CPU_ISA_AVX512;
+  bool prepack = true;
+  const char *only = NULL; /* shapes whose name contains this */
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--c") && i + 1 < argc) c = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--json")) json = true;
+    else if (!strcmp(argv[i], "--no-bf16")) bf16 = false;
+    else if (!strcmp(argv[i], "--no-prepack")) prepack = false;
+    else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
   }
   int64_t c1 = c, c2 = 2 * c, c4 = 4 * c;
   /* latent 64x64: levels at 64, 32, 16, 8; tokens = H*W; context 77 x 1024 */
@@ -144,49 +183,38 @@ int main(int argc, char **argv) {
   if (json)
     printf("{\"kind\":\"peak\",\"threads\":%d,\"gflops\":%.1f}\n", threads, peak);
   else
-    printf("FMA peak (%d threads, measured): %.1f GFLOP/s\n%-34s %10s %10s %8s\n", threads, peak, "shape", "ms", "GFLOP/s",
-           "of peak");
+    printf("FMA peak (%d threads, measured): %.1f GFLOP/s; weights %s\n%-34s %10s %10s %8s%s\n", threads, peak,
+           prepack ? "packed once" : "packed every run", "shape", "ms", "GFLOP/s", "of peak",
+           bf16 ? "    bf16 ms bf16 GF/s  bf16/f32" : "");
   for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
     shape *s = &shapes[i];
+    if (only && !strstr(s->name, only)) continue;
     double flops;
     ldmc_graph *g = build(s, &flops);
     if (!g) {
       fprintf(stderr, "%s: %s\n", s->name, ldmc_last_error());
       return 1;
     }
-    ldmc_compile_opts o = {.threads = threads};
-    ldmc_executable *e;
-    if (ldmc_backend_llvm_cpu.compile(g, &o, &e) != LDMC_OK) {
-      fprintf(stderr, "%s: %s\n", s->name, ldmc_last_error());
-      return 1;
+    ldmc_compile_opts o = {.threads = threads, .params_are_weights = prepack, .n_activation_params = 1};
+    double best = time_shape(g, &o, reps, s->name), bbest = 0;
+    if (best < 0) return 1;
+    if (bf16) {
+      o.bf16 = true;
+      if ((bbest = time_shape(g, &o, reps, s->name)) < 0) return 1;
     }
-    int np = ldmc_graph_num_params(g);
-    ldmc_tensor in[2];
-    for (int32_t n = 0, k = 0; n < g->n_nodes && k < np; n++) {
-      if (g->nodes[n].op != LDMC_OP_PARAMETER) continue;
-      ldmc_tensor_alloc(&in[k], g->nodes[n].attrs.name, LDMC_F32, &g->nodes[n].shape);
-      float *p = in[k].data;
-      for (size_t j = 0; j < in[k].nbytes / 4; j++) p[j] = (float)((j * 7919 % 1000) / 1000.0 - 0.5);
-      k++;
-    }
-    double best = 1e30;
-    for (int r = 0; r < reps + 1; r++) {
-      ldmc_tensor out;
-      double t0 = now();
-      ldmc_executable_run(e, in, np, &out, 1);
-      double dt = now() - t0;
-      if (r > 0 && dt < best) best = dt; /* the first run touches the arena */
-      ldmc_tensor_release(&out);
-    }
-    double gf = flops / best / 1e9;
-    if (json)
+    double gf = flops / best / 1e9, bgf = bf16 ? flops / bbest / 1e9 : 0;
+    if (json) {
       printf("{\"kind\":\"shape\",\"name\":\"%s\",\"conv\":%d,\"a\":%lld,\"b\":%lld,\"c\":%lld,\"d\":%lld,\"stride\":%d,"
-             "\"ms\":%.3f,\"gflops\":%.1f}\n",
+             "\"ms\":%.3f,\"gflops\":%.1f",
              s->name, s->conv, (long long)s->a, (long long)s->b, (long long)s->c, (long long)s->d, s->stride, best * 1e3, gf);
-    else
+      if (bf16) printf(",\"bf16_ms\":%.3f,\"bf16_gflops\":%.1f", bbest * 1e3, bgf);
+      printf("}\n");
+    } else if (bf16) {
+      printf("%-34s %10.3f %10.1f %7.0f%% %10.3f %10.1f %8.2fx\n", s->name, best * 1e3, gf, 100 * gf / peak, bbest * 1e3, bgf,
+             bgf / gf);
+    } else {
       printf("%-34s %10.3f %10.1f %7.0f%%\n", s->name, best * 1e3, gf, 100 * gf / peak);
-    for (int k = 0; k < np; k++) ldmc_tensor_release(&in[k]);
-    ldmc_executable_free(e);
+    }
     ldmc_graph_free(g);
   }
   return 0;

@@ -95,7 +95,11 @@ int main(int argc, char **argv) {
   ldmc_tensor_set_free(&iset);
   ldmc_llvm_cpu_stats s0, s1;
   ldmc_llvm_cpu_stats_get(&s0);
-  ldmc_compile_opts o = {.threads = threads, .verbose = getenv("LDMC_VERBOSE") ? 1 : 0};
+  ldmc_compile_opts o = {.threads = threads,
+                         .verbose = getenv("LDMC_VERBOSE") ? 1 : 0,
+                         .bf16 = getenv("LDMC_LLVM_CPU_BF16") && strcmp(getenv("LDMC_LLVM_CPU_BF16"), "0") != 0,
+                         .params_are_weights = true, /* sample, timestep, context; then the weights */
+                         .n_activation_params = LDMC_UNET_N_INPUTS};
   ldmc_executable *e = NULL;
   double t0 = now();
   if (ldmc_backend_llvm_cpu.compile(g, &o, &e) != LDMC_OK) {

@@ -16,6 +16,7 @@ const char *ldmc_cli_target_names(void) {
 
 const char *ldmc_cli_target_help(const char *what) {
   static char help[512];
-  snprintf(help, sizeof help, "%s:\n%s (default cpu)", what, ldmc_cli_target_names());
+  snprintf(help, sizeof help, "%s:\n%s (default cpu;\ncpu-nchw is the plan `ldmc run --backend llvm-cpu` executes)", what,
+           ldmc_cli_target_names());
   return help;
 }

@@ -156,7 +156,7 @@ static char *header_for(const char *path) {
 
 /* --emit: the graph as built through ldmc_llvm_cpu_emit, written under
  * temporary names and renamed into place only when everything succeeded. */
-static int emit_aot(const ldmc_cli_cmd *c, const ldmc_graph *g, ldmc_llvm_cpu_emit_kind kind, const char *path,
+static int emit_aot(const ldmc_cli_cmd *c, const ldmc_graph *g, int64_t n_act, ldmc_llvm_cpu_emit_kind kind, const char *path,
                     const char *header, const char *entry) {
   char *tmp = temp_beside(path), *htmp = NULL;
   int rc = LDMC_EXIT_OK;
@@ -165,7 +165,7 @@ static int emit_aot(const ldmc_cli_cmd *c, const ldmc_graph *g, ldmc_llvm_cpu_em
     rc = ldmc_cli_fail(c, "cannot write header '%s': %s", header, strerror(errno));
     goto done;
   }
-  ldmc_compile_opts opts = {0};
+  ldmc_compile_opts opts = {.params_are_weights = n_act >= 0, .n_activation_params = (int32_t)(n_act < 0 ? 0 : n_act)};
   double t0 = now_s();
   if (ldmc_llvm_cpu_emit(g, &opts, kind, tmp, htmp, entry) != LDMC_OK) {
     /* the message names the temporary path; name the real one instead */
@@ -207,8 +207,9 @@ int ldmc_cmd_compile(int argc, char **argv) {
       {"kernels", NULL, "list every kernel (order, fused ops, inputs, tile, arena offset)", NULL},
       {"out", "FILE", "write the optimized graph (text IR or .ldmc by extension);\n"
                       "with --emit, the emitted file instead (-o FILE is the same)", NULL},
-      {"emit", "obj|asm|llvm", "also compile the graph as built with the llvm-cpu backend into one\n"
-                               "object file, assembly or LLVM IR at --out (written only on success)", NULL},
+      {"emit", "obj|asm|llvm", "also compile the graph as built with the llvm-cpu backend (which runs\n"
+                               "the cpu-nchw pipeline itself) into one object file, assembly or\n"
+                               "LLVM IR at --out (written only on success)", NULL},
       {"header", "FILE.h", "with --emit: the C header declaring the entry point (default for obj:\n"
                            "--out with its extension replaced by .h)", NULL},
       {"entry", "NAME", "with --emit: the entry point's name (default: the graph name)", NULL},
@@ -341,7 +342,7 @@ int ldmc_cmd_compile(int argc, char **argv) {
   if (rc == LDMC_EXIT_OK && emit) {
     char *hdr = header ? strdup(header) : ekind == LDMC_EMIT_OBJ ? header_for(out) : NULL;
     if ((header || ekind == LDMC_EMIT_OBJ) && !hdr) rc = ldmc_cli_fail(&c, "out of memory");
-    else rc = emit_aot(&c, built, ekind, out, hdr, ldmc_cli_get(&c, "entry"));
+    else rc = emit_aot(&c, built, n_act, ekind, out, hdr, ldmc_cli_get(&c, "entry"));
     free(hdr);
   } else if (rc == LDMC_EXIT_OK && out) {
     ldmc_file_kind kind;

@@ -195,6 +195,7 @@ static int profile_width(prof_cmd *pc, const ldmc_unet_config *base, int ch, boo
   char label[32];
   snprintf(label, sizeof label, "c=%d", ch);
   pc->o.label = label;
+  pc->o.n_activation_params = LDMC_UNET_N_INPUTS; /* the rest are weights */
   const char *wpath = ldmc_cli_get(pc->c, "weights");
   int64_t seed = 0;
   ldmc_cli_int(pc->c, "seed", 0, INT64_MAX, &seed);
@@ -239,12 +240,16 @@ static int family_outputs(prof_cmd *pc, const width_row *rows, int n, const ldmc
          "norm cost", "norm time");
   for (int i = 0; i < n; i++) {
     const width_row *w = &rows[i];
-    printf("%8d %14lld %12.3f %10.4f %10.3f %7.2f%% %10.3f %10.3f\n", w->channels, (long long)w->s.params,
-           (double)w->s.mac_flops * 1e-9, w->step_s, w->gflops_s, w->pct,
+    char pct[16] = "       ?"; /* no calibration: unknown, not 0% */
+    if (pc->mach.known && pc->mach.peak_gflops > 0) snprintf(pct, sizeof pct, "%7.2f%%", w->pct);
+    printf("%8d %14lld %12.3f %10.4f %10.3f %s %10.3f %10.3f\n", w->channels, (long long)w->s.params,
+           (double)w->s.mac_flops * 1e-9, w->step_s, w->gflops_s, pct,
            rows[0].s.mac_flops ? (double)w->s.mac_flops / (double)rows[0].s.mac_flops : 0,
            rows[0].step_s > 0 ? w->step_s / rows[0].step_s : 0);
   }
   printf("(norm cost and norm time are relative to c=%d: counted FLOPs against measured seconds)\n", rows[0].channels);
+  if (!(pc->mach.known && pc->mach.peak_gflops > 0))
+    printf("(%% peak is ?: no calibration; run `ldmc profile --calibrate` or pass --peak-gflops X)\n");
   if (pc->o.overhead)
     for (int i = 0; i < n; i++)
       printf("profiling overhead at c=%d: %+.2f%% by median step\n", rows[i].channels, rows[i].overhead_pct);

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "backends/backend.h"
+#include "models/unet.h"
 #include "tools/cli_args.h"
 #include "tools/cli_io.h"
 #include "tools/commands.h"
@@ -128,6 +129,8 @@ int ldmc_cmd_run(int argc, char **argv) {
       {"save-inputs", "FILE", "also write the tensors fed to the graph, module weights excepted\n(.safetensors), e.g. to replay a --random-inputs run", NULL},
       {"save-graph", "FILE", "also write the graph that was run (.ldmc with its weights, or .txt)", NULL},
       {"threads", "N", "threads for the backend (default: its own choice; llvm-cpu: OpenMP's)", NULL},
+      {"bf16", NULL, "allow bf16 storage with f32 accumulation (llvm-cpu: dot_general and\n"
+                     "convolution operands as bf16 through avx512_bf16 where the CPU has it)", NULL},
       {"repeat", "N", "after compiling, run the step N times and print `compile_ms=<ms>` and\n"
                       "`run_ms median=<ms> min=<ms>` on stdout; --out holds the last run's outputs", NULL},
       {"model", "NAME", "build a built-in model instead of reading GRAPH (unet)", NULL},
@@ -237,7 +240,11 @@ int ldmc_cmd_run(int argc, char **argv) {
     goto done;
   }
   double t1 = now_s();
-  ldmc_compile_opts opts = {.threads = (int)threads};
+  ldmc_compile_opts opts = {.threads = (int)threads, .bf16 = ldmc_cli_has(&c, "bf16")};
+  if (model_mode) { /* the model's weights are the same every run: what derives from them is prepacked once */
+    opts.params_are_weights = true;
+    opts.n_activation_params = LDMC_UNET_N_INPUTS;
+  }
   if (be->compile(m.graph, &opts, &exe) != LDMC_OK) {
     ldmc_cli_fail(&c, "compiling graph '%s' for %s: %s", m.graph->name ? m.graph->name : "", be->name, ldmc_last_error());
     goto done;

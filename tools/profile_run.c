@@ -86,6 +86,7 @@ static ldmc_status run_once(ldmc_executable *exe, const ldmc_tensor *in, int n_i
 
 void ldmc_prof_result_free(ldmc_prof_result *r) {
   ldmc_profiler_free(r->prof);
+  ldmc_graph_free(r->ran);
   ldmc_profile_report_free(&r->report);
   memset(r, 0, sizeof *r);
 }
@@ -181,8 +182,7 @@ ldmc_status ldmc_prof_run(const ldmc_graph *g, const ldmc_tensor_set *feed, cons
   s.n_out = g->n_outputs;
   s.in = calloc((size_t)(np ? np : 1), sizeof *s.in);
   s.out = calloc((size_t)(g->n_outputs ? g->n_outputs : 1), sizeof *s.out);
-  r->prof = ldmc_profiler_new(g);
-  ldmc_status st = s.in && s.out && r->prof ? LDMC_OK : ldmc_error(LDMC_ERR_NOMEM, "out of memory");
+  ldmc_status st = s.in && s.out ? LDMC_OK : ldmc_error(LDMC_ERR_NOMEM, "out of memory");
   for (int32_t i = 0, k = 0; i < g->n_nodes && st == LDMC_OK; i++) {
     const ldmc_node *p = &g->nodes[i];
     if (p->op != LDMC_OP_PARAMETER) continue;
@@ -191,11 +191,18 @@ ldmc_status ldmc_prof_run(const ldmc_graph *g, const ldmc_tensor_set *feed, cons
     else s.in[k++] = *t; /* shallow: run only reads */
   }
   if (st == LDMC_OK) {
-    ldmc_compile_opts copts = {.threads = o->threads};
+    ldmc_compile_opts copts = {.threads = o->threads,
+                               .params_are_weights = o->n_activation_params > 0,
+                               .n_activation_params = o->n_activation_params};
     int64_t t0 = ldmc_profile_now_ns();
     st = o->be->compile(g, &copts, &s.exe);
     r->compile_s = (double)(ldmc_profile_now_ns() - t0) * 1e-9;
     if (st != LDMC_OK) ldmc_error_prefix("compiling graph '%s' for %s: ", g->name ? g->name : "", o->be->name);
+  }
+  if (st == LDMC_OK) { /* events name nodes of the graph the executable runs (after its passes) */
+    r->ran = ldmc_graph_clone(s.exe->graph);
+    r->prof = r->ran ? ldmc_profiler_new(r->ran) : NULL;
+    if (!r->prof) st = ldmc_error(LDMC_ERR_NOMEM, "out of memory");
   }
   if (st == LDMC_OK) {
     if (o->progress) fprintf(stderr, "ldmc profile: %s%scompiled for %s in %.3f s\n", o->label ? o->label : "",

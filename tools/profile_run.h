@@ -14,10 +14,12 @@ typedef struct ldmc_prof_opts {
   bool overhead;     /* also time as many unprofiled steps, interleaved */
   bool progress;     /* a line per step on stderr */
   const char *label; /* prefix of progress lines, e.g. "c=64" */
+  int32_t n_activation_params; /* > 0: parameters from this index on are weights (ldmc_compile_opts) */
 } ldmc_prof_opts;
 
 typedef struct ldmc_prof_result {
   ldmc_profiler *prof;        /* the recorded events (for the trace) */
+  ldmc_graph *ran;            /* the graph the executable ran (a backend's passes may rewrite it); prof's nodes */
   ldmc_profile_report report; /* per kernel, sorted by time */
   double compile_s;
   bool per_kernel;            /* false: the backend reports no kernels; each step is one "run" */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backends/llvm_cpu/lc.h"
+#include "passes/passes.h"
 
 bool ldmc_llvm_cpu_emit_kind_parse(const char *s, ldmc_llvm_cpu_emit_kind *out) {
   static const char *const names[] = {"obj", "asm", "llvm"};
@@ -63,6 +64,8 @@ static ldmc_status write_header(const lc_plan *p, const char *path, const char *
   return LDMC_OK;
 }
 
+static size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+
 /* Emits the entry function into cg's module. */
 static void emit_entry(lc_cg *cg, const lc_plan *p, const char *entry, LLVMValueRef *kfn) {
   const ldmc_graph *g = p->g;
@@ -78,6 +81,8 @@ static void emit_entry(lc_cg *cg, const lc_plan *p, const char *entry, LLVMValue
       base[b] = lc_load(cg, cg->ptr, lc_gep(cg, cg->ptr, in, lc_i64(cg, bf->param)), 8);
     } else if (bf->kind == LC_BUF_ARENA) {
       base[b] = lc_gep(cg, cg->i8, ws, lc_i64(cg, (int64_t)bf->offset));
+    } else if (bf->kind == LC_BUF_PERSIST) { /* recomputed every call: the workspace keeps nothing */
+      base[b] = lc_gep(cg, cg->i8, ws, lc_i64(cg, (int64_t)(align64(p->arena_bytes) + bf->offset)));
     } else if (bf->kind == LC_BUF_CONST) {
       LLVMValueRef data = LLVMConstStringInContext(cg->ctx, bf->data ? bf->data : "", (unsigned)bf->size, 1);
       LLVMValueRef gv = LLVMAddGlobal(cg->mod, LLVMTypeOf(data), "ldmc_const");
@@ -88,7 +93,7 @@ static void emit_entry(lc_cg *cg, const lc_plan *p, const char *entry, LLVMValue
       base[b] = gv;
     }
   }
-  LLVMValueRef scratch = lc_gep(cg, cg->i8, ws, lc_i64(cg, (int64_t)((p->arena_bytes + 63) / 64 * 64)));
+  LLVMValueRef scratch = lc_gep(cg, cg->i8, ws, lc_i64(cg, (int64_t)(align64(p->arena_bytes) + p->persist_bytes)));
   LLVMValueRef arr = LLVMBuildArrayAlloca(cg->b, cg->ptr, lc_i64(cg, LC_MAX_BUFS), "bufs");
   LLVMTypeRef kty = LLVMFunctionType(cg->vd, (LLVMTypeRef[]){cg->ptr, cg->i64, cg->i64, cg->ptr}, 4, 0);
   for (int32_t s = 0; s < p->n_steps; s++) {
@@ -121,8 +126,20 @@ ldmc_status ldmc_llvm_cpu_emit(const ldmc_graph *g, const ldmc_compile_opts *o, 
   LDMC_TRY(ldmc_lc_target_get(LDMC_LLVM_CPU_ISA_AUTO, &t));
   char name[128];
   c_ident(entry ? entry : g->name, name, sizeof name);
+  ldmc_graph *opt = NULL;
+  ldmc_plan *kp = NULL;
+  LDMC_TRY(ldmc_lc_pipeline(g, o, &opt, &kp));
   lc_plan p;
-  LDMC_TRY(ldmc_lc_plan_build(g, t, 1, false, &p));
+  lc_plan_opts po = {.threads = 1,
+                     .n_act_params = o && o->params_are_weights ? o->n_activation_params : INT32_MAX,
+                     .bf16 = o && o->bf16,
+                     .kernels = kp};
+  ldmc_status bst = ldmc_lc_plan_build(opt, t, &po, &p);
+  ldmc_plan_free(kp);
+  if (bst != LDMC_OK) {
+    ldmc_graph_free(opt);
+    return bst;
+  }
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(name, ctx);
   LLVMTargetMachineRef tm = ldmc_lc_tm_create(t);
@@ -159,7 +176,7 @@ ldmc_status ldmc_llvm_cpu_emit(const ldmc_graph *g, const ldmc_compile_opts *o, 
     }
     LLVMDisposeMessage(err);
   }
-  size_t ws = (p.arena_bytes + 63) / 64 * 64 + p.scratch_bytes;
+  size_t ws = align64(p.arena_bytes) + p.persist_bytes + p.scratch_bytes;
   if (st == LDMC_OK && header_path) st = write_header(&p, header_path, name, ws);
   if (st == LDMC_OK && o && o->verbose)
     fprintf(stderr, "llvm-cpu: wrote %s (%d steps, workspace %zu bytes)\n", path, (int)p.n_steps, ws);
@@ -168,5 +185,6 @@ ldmc_status ldmc_llvm_cpu_emit(const ldmc_graph *g, const ldmc_compile_opts *o, 
   LLVMDisposeModule(mod);
   LLVMContextDispose(ctx);
   ldmc_lc_plan_free(&p);
+  ldmc_graph_free(opt);
   return st;
 }

@@ -7,9 +7,14 @@
 #include <string.h>
 
 #include "backends/llvm_cpu/lc.h"
+#include "passes/passes.h"
 
 typedef struct lc_exe {
   lc_plan plan;
+  ldmc_graph *opt;          /* the pipeline's optimized graph the plan runs (e->graph owns it after compile) */
+  void *persist;            /* LC_BUF_PERSIST block: prepack outputs */
+  const void **weights_bound; /* weight data pointers the persistent block was computed from */
+  bool prepacked;
   int threads;
   pthread_mutex_t mu; /* one run at a time: the arena is shared */
   void *arena, *scratch;
@@ -20,6 +25,9 @@ static void exe_destroy(void *ctx) {
   lc_exe *x = ctx;
   if (!x) return;
   ldmc_lc_plan_free(&x->plan);
+  ldmc_graph_free(x->opt); /* NULL once e->graph owns it */
+  free(x->persist);
+  free(x->weights_bound);
   ldmc_lc_prof_free(&x->prof);
   free(x->arena);
   free(x->scratch);
@@ -33,13 +41,14 @@ static ldmc_status exe_run(void *ctx, const ldmc_tensor *inputs, int n_inputs, l
   lc_exe *x = ctx;
   const lc_plan *p = &x->plan;
   const ldmc_graph *g = p->g;
-  (void)n_inputs;
   pthread_mutex_lock(&x->mu);
   ldmc_status st = LDMC_OK;
   void **bases = calloc((size_t)(p->n_bufs ? p->n_bufs : 1), sizeof *bases);
   if (!x->arena) x->arena = alloc64(p->arena_bytes);
   if (!x->scratch) x->scratch = alloc64(p->scratch_bytes * (size_t)x->threads);
-  if (!bases || !x->arena || !x->scratch) {
+  if (!x->persist) x->persist = alloc64(p->persist_bytes);
+  if (!x->weights_bound) x->weights_bound = calloc((size_t)(n_inputs > 0 ? n_inputs : 1), sizeof *x->weights_bound);
+  if (!bases || !x->arena || !x->scratch || !x->persist || !x->weights_bound) {
     st = ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory for a %zu-byte arena", p->arena_bytes);
     goto done;
   }
@@ -49,10 +58,23 @@ static ldmc_status exe_run(void *ctx, const ldmc_tensor *inputs, int n_inputs, l
       case LC_BUF_INPUT: bases[b] = inputs[bf->param].data; break;
       case LC_BUF_CONST: bases[b] = (void *)bf->data; break;
       case LC_BUF_ARENA: bases[b] = (char *)x->arena + bf->offset; break;
+      case LC_BUF_PERSIST: bases[b] = (char *)x->persist + bf->offset; break;
       default: break;
     }
   }
-  st = ldmc_lc_exec(p, bases, x->scratch, x->threads);
+  if (p->n_prepack > 0) { /* (re)compute what derives only from the weights when they change */
+    bool same = x->prepacked;
+    for (int i = 0; i < n_inputs && same; i++)
+      if (i >= p->n_act_params) same = x->weights_bound[i] == inputs[i].data;
+    if (!same) {
+      x->prepacked = false;
+      st = ldmc_lc_exec(p, bases, x->scratch, x->threads, true);
+      if (st != LDMC_OK) goto done;
+      for (int i = 0; i < n_inputs; i++) x->weights_bound[i] = inputs[i].data;
+      x->prepacked = true;
+    }
+  }
+  st = ldmc_lc_exec(p, bases, x->scratch, x->threads, false);
   for (int o = 0; o < n_outputs && st == LDMC_OK; o++) {
     const ldmc_node *n = &g->nodes[g->outputs[o]];
     st = ldmc_tensor_alloc(&outputs[o], g->output_names[o], n->dtype, &n->shape);
@@ -90,19 +112,28 @@ static ldmc_status lc_compile(const ldmc_graph *g, const ldmc_compile_opts *o, l
   LDMC_TRY(ldmc_lc_target_get(LDMC_LLVM_CPU_ISA_AUTO, &t));
   ldmc_executable *e = calloc(1, sizeof *e);
   lc_exe *x = calloc(1, sizeof *x);
-  ldmc_graph *c = ldmc_graph_clone(g);
-  if (!e || !x || !c) {
+  if (!e || !x) {
     free(e);
     free(x);
-    ldmc_graph_free(c);
     return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
   }
   pthread_mutex_init(&x->mu, NULL);
   x->threads = o && o->threads > 0 ? o->threads : omp_get_max_threads();
   e->iface = &k_exe_iface;
   e->context = x;
-  e->graph = c;
-  ldmc_status st = ldmc_lc_plan_build(c, t, x->threads, true, &x->plan);
+  ldmc_plan *kp = NULL;
+  ldmc_status st = ldmc_lc_pipeline(g, o, &x->opt, &kp);
+  if (st == LDMC_OK) { /* the executable's graph is the optimized one: profiler events name its nodes */
+    e->graph = x->opt;
+    x->opt = NULL;
+    lc_plan_opts po = {.threads = x->threads,
+                       .allow_fallback = true,
+                       .n_act_params = o && o->params_are_weights ? o->n_activation_params : INT32_MAX,
+                       .bf16 = o && o->bf16,
+                       .kernels = kp};
+    st = ldmc_lc_plan_build(e->graph, t, &po, &x->plan);
+  }
+  ldmc_plan_free(kp);
   if (st == LDMC_OK) {
     lc_kernel **ks = malloc((size_t)(x->plan.n_steps ? x->plan.n_steps : 1) * sizeof *ks);
     int nk = 0;
@@ -113,9 +144,12 @@ static ldmc_status lc_compile(const ldmc_graph *g, const ldmc_compile_opts *o, l
       st = ldmc_lc_jit_compile(t, ks, nk, o ? o->cache_dir : NULL, x->threads, o ? o->verbose : 0);
     free(ks);
     if (st == LDMC_OK && o && o->verbose)
-      fprintf(stderr, "llvm-cpu: graph '%s' (%s): %d steps, %lld on the interpreter, arena %.1f MiB\n", g->name,
-              ldmc_llvm_cpu_isa_name(t->isa), (int)x->plan.n_steps, (long long)x->plan.n_fallback,
-              (double)x->plan.arena_bytes / (1 << 20));
+      fprintf(stderr,
+              "llvm-cpu: graph '%s' (%s): %lld pipeline kernels -> %d steps (%lld prepack, %lld on the interpreter), "
+              "arena %.1f MiB, prepacked %.1f MiB\n",
+              g->name, ldmc_llvm_cpu_isa_name(t->isa), (long long)x->plan.n_kernels, (int)x->plan.n_steps,
+              (long long)x->plan.n_prepack, (long long)x->plan.n_fallback, (double)x->plan.arena_bytes / (1 << 20),
+              (double)x->plan.persist_bytes / (1 << 20));
   }
   if (st != LDMC_OK) {
     ldmc_executable_free(e);

@@ -104,14 +104,23 @@ enum { k_stop = 0x7fffffff };
  * so a helper the OS has descheduled delays nothing (a barrier per step would
  * wait for it: on a busy machine that costs a time slice per step). Chunks
  * cover fixed tile ranges, so results do not depend on which thread ran what. */
-ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, int threads) {
+ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, int threads, bool prepack) {
   const char *prof = getenv("LDMC_LLVM_CPU_PROFILE");
   double *times = prof && *prof && *prof != '0' ? calloc((size_t)(p->n_steps ? p->n_steps : 1), sizeof *times) : NULL;
   ldmc_status st = LDMC_OK;
   size_t sb = p->scratch_bytes;
   if (threads < 1) threads = 1;
   bool any_parallel = false;
-  for (int32_t si = 0; si < p->n_steps && !any_parallel; si++) any_parallel = is_parallel(&p->steps[si], threads);
+  int32_t n_run = 0;
+  for (int32_t si = 0; si < p->n_steps; si++)
+    if (p->steps[si].prepack == prepack) {
+      n_run++;
+      any_parallel = any_parallel || is_parallel(&p->steps[si], threads);
+    }
+  if (n_run == 0) {
+    free(times);
+    return LDMC_OK;
+  }
   if (!any_parallel) threads = 1;
   _Atomic uint64_t cursor = (uint64_t)k_stop << 32 | 0xffffffffu; /* nothing to claim yet */
   _Atomic int64_t done = 0;
@@ -140,6 +149,7 @@ ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, in
       int64_t p_prev = p->prof ? ldmc_profile_now_ns() : 0; /* backend.h's profiling hook */
       for (int32_t si = 0; si < p->n_steps && st == LDMC_OK; si++) {
         const lc_step *s = &p->steps[si];
+        if (s->prepack != prepack) continue;
         if (!s->k) {
           void *ptrs[LC_MAX_BUFS];
           step_ptrs(s, bases, ptrs);
@@ -170,7 +180,7 @@ ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, in
           times[si] = t - t_prev;
           t_prev = t;
         }
-        if (__builtin_expect(p->prof != NULL, 0)) {
+        if (__builtin_expect(p->prof != NULL, 0) && !prepack) { /* prepack runs are not step time */
           int64_t t = ldmc_profile_now_ns();
           ldmc_lc_prof_report(p->prof, si, p_prev, t);
           p_prev = t;
@@ -179,7 +189,7 @@ ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, in
       atomic_store_explicit(&cursor, (uint64_t)k_stop << 32, memory_order_release); /* helpers leave */
     }
   }
-  if (times) profile_report(p, times);
+  if (times && !prepack) profile_report(p, times);
   free(times);
   return st;
 }

@@ -113,7 +113,61 @@ typedef struct builder {
   lc_ref refs[LC_EW_MAX_IN];
   memo seen[LC_EW_MAX_INS];
   int n_seen;
+  int32_t core; /* >= 0: a GEMM epilogue; core is the accumulator, and nothing is materialized */
+  bool soft;    /* the epilogue is not expressible (not an error) */
 } builder;
+
+/* The map of the dense index of shape s over box dims[0..R) when the box
+ * refines it (each dim of s a run of consecutive box dims); false if not. */
+static bool canon_map(const ldmc_shape *s, int R, const int64_t *dims, affine *o) {
+  memset(o, 0, sizeof *o);
+  int k = R - 1;
+  for (int j = s->rank - 1; j >= 0; j--) {
+    int64_t want = s->dims[j], got = 1;
+    while (got < want && k >= 0) {
+      o->m[j][k] = got;
+      got *= dims[k--];
+    }
+    if (got != want) return false;
+  }
+  for (; k >= 0; k--)
+    if (dims[k] != 1) return false;
+  return true;
+}
+
+/* The map of a reshape's operand x given the reshape's map a: the linear
+ * index is shared, so each box dim must land inside one digit of x's
+ * mixed-radix index without carries. False when that is not so. */
+static bool reshape_map(const ldmc_shape *res, const ldmc_shape *x, const affine *a, int R, const int64_t *box,
+                        affine *o) {
+  int64_t rst[LDMC_MAX_RANK], xst[LDMC_MAX_RANK], c[LDMC_MAX_RANK] = {0}, b = 0, top[LDMC_MAX_RANK];
+  ldmc_lc_strides(res, rst);
+  ldmc_lc_strides(x, xst);
+  for (int j = 0; j < res->rank; j++) {
+    if (res->dims[j] == 1) continue;
+    for (int k = 0; k < R; k++) c[k] += a->m[j][k] * rst[j];
+    b += a->b[j] * rst[j];
+  }
+  memset(o, 0, sizeof *o);
+  if (b < 0) return false;
+  for (int q = 0; q < x->rank; q++) { /* digits of the offset */
+    o->b[q] = x->dims[q] > 0 ? (b / xst[q]) % x->dims[q] : 0;
+    top[q] = o->b[q];
+  }
+  for (int k = 0; k < R; k++) {
+    if (box[k] == 1 || c[k] == 0) continue;
+    if (c[k] < 0) return false;
+    int q = -1;
+    for (int t = 0; t < x->rank; t++)
+      if (x->dims[t] > 1 && c[k] >= xst[t] && c[k] < xst[t] * x->dims[t]) q = t;
+    if (q < 0 || c[k] % xst[q]) return false;
+    o->m[q][k] = c[k] / xst[q];
+    top[q] += o->m[q][k] * (box[k] - 1);
+  }
+  for (int q = 0; q < x->rank; q++)
+    if (top[q] >= x->dims[q] && x->dims[q] > 0) return false;
+  return true;
+}
 
 static uint64_t affine_hash(const affine *a, int rank, int box) {
   uint64_t h = 1469598103934665603ull;
@@ -157,6 +211,24 @@ static int expr(builder *bd, int32_t id, const affine *a) {
   uint64_t h = affine_hash(a, n->shape.rank, R);
   for (int i = 0; i < bd->n_seen; i++)
     if (bd->seen[i].node == id && bd->seen[i].h == h) return bd->seen[i].ins;
+  if (bd->core >= 0) {
+    if (id == bd->core) { /* the accumulator: only at its own element */
+      affine c;
+      bool same = canon_map(&n->shape, R, d->dims, &c);
+      for (int j = 0; same && j < n->shape.rank; j++)
+        same = n->shape.dims[j] == 1 || (!memcmp(c.m[j], a->m[j], sizeof c.m[j]) && a->b[j] == 0);
+      if (!same || d->n_ins + 1 > LC_EW_MAX_INS) return bd->soft = true, -1;
+      int r = ew_op(d, LC_EW_ACC, n->dtype, -1, -1, -1, 0, 0);
+      if (bd->n_seen < LC_EW_MAX_INS) bd->seen[bd->n_seen++] = (memo){id, h, r};
+      return r;
+    }
+    /* nothing is materialized (it might need the core): too large is not fusible */
+    if (d->n_ins + 8 > LC_EW_MAX_INS || d->n_in + 3 > LC_EW_MAX_IN) return bd->soft = true, -1;
+    bool imm = n->op == LDMC_OP_CONSTANT && ldmc_lc_numel(&n->shape) == 1 && n->dtype != LDMC_PRED &&
+               n->dtype != LDMC_I64;
+    if (!p->pending[id] && p->value[id].buf < 0 && !imm && n->op != LDMC_OP_RESHAPE) /* reshapes: below */
+      return bd->soft = true, -1; /* not computed yet */
+  }
   /* room for this node's subtree? if not, compute it separately and load it */
   if (p->pending[id] && (d->n_ins + 8 > LC_EW_MAX_INS || d->n_in + 3 > LC_EW_MAX_IN)) {
     if (materialize(p, id) != LDMC_OK) return -1;
@@ -166,7 +238,22 @@ static int expr(builder *bd, int32_t id, const affine *a) {
     return -1;
   }
   int r = -1;
-  if (!p->pending[id]) { /* a buffer: load through the map (a scalar constant is an immediate) */
+  int32_t vid = id; /* whose buffer a load reads */
+  /* a reshape: pending, or in an epilogue not lowered yet (the kernel's member) */
+  bool unlowered = bd->core >= 0 && p->value[id].buf < 0 && !p->done[id];
+  if (n->op == LDMC_OP_RESHAPE && (p->pending[id] || unlowered)) {
+    affine o;
+    if (reshape_map(&n->shape, &p->g->nodes[n->operands[0]].shape, a, R, d->dims, &o)) {
+      r = expr(bd, n->operands[0], &o);
+      if (r >= 0 && bd->n_seen < LC_EW_MAX_INS) bd->seen[bd->n_seen++] = (memo){id, h, r};
+      return r;
+    }
+    if (bd->core >= 0) return bd->soft = true, -1;
+    /* not affine here: compute the operand and read its bytes in this shape */
+    if (materialize(p, n->operands[0]) != LDMC_OK) return -1;
+    vid = n->operands[0];
+  }
+  if (!p->pending[id] || vid != id) { /* a buffer: load through the map (a scalar constant is an immediate) */
     if (n->op == LDMC_OP_CONSTANT && ldmc_lc_numel(&n->shape) == 1 && n->dtype != LDMC_PRED && n->dtype != LDMC_I64) {
       ldmc_tensor t = {.dtype = n->dtype, .shape = n->shape, .data = n->attrs.value.data, .nbytes = n->attrs.value.nbytes};
       r = ew_op(d, LC_EW_CONST, n->dtype, -1, -1, -1, 0, ldmc_tensor_get(&t, 0));
@@ -181,7 +268,7 @@ static int expr(builder *bd, int32_t id, const affine *a) {
         for (int k = 0; k < R; k++) s.st[k] += st[j] * a->m[j][k];
         s.off += st[j] * a->b[j];
       }
-      bd->refs[d->n_in] = p->value[id];
+      bd->refs[d->n_in] = p->value[vid];
       r = ew_load(d, s);
     }
   } else if (n->op == LDMC_OP_IOTA) {
@@ -219,6 +306,7 @@ static ldmc_status materialize(lc_plan *p, int32_t id) {
   builder *bd = calloc(1, sizeof *bd);
   if (!bd) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
   bd->p = p;
+  bd->core = -1;
   bd->d = ew_new(n->shape.rank, n->shape.dims, ldmc_lc_dense(n->dtype, &n->shape));
   if (!bd->d) {
     free(bd);
@@ -250,6 +338,33 @@ static ldmc_status materialize(lc_plan *p, int32_t id) {
 }
 
 ldmc_status ldmc_lc_materialize(lc_plan *p, int32_t id) { return materialize(p, id); }
+
+ldmc_status ldmc_lc_epilogue_expr(lc_plan *p, int32_t core, int32_t root, lc_ew_desc *d, lc_ref *refs, bool *ok) {
+  *ok = false;
+  const ldmc_node *n = &p->g->nodes[root];
+  builder *bd = calloc(1, sizeof *bd);
+  if (!bd) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
+  bd->p = p;
+  bd->d = d;
+  bd->core = core;
+  affine a;
+  if (canon_map(&n->shape, d->rank, d->dims, &a)) {
+    uint8_t was = p->pending[root];
+    p->pending[root] = 1;
+    int r = expr(bd, root, &a);
+    p->pending[root] = was;
+    if (r >= 0) {
+      if (r != d->n_ins - 1) { /* the result must be the last instruction */
+        if (d->n_ins + 1 > LC_EW_MAX_INS) r = -1;
+        else ew_op(d, LDMC_OP_CONVERT, n->dtype, r, -1, -1, 0, 0);
+      }
+      *ok = r >= 0;
+      memcpy(refs, bd->refs, sizeof bd->refs);
+    }
+  }
+  free(bd);
+  return LDMC_OK;
+}
 
 bool ldmc_lc_strided_view(lc_plan *p, int32_t id, lc_ref *ref, int64_t *st) {
   const ldmc_node *root = &p->g->nodes[id];

@@ -69,8 +69,8 @@ static LLVMValueRef lane_index(lc_cg *cg, LLVMValueRef pos, int64_t stride, int 
 
 static LLVMValueRef all_true(lc_cg *cg, int w) { return lc_iconst(cg, cg->i1, 1, w); }
 
-static LLVMValueRef load_stream(lc_cg *cg, const lc_ew_desc *d, int s, LLVMValueRef base, LLVMValueRef j, int w,
-                                LLVMValueRef mask) {
+static LLVMValueRef load_stream(lc_cg *cg, const lc_ew_desc *d, int s, LLVMValueRef p, LLVMValueRef base,
+                                LLVMValueRef j, int w, LLVMValueRef mask) {
   const lc_stream *st = &d->in[s];
   ldmc_dtype dt = (ldmc_dtype)st->dt;
   int64_t is = st->st[d->rank - 1];
@@ -81,7 +81,6 @@ static LLVMValueRef load_stream(lc_cg *cg, const lc_ew_desc *d, int s, LLVMValue
     if (dt == LDMC_I32) return LLVMBuildTrunc(B, idx, lc_vt(cg, cg->i32, w), "");
     return idx;
   }
-  LLVMValueRef p = cg->buf[1 + s];
   LLVMTypeRef sty = lc_store_ty(cg, dt);
   if (is == 1) return lc_load_comp(cg, dt, p, pos, w, mask);
   if (is == 0 || w == 1) {
@@ -214,8 +213,8 @@ static LLVMValueRef emit_const(lc_cg *cg, ldmc_dtype dt, double v, int w) {
   return lc_iconst(cg, lc_comp_ty(cg, dt), (int64_t)v, w);
 }
 
-static void emit_body(lc_cg *cg, const lc_ew_desc *d, LLVMValueRef *base, LLVMValueRef obase, LLVMValueRef j, int w,
-                      LLVMValueRef mask) {
+LLVMValueRef ldmc_lc_ew_eval(lc_cg *cg, const lc_ew_desc *d, const LLVMValueRef *ptrs, const LLVMValueRef *base,
+                             LLVMValueRef j, int w, LLVMValueRef mask, LLVMValueRef acc) {
   LLVMValueRef v[LC_EW_MAX_INS];
   for (int i = 0; i < d->n_ins; i++) {
     const lc_ew_ins *in = &d->ins[i];
@@ -223,7 +222,8 @@ static void emit_body(lc_cg *cg, const lc_ew_desc *d, LLVMValueRef *base, LLVMVa
     ldmc_dtype adt = in->a[0] >= 0 ? (ldmc_dtype)d->ins[in->a[0]].dt : dt;
     LLVMValueRef x = in->a[0] >= 0 ? v[in->a[0]] : NULL, y = in->a[1] >= 0 ? v[in->a[1]] : NULL;
     switch (in->op) {
-      case LC_EW_LOAD: v[i] = load_stream(cg, d, in->arg, base[in->arg], j, w, mask); break;
+      case LC_EW_LOAD: v[i] = load_stream(cg, d, in->arg, ptrs[in->arg], base[in->arg], j, w, mask); break;
+      case LC_EW_ACC: v[i] = round_float(cg, dt, acc); break; /* the core's value, rounded to its dtype */
       case LC_EW_CONST: v[i] = emit_const(cg, dt, in->cval, w); break;
       case LDMC_OP_CONVERT: v[i] = emit_convert(cg, adt, dt, x); break;
       case LDMC_OP_COMPARE: v[i] = emit_compare(cg, adt, (ldmc_compare)in->arg, x, y); break;
@@ -244,7 +244,12 @@ static void emit_body(lc_cg *cg, const lc_ew_desc *d, LLVMValueRef *base, LLVMVa
         break;
     }
   }
-  store_out(cg, d, obase, j, w, mask, v[d->n_ins - 1]);
+  return v[d->n_ins - 1];
+}
+
+static void emit_body(lc_cg *cg, const lc_ew_desc *d, LLVMValueRef *base, LLVMValueRef obase, LLVMValueRef j, int w,
+                      LLVMValueRef mask) {
+  store_out(cg, d, obase, j, w, mask, ldmc_lc_ew_eval(cg, d, cg->buf + 1, base, j, w, mask, NULL));
 }
 
 void ldmc_lc_emit_ew(lc_cg *cg, const lc_ew_desc *d) {

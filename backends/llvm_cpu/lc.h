@@ -178,7 +178,8 @@ typedef struct lc_stream {
 
 #define LC_EW_MAX_IN 16
 #define LC_EW_MAX_INS 48
-enum { LC_EW_LOAD = 1000, LC_EW_CONST }; /* expression ops beyond the ldmc_op elementwise ones */
+enum { LC_EW_LOAD = 1000, LC_EW_CONST, /* expression ops beyond the ldmc_op elementwise ones */
+       LC_EW_ACC };                    /* a GEMM epilogue's accumulator value (dt: the core's dtype) */
 typedef struct lc_ew_ins {
   int16_t op;    /* ldmc_op (elementwise or silu/gelu), LC_EW_LOAD (arg = input), LC_EW_CONST */
   uint8_t dt;    /* result dtype */
@@ -242,7 +243,20 @@ typedef struct lc_gemm_desc {
   int64_t cg, H, Wd, kh, kw, sh, sw, ph, pw, dh, dw, OW;
   int mr, nr, kc, nc;
   int64_t mc;        /* rows per tile */
+  /* bf16: A and B are bf16 k-pairs (A panels [kp][mr][2], B panels [kp][nr][2],
+   * odd K padded with zero) multiplied by vdpbf16ps into f32 (avx512_bf16) */
+  uint8_t bf16;
+  uint8_t b_packed;  /* B comes whole as LC_K_PACK B-side panels (bufs[2]) */
+  int64_t b_pb[2];   /* packed B: b1, b2 strides between batch panels (elements) */
+  /* Epilogue (epi.n_ins > 0): on the last K block each element of C goes
+   * through epi (rank 4 over (b1, b2, m, n), LC_EW_ACC = the accumulator) into
+   * bufs[0] in epi.out's dtype and strides (n stride 1). K partials go to
+   * bufs[0] itself when epi_c == 1 (f32, C's layout), else to an f32 buffer
+   * bufs[3] laid out as c_st. Input s is bufs[LC_GEMM_EPI_BUF + s]. */
+  uint8_t epi_c;
+  lc_ew_desc epi;
 } lc_gemm_desc;
+#define LC_GEMM_EPI_BUF 4
 
 /* A[b1][b2][m][k] -> f32 panels [pb][m / mr][k][mr] (rows past M zero); the
  * batch panels cover b1 (if a_st[0] != 0) and b2 (if a_st[1] != 0). */
@@ -251,6 +265,14 @@ typedef struct lc_pack_desc {
   int64_t M, K, n1, n2; /* batch extents packed (1 where A does not vary) */
   int64_t a_st[4];
   int mr;
+  /* bf16: bf16 k-pairs, K padded to even Kp: A [pb][m / mr][Kp / 2][mr][2] */
+  uint8_t bf16;
+  /* bside: B (a_st = b1, b2, k, n strides; N columns) as the GEMM's whole-matrix
+   * panels [pb][K / kc blocks][N / nr][kcur][nr] (bf16: [kcur / 2][nr][2]),
+   * block k0 at k0 * Np * nr elements; one tile per (pb, block, panel) */
+  uint8_t bside;
+  int64_t N;
+  int nr, kc;
 } lc_pack_desc;
 
 /* softmax(scale q k^T) v without the N x M matrix: a tile is W query rows (one
@@ -268,11 +290,26 @@ typedef struct lc_attn_desc {
 } lc_attn_desc;
 
 void ldmc_lc_emit_ew(lc_cg *cg, const lc_ew_desc *d);
+/* The expression of d evaluated on w lanes (kern_ew.c; shared by the EW
+ * kernel and the GEMM epilogue): ptrs[s] is input s's buffer, base[s] its
+ * element offset at the row, j the position along the innermost dim (times
+ * its stride), acc the value of LC_EW_ACC. Returns the last instruction's
+ * value in compute form. */
+LLVMValueRef ldmc_lc_ew_eval(lc_cg *cg, const lc_ew_desc *d, const LLVMValueRef *ptrs, const LLVMValueRef *base,
+                             LLVMValueRef j, int w, LLVMValueRef mask, LLVMValueRef acc);
 void ldmc_lc_emit_reduce(lc_cg *cg, const lc_reduce_desc *d);
 void ldmc_lc_emit_softmax(lc_cg *cg, const lc_softmax_desc *d);
 void ldmc_lc_emit_norm(lc_cg *cg, const lc_norm_desc *d);
 void ldmc_lc_emit_pack(lc_cg *cg, const lc_pack_desc *d);
 void ldmc_lc_emit_gemm(lc_cg *cg, const lc_gemm_desc *d);
+/* The microkernel's store (kern_epi.c): the C tile, or with d->epi the fused
+ * epilogue on the last K block. ukr_params / ukr_args append the epilogue's
+ * extra parameters / arguments after the common 7 and return the count. */
+void ldmc_lc_gemm_store(lc_cg *cg, const lc_gemm_desc *d, LLVMValueRef ukr, LLVMValueRef C, LLVMValueRef *acc, int mr,
+                        int nr);
+int ldmc_lc_gemm_ukr_params(lc_cg *cg, const lc_gemm_desc *d, LLVMTypeRef *ps);
+int ldmc_lc_gemm_ukr_args(lc_cg *cg, const lc_gemm_desc *d, LLVMValueRef *args, LLVMValueRef k0, LLVMValueRef b1,
+                          LLVMValueRef b2, LLVMValueRef row, LLVMValueRef col);
 void ldmc_lc_emit_attn(lc_cg *cg, const lc_attn_desc *d);
 
 /* ---- JIT and kernel cache (jit.c) ------------------------------------------------------------ */
@@ -288,12 +325,14 @@ ldmc_status ldmc_lc_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm);
 void ldmc_lc_stats_add(int64_t requested, int64_t compiled, int64_t hits, int64_t disk_hits, double seconds);
 
 /* ---- plans (plan.c, lower*.c, exec.c) ------------------------------------------------------------ */
-typedef enum lc_buf_kind { LC_BUF_NONE, LC_BUF_INPUT, LC_BUF_CONST, LC_BUF_ARENA } lc_buf_kind;
+/* LC_BUF_PERSIST: written only by prepack steps (from weights and constants)
+ * and kept by the executable across runs, outside the arena. */
+typedef enum lc_buf_kind { LC_BUF_NONE, LC_BUF_INPUT, LC_BUF_CONST, LC_BUF_ARENA, LC_BUF_PERSIST } lc_buf_kind;
 typedef struct lc_buf {
   lc_buf_kind kind;
   int32_t param;      /* input: parameter index */
   const void *data;   /* const: literal data */
-  size_t size, offset; /* arena: bytes and offset */
+  size_t size, offset; /* arena / persistent block: bytes and offset */
   int32_t def, last;  /* first and last step using it */
 } lc_buf;
 
@@ -305,6 +344,8 @@ typedef struct lc_ref {
 typedef struct lc_step {
   lc_kernel *k;    /* NULL: the node runs on the interpreter */
   int32_t node;
+  uint8_t prepack; /* reads only weights and constants, writes only LC_BUF_PERSIST: runs when the
+                      weights are bound (first run, or other weight tensors), not every run */
   int n_refs;
   lc_ref refs[LC_MAX_BUFS]; /* kernel bufs; fallback: output, then operands */
 } lc_step;
@@ -323,22 +364,71 @@ typedef struct lc_plan {
   lc_step *steps;
   int32_t n_steps, cap_steps;
   size_t arena_bytes, scratch_bytes;
+  size_t persist_bytes; /* LC_BUF_PERSIST block */
   int64_t n_fallback;
+  int64_t n_epilogue;   /* contractions whose elementwise epilogue runs in the GEMM store */
+  struct lc_epi *epi;   /* lower_epilogue.c: the epilogue being lowered with the current core */
+  int64_t n_prepack;    /* prepack steps */
+  uint8_t *weight;      /* per node: the same value every run (constants, weight parameters, what only they feed) */
+  int32_t n_act_params; /* parameters from this index on are weights (INT32_MAX: none are) */
+  bool bf16;            /* ldmc_compile_opts.bf16: GEMM operands as bf16, f32 accumulation (avx512_bf16) */
+  bool allow_fallback;
+  bool prepack_mode;    /* lowering a weights-only kernel: its steps are prepack, its buffers persistent */
+  int64_t n_kernels;    /* pipeline kernels lowered (0 in node order) */
 } lc_plan;
 
-ldmc_status ldmc_lc_plan_build(const ldmc_graph *g, const lc_target *t, int threads, bool allow_fallback, lc_plan *p);
+/* True when node's value is the same on every run: what prepack steps may read. */
+bool ldmc_lc_is_weight(const lc_plan *p, int32_t node);
+
+struct ldmc_plan;
+typedef struct lc_plan_opts {
+  int threads;
+  bool allow_fallback;         /* ops without a kernel run on the interpreter (else: refused) */
+  int32_t n_act_params;        /* parameters from this index on are weights (INT32_MAX: none are) */
+  bool bf16;                   /* see lc_plan.bf16 */
+  const struct ldmc_plan *kernels; /* the pass pipeline's plan of g (groups and order); NULL: node order */
+} lc_plan_opts;
+ldmc_status ldmc_lc_plan_build(const ldmc_graph *g, const lc_target *t, const lc_plan_opts *o, lc_plan *p);
+/* Runs the pass pipeline of the "cpu-nchw" target over a copy of g and gives
+ * the optimized graph and its plan (caller frees both): the fusion groups and
+ * kernel order the backend lowers. */
+ldmc_status ldmc_lc_pipeline(const ldmc_graph *g, const ldmc_compile_opts *o, ldmc_graph **out,
+                             struct ldmc_plan **plan);
+/* Lowers the pipeline plan's kernels in its order (plan_kernels.c). */
+ldmc_status ldmc_lc_lower_kernels(lc_plan *p, const struct ldmc_plan *kp);
 void ldmc_lc_plan_free(lc_plan *p);
 /* building blocks for the lowering */
 int32_t ldmc_lc_plan_new_buf(lc_plan *p, lc_buf_kind kind, size_t size);
 ldmc_status ldmc_lc_plan_add_step(lc_plan *p, lc_kernel *k, int32_t node, int n_refs, const lc_ref *refs);
+/* Lowers node i (not a parameter or constant): a reshape aliases its operand,
+ * an op without a kernel runs on the interpreter when allowed (plan.c). */
+ldmc_status ldmc_lc_lower_one(lc_plan *p, int32_t i);
 /* Lowers node id into steps (lower.c); *handled false if the op has no kernel. */
 ldmc_status ldmc_lc_lower_node(lc_plan *p, int32_t id, bool *handled);
 ldmc_status ldmc_lc_lower_contract(lc_plan *p, int32_t id, bool *handled); /* dot_general, convolution */
+/* A dot_general / convolution `core` and the elementwise epilogue ending at
+ * `root` (a pipeline CONTRACTION kernel; the nodes strictly between are
+ * pending): computes root straight from the GEMM accumulators when the
+ * epilogue maps onto the core's dense result index; *fused false otherwise
+ * (the caller lowers core alone and materializes root). */
+ldmc_status ldmc_lc_lower_contract_epilogue(lc_plan *p, int32_t core, int32_t root, bool *fused);
+/* lower_epilogue.c: called by emit_gemm_steps while p->epi is set (K > 0):
+ * appends the GEMM step with the epilogue computing p->epi's root instead of
+ * C (c: the f32 C buffer it had made, reused for K partials or emptied).
+ * Takes d. */
+ldmc_status ldmc_lc_gemm_epilogue_step(lc_plan *p, int32_t core, lc_gemm_desc *d, lc_ref c, lc_ref a, lc_ref b,
+                                       size_t scratch, int64_t tiles);
 int32_t ldmc_lc_sole_consumer(const lc_plan *p, int32_t id, ldmc_op op);
 /* elementwise fusion (fuse.c) */
 bool ldmc_lc_fusible(const ldmc_node *n);
 ldmc_status ldmc_lc_lower_fusible(lc_plan *p, int32_t id);
 ldmc_status ldmc_lc_materialize(lc_plan *p, int32_t id); /* computes a pending node into a buffer */
+/* The expression of pending `root` over a box refining the dense index
+ * space of `core` (d->rank, d->dims set by the caller; a row-major box whose
+ * cut points include every shape on the core -> root path): core becomes
+ * LC_EW_ACC, other leaves strided loads (their buffers in refs). Adds no
+ * steps. *ok false (and OK) when root is not expressible that way. */
+ldmc_status ldmc_lc_epilogue_expr(lc_plan *p, int32_t core, int32_t root, lc_ew_desc *d, lc_ref *refs, bool *ok);
 /* If id is computed, or pending views (broadcast, transpose, slice) of a
  * computed node, gives that buffer and the element strides of id's dims in it;
  * else false (materialize it then). */
@@ -363,7 +453,8 @@ void ldmc_lc_prof_free(lc_prof *pr);
 /* Reports step `step`, run from start_ns to end_ns (thread 0, after its barrier). */
 void ldmc_lc_prof_report(const lc_prof *pr, int32_t step, int64_t start_ns, int64_t end_ns);
 
-/* runs the plan's steps over resolved buffer bases (exec.c) */
-ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, int threads);
+/* Runs the plan's steps over resolved buffer bases (exec.c): the prepack
+ * steps (prepack true) or the others. */
+ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, int threads, bool prepack);
 
 #endif

@@ -102,7 +102,7 @@ static ldmc_status add_step(lc_plan *p, int32_t id, lc_kind kind, void *desc, si
     work = 2.0 * (double)g->M * (double)g->N * (double)g->K * (double)(g->nb1 * g->nb2);
   } else {
     const lc_pack_desc *pk = desc;
-    work = (double)pk->M * (double)pk->K * (double)(pk->n1 * pk->n2);
+    work = (double)(pk->bside ? pk->N : pk->M) * (double)pk->K * (double)(pk->n1 * pk->n2);
   }
   lc_kernel *k = ldmc_lc_kernel_new(kind, desc, size, p->t);
   if (!k) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
@@ -115,12 +115,53 @@ static ldmc_status add_step(lc_plan *p, int32_t id, lc_kind kind, void *desc, si
   return ldmc_lc_plan_add_step(p, k, id, nb, refs);
 }
 
+/* bf16 GEMM operands (vdpbf16ps) for tests and benchmarks without a compile option */
+static bool env_bf16(void) {
+  const char *e = getenv("LDMC_LLVM_CPU_BF16");
+  return e && *e && strcmp(e, "0") != 0;
+}
+
+/* An operand prepack steps may read: a weight whose buffer holds weights
+ * (parameters, constants, or what prepack steps computed from them). */
+static bool prepackable(const lc_plan *p, int32_t node, lc_ref r) {
+  if (node < 0 || r.buf < 0 || !ldmc_lc_is_weight(p, node)) return false;
+  lc_buf_kind k = p->bufs[r.buf].kind;
+  return k == LC_BUF_INPUT || k == LC_BUF_CONST || k == LC_BUF_PERSIST;
+}
+
+/* Appends a pack step writing a new buffer of `bytes`; with pre, a prepack step
+ * into a persistent buffer (run when the weights are bound). *out: its buffer. */
+static ldmc_status add_pack(lc_plan *p, int32_t id, lc_pack_desc *pk, int64_t tiles, size_t bytes, lc_ref src, bool pre,
+                            lc_ref *out) {
+  bool saved = p->prepack_mode;
+  p->prepack_mode = saved || pre; /* buffers persistent, steps prepack */
+  int32_t buf = ldmc_lc_plan_new_buf(p, pre ? LC_BUF_PERSIST : LC_BUF_ARENA, bytes);
+  ldmc_status st = LDMC_ERR_NOMEM;
+  if (buf < 0) free(pk);
+  else {
+    *out = (lc_ref){buf, 0};
+    lc_ref refs[2] = {*out, src};
+    st = add_step(p, id, LC_K_PACK, pk, sizeof *pk, tiles, 0, 2, refs);
+  }
+  p->prepack_mode = saved;
+  return st;
+}
+
 /* Finishes d (A access, tiling) and appends the pack / gemm / convert steps.
- * Takes d. a_ref, b_ref: the operands; out: the node's output ref. */
-static ldmc_status emit_gemm_steps(lc_plan *p, int32_t id, lc_gemm_desc *d, lc_ref a_ref, lc_ref b_ref) {
+ * Takes d. a_ref, b_ref: the operands (a_node, b_node: their nodes, -1 for
+ * none); out: the node's output ref. With bf16 (compile option or
+ * LDMC_LLVM_CPU_BF16) on an avx512_bf16 host, A and B are packed as bf16 pairs.
+ * Weight operands are packed once, by prepack steps: A into its panels, B
+ * (not a convolution input) into whole-matrix panels the GEMM reads in place. */
+static ldmc_status emit_gemm_steps(lc_plan *p, int32_t id, lc_gemm_desc *d, lc_ref a_ref, lc_ref b_ref, int32_t a_node,
+                                   int32_t b_node) {
   const lc_target *t = p->t;
   const ldmc_node *n = &p->g->nodes[id];
   ldmc_status st;
+  bool bf16 = (p->bf16 || env_bf16()) && t->avx512bf16 && t->W == 16;
+  d->bf16 = bf16;
+  int64_t Kp = bf16 ? (d->K + 1) & ~(int64_t)1 : d->K;
+  size_t esz = bf16 ? 2 : 4;
   d->mr = t->mr, d->nr = t->nr, d->kc = t->kc;
   int64_t ncp = (d->N + t->nr - 1) / t->nr * t->nr;
   d->nc = (int)(ncp < t->nc ? ncp : t->nc);
@@ -131,33 +172,48 @@ static ldmc_status emit_gemm_steps(lc_plan *p, int32_t id, lc_gemm_desc *d, lc_r
   while (other * ((d->M + d->mc - 1) / d->mc) < want && d->mc > 4 * d->mr) d->mc = (d->mc / 2 + d->mr - 1) / d->mr * d->mr;
   if (d->mc > 64 * d->mr) d->mc = 64 * d->mr; /* bound B repacking vs A reuse */
   /* A in place when it is contiguous f32 along k without cache-set aliasing of rows */
-  bool direct = d->dt == LDMC_F32 && (d->a_st[3] == 1 || d->K == 1) && gcd64(d->a_st[2] * 4, 4096) < 2048;
+  bool direct = !bf16 && d->dt == LDMC_F32 && (d->a_st[3] == 1 || d->K == 1) && gcd64(d->a_st[2] * 4, 4096) < 2048;
   if (d->K == 1) d->a_st[3] = 1;
   lc_ref pa = a_ref;
   if (!direct) {
     lc_pack_desc *pk = calloc(1, sizeof *pk);
     if (!pk) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
-    pk->dt = d->dt, pk->M = d->M, pk->K = d->K, pk->mr = d->mr;
+    pk->dt = d->dt, pk->M = d->M, pk->K = d->K, pk->mr = d->mr, pk->bf16 = bf16;
     memcpy(pk->a_st, d->a_st, sizeof pk->a_st);
     pk->n1 = d->a_st[0] ? d->nb1 : 1;
     pk->n2 = d->a_st[1] ? d->nb2 : 1;
-    int64_t Mp = mcp, panel = Mp * d->K;
+    int64_t Mp = mcp, panel = Mp * Kp, n12 = pk->n1 * pk->n2;
     d->a_pb[0] = d->a_st[0] ? pk->n2 * panel : 0;
     d->a_pb[1] = d->a_st[1] ? panel : 0;
-    int64_t tiles = pk->n1 * pk->n2 * (Mp / d->mr);
-    int32_t buf = ldmc_lc_plan_new_buf(p, LC_BUF_ARENA, (size_t)(pk->n1 * pk->n2 * panel) * 4);
-    if (buf < 0) {
-      free(pk);
-      return LDMC_ERR_NOMEM;
-    }
-    pa = (lc_ref){buf, 0};
-    lc_ref refs[2] = {pa, a_ref};
-    if ((st = add_step(p, id, LC_K_PACK, pk, sizeof *pk, d->K ? tiles : 0, 0, 2, refs)) != LDMC_OK) {
+    int64_t tiles = n12 * (Mp / d->mr);
+    if ((st = add_pack(p, id, pk, d->K ? tiles : 0, (size_t)(n12 * panel) * esz, a_ref, prepackable(p, a_node, a_ref),
+                       &pa)) != LDMC_OK) {
       free(d);
       return st;
     }
     d->a_packed = 1;
     memset(d->a_st, 0, sizeof d->a_st);
+  }
+  if (!d->conv && d->K > 0 && prepackable(p, b_node, b_ref)) { /* B: whole-matrix panels, packed once */
+    lc_pack_desc *pk = calloc(1, sizeof *pk);
+    if (!pk) {
+      free(d);
+      return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
+    }
+    pk->dt = d->dt, pk->bside = 1, pk->bf16 = bf16, pk->K = d->K, pk->N = d->N, pk->nr = d->nr, pk->kc = d->kc;
+    memcpy(pk->a_st, d->b_st, sizeof pk->a_st);
+    pk->n1 = d->b_st[0] ? d->nb1 : 1;
+    pk->n2 = d->b_st[1] ? d->nb2 : 1;
+    int64_t Np = (d->N + d->nr - 1) / d->nr, per = Kp * Np * d->nr, n12 = pk->n1 * pk->n2;
+    d->b_pb[0] = d->b_st[0] ? pk->n2 * per : 0;
+    d->b_pb[1] = d->b_st[1] ? per : 0;
+    int64_t tiles = n12 * ((d->K + d->kc - 1) / d->kc) * Np;
+    if ((st = add_pack(p, id, pk, tiles, (size_t)(n12 * per) * esz, b_ref, true, &b_ref)) != LDMC_OK) {
+      free(d);
+      return st;
+    }
+    d->b_packed = 1;
+    memset(d->b_st, 0, sizeof d->b_st);
   }
   /* C: the output itself for f32, else an f32 buffer converted afterwards */
   int64_t total = d->nb1 * d->nb2 * d->M * d->N;
@@ -171,6 +227,7 @@ static ldmc_status emit_gemm_steps(lc_plan *p, int32_t id, lc_gemm_desc *d, lc_r
   size_t scratch = ((size_t)d->kc * (size_t)((d->nc + d->nr - 1) / d->nr * d->nr) * 4 + 63) / 64 * 64 +
                    ((size_t)d->kc * (size_t)d->mr * 4 + 63) / 64 * 64;
   int64_t tiles = d->nb1 * d->nb2 * ((d->M + d->mc - 1) / d->mc) * ((d->N + d->nc - 1) / d->nc);
+  if (p->epi && d->K > 0) return ldmc_lc_gemm_epilogue_step(p, id, d, c, pa, b_ref, scratch, tiles);
   lc_ref refs[3] = {c, pa, b_ref};
   if (d->K == 0) { /* empty contraction: zeros */
     free(d);
@@ -271,7 +328,7 @@ static ldmc_status lower_dot(lc_plan *p, int32_t id, bool *handled) {
     p->value[id] = (lc_ref){b, 0};
     return LDMC_OK;
   }
-  return emit_gemm_steps(p, id, d, lr, rr);
+  return emit_gemm_steps(p, id, d, lr, rr, n->operands[0], n->operands[1]);
 }
 
 static ldmc_status lower_conv(lc_plan *p, int32_t id, bool *handled) {
@@ -352,7 +409,7 @@ static ldmc_status lower_conv(lc_plan *p, int32_t id, bool *handled) {
     p->value[id] = (lc_ref){b, 0};
     return LDMC_OK;
   }
-  return emit_gemm_steps(p, id, d, wr, xr);
+  return emit_gemm_steps(p, id, d, wr, xr, n->operands[1], -1);
 }
 
 ldmc_status ldmc_lc_lower_contract(lc_plan *p, int32_t id, bool *handled) {

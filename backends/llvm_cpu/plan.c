@@ -7,6 +7,7 @@
 #include "backends/llvm_cpu/lc.h"
 
 int32_t ldmc_lc_plan_new_buf(lc_plan *p, lc_buf_kind kind, size_t size) {
+  if (p->prepack_mode && kind == LC_BUF_ARENA) kind = LC_BUF_PERSIST; /* kept between runs */
   if (p->n_bufs == p->cap_bufs) {
     int32_t cap = p->cap_bufs ? p->cap_bufs * 2 : 64;
     lc_buf *b = realloc(p->bufs, (size_t)cap * sizeof *b);
@@ -46,7 +47,9 @@ ldmc_status ldmc_lc_plan_add_step(lc_plan *p, lc_kernel *k, int32_t node, int n_
   memset(s, 0, sizeof *s);
   s->k = k;
   s->node = node;
+  s->prepack = p->prepack_mode;
   s->n_refs = n_refs;
+  if (s->prepack) p->n_prepack++;
   memcpy(s->refs, refs, (size_t)n_refs * sizeof *refs);
   if (k && k->scratch > p->scratch_bytes) p->scratch_bytes = k->scratch;
   return LDMC_OK;
@@ -60,6 +63,7 @@ void ldmc_lc_plan_free(lc_plan *p) {
   free(p->uses);
   free(p->done);
   free(p->pending);
+  free(p->weight);
   memset(p, 0, sizeof *p);
 }
 
@@ -186,6 +190,13 @@ static ldmc_status layout_arena(lc_plan *p) {
   }
   p->arena_bytes = a.top;
   free(a.free);
+  /* persistent buffers: written once by prepack steps, read every run */
+  p->persist_bytes = 0;
+  for (int32_t b = 0; b < p->n_bufs; b++)
+    if (p->bufs[b].kind == LC_BUF_PERSIST) {
+      p->bufs[b].offset = p->persist_bytes;
+      p->persist_bytes += align64(p->bufs[b].size ? p->bufs[b].size : 64);
+    }
   free(by_def);
   return st;
 }
@@ -220,63 +231,100 @@ static ldmc_status add_fallback(lc_plan *p, int32_t id) {
   return ldmc_lc_plan_add_step(p, NULL, id, n->n_operands + 1, refs);
 }
 
-ldmc_status ldmc_lc_plan_build(const ldmc_graph *g, const lc_target *t, int threads, bool allow_fallback, lc_plan *p) {
+/* weight[i]: node i has the same value every run */
+static ldmc_status mark_weights(lc_plan *p) {
+  const ldmc_graph *g = p->g;
+  int32_t param = 0;
+  for (int32_t i = 0; i < g->n_nodes; i++) {
+    const ldmc_node *n = &g->nodes[i];
+    bool w;
+    if (n->op == LDMC_OP_PARAMETER) w = param++ >= p->n_act_params;
+    else if (n->op == LDMC_OP_RNG_NORMAL || n->op == LDMC_OP_RNG_UNIFORM) w = false;
+    else {
+      w = true;
+      for (int k = 0; k < n->n_operands && w; k++) w = p->weight[n->operands[k]];
+    }
+    p->weight[i] = w;
+  }
+  return LDMC_OK;
+}
+
+/* Lowers the graph in node order, fusing on the backend's own rules (fuse.c). */
+static ldmc_status lower_nodes(lc_plan *p, const bool *live) {
+  const ldmc_graph *g = p->g;
+  ldmc_status st = LDMC_OK;
+  for (int32_t i = 0; i < g->n_nodes && st == LDMC_OK; i++) {
+    const ldmc_node *n = &g->nodes[i];
+    if (!live[i] || p->done[i] || n->op == LDMC_OP_PARAMETER || n->op == LDMC_OP_CONSTANT) continue;
+    st = ldmc_lc_lower_one(p, i);
+  }
+  return st;
+}
+
+ldmc_status ldmc_lc_lower_one(lc_plan *p, int32_t i) {
+  const ldmc_node *n = &p->g->nodes[i];
+  if (n->op == LDMC_OP_RESHAPE) { /* row-major: same bytes */
+    LDMC_TRY(ldmc_lc_materialize(p, n->operands[0]));
+    p->value[i] = p->value[n->operands[0]];
+    return LDMC_OK;
+  }
+  bool handled = false;
+  LDMC_TRY(ldmc_lc_lower_node(p, i, &handled));
+  if (handled) return LDMC_OK;
+  if (p->allow_fallback) return add_fallback(p, i);
+  return ldmc_error(LDMC_ERR_UNSUPPORTED, "llvm-cpu: %%%d %s (%s): no generated kernel for this op or dtype", (int)i,
+                    ldmc_op_name(n->op), ldmc_dtype_name(n->dtype));
+}
+
+ldmc_status ldmc_lc_plan_build(const ldmc_graph *g, const lc_target *t, const lc_plan_opts *o, lc_plan *p) {
   memset(p, 0, sizeof *p);
   p->g = g;
   p->t = t;
-  p->threads = threads;
+  p->threads = o->threads;
+  p->allow_fallback = o->allow_fallback;
+  p->n_act_params = o->n_act_params;
+  p->bf16 = o->bf16;
   LDMC_TRY(ldmc_graph_verify(g));
-  p->value = malloc((size_t)(g->n_nodes ? g->n_nodes : 1) * sizeof *p->value);
-  p->uses = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof *p->uses);
-  p->done = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), 1);
-  p->pending = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), 1);
+  size_t nn = (size_t)(g->n_nodes ? g->n_nodes : 1);
+  p->value = malloc(nn * sizeof *p->value);
+  p->uses = calloc(nn, sizeof *p->uses);
+  p->done = calloc(nn, 1);
+  p->pending = calloc(nn, 1);
+  p->weight = calloc(nn, 1);
   bool *live = live_nodes(g);
-  if (!p->value || !p->uses || !p->done || !p->pending || !live) {
+  if (!p->value || !p->uses || !p->done || !p->pending || !p->weight || !live) {
     free(live);
     ldmc_lc_plan_free(p);
     return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
   }
+  mark_weights(p);
   for (int32_t i = 0; i < g->n_nodes; i++) p->value[i] = (lc_ref){-1, 0};
   for (int32_t i = 0; i < g->n_nodes; i++)
     if (live[i])
       for (int k = 0; k < g->nodes[i].n_operands; k++) p->uses[g->nodes[i].operands[k]]++;
-  for (int32_t o = 0; o < g->n_outputs; o++) p->uses[g->outputs[o]]++;
+  for (int32_t o2 = 0; o2 < g->n_outputs; o2++) p->uses[g->outputs[o2]]++;
   ldmc_status st = LDMC_OK;
   int32_t param = 0;
-  for (int32_t i = 0; i < g->n_nodes && st == LDMC_OK; i++) {
+  for (int32_t i = 0; i < g->n_nodes && st == LDMC_OK; i++) { /* sources first */
     const ldmc_node *n = &g->nodes[i];
     if (n->op == LDMC_OP_PARAMETER) {
       int32_t b = ldmc_lc_plan_new_buf(p, LC_BUF_INPUT, 0);
       if (b < 0) st = LDMC_ERR_NOMEM;
       else p->bufs[b].param = param, p->value[i] = (lc_ref){b, 0};
       param++;
-      continue;
-    }
-    if (!live[i] || p->done[i]) continue;
-    if (n->op == LDMC_OP_CONSTANT) {
+    } else if (n->op == LDMC_OP_CONSTANT && live[i]) {
       int32_t b = ldmc_lc_plan_new_buf(p, LC_BUF_CONST, n->attrs.value.nbytes);
       if (b < 0) st = LDMC_ERR_NOMEM;
       else p->bufs[b].data = n->attrs.value.data, p->value[i] = (lc_ref){b, 0};
-      continue;
-    }
-    if (n->op == LDMC_OP_RESHAPE) { /* row-major: same bytes */
-      st = ldmc_lc_materialize(p, n->operands[0]);
-      p->value[i] = p->value[n->operands[0]];
-      continue;
-    }
-    bool handled = false;
-    st = ldmc_lc_lower_node(p, i, &handled);
-    if (st == LDMC_OK && !handled) {
-      if (allow_fallback)
-        st = add_fallback(p, i);
-      else
-        st = ldmc_error(LDMC_ERR_UNSUPPORTED, "llvm-cpu: %%%d %s (%s): no generated kernel for this op or dtype", (int)i,
-                        ldmc_op_name(n->op), ldmc_dtype_name(n->dtype));
     }
   }
+  if (st == LDMC_OK) st = o->kernels ? ldmc_lc_lower_kernels(p, o->kernels) : lower_nodes(p, live);
   free(live);
-  for (int32_t o = 0; o < g->n_outputs && st == LDMC_OK; o++) st = ldmc_lc_materialize(p, g->outputs[o]);
+  p->prepack_mode = false;
+  for (int32_t o2 = 0; o2 < g->n_outputs && st == LDMC_OK; o2++) st = ldmc_lc_materialize(p, g->outputs[o2]);
   if (st == LDMC_OK) st = layout_arena(p);
   if (st != LDMC_OK) ldmc_lc_plan_free(p);
   return st;
 }
+
+bool ldmc_lc_is_weight(const lc_plan *p, int32_t node) { return p->weight && p->weight[node]; }

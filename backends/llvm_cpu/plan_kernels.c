@@ -1,0 +1,115 @@
+/* Lowering driven by the pass pipeline's plan: the pipeline decides fusion
+ * (which nodes form one kernel) and the kernel order at compile time; this
+ * file turns each kernel into steps.
+ *
+ *  - Loop-fusible members other than the root stay pending: the root's loop
+ *    nest inlines them (fuse.c), whatever their use count, because the plan
+ *    put all their users in this kernel.
+ *  - A contraction kernel's epilogue goes into the GEMM's store when
+ *    lower_contract.c can map it onto the result index; else the GEMM writes
+ *    its result and the epilogue is one loop nest.
+ *  - A kernel made only of views (broadcast, transpose, slice) is left as a
+ *    strided view: GEMM, attention and loop nests read it in place, and it is
+ *    copied only if a consumer needs a dense buffer.
+ *  - A kernel that reads only weights and constants (a pipeline prepack
+ *    kernel, or any kernel whose root depends only on them) is lowered in
+ *    prepack mode: its steps run when the weights are bound, not every run,
+ *    and its buffers persist. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/llvm_cpu/lc.h"
+#include "passes/passes.h"
+
+static bool is_view_op(ldmc_op op) {
+  return op == LDMC_OP_BROADCAST_IN_DIM || op == LDMC_OP_TRANSPOSE || op == LDMC_OP_SLICE;
+}
+
+static bool is_contraction(ldmc_op op) { return op == LDMC_OP_DOT_GENERAL || op == LDMC_OP_CONVOLUTION; }
+
+/* Lowers one member of a kernel: loop-fusible ones stay pending (the root is
+ * materialized after all members), others get their steps now. */
+static ldmc_status lower_member(lc_plan *p, int32_t i) {
+  if (p->done[i] || p->value[i].buf >= 0 || p->pending[i]) return LDMC_OK;
+  if (ldmc_lc_fusible(&p->g->nodes[i])) {
+    p->pending[i] = 1;
+    return LDMC_OK;
+  }
+  return ldmc_lc_lower_one(p, i);
+}
+
+static ldmc_status lower_kernel(lc_plan *p, const ldmc_kernel *k) {
+  const ldmc_graph *g = p->g;
+  int32_t root = k->root;
+  bool views_only = true;
+  int32_t core = -1;
+  for (int32_t j = 0; j < k->n_nodes; j++) {
+    ldmc_op op = g->nodes[k->nodes[j]].op;
+    views_only = views_only && is_view_op(op);
+    if (is_contraction(op)) core = k->nodes[j];
+  }
+  /* (the pipeline's PREPACK kind says the same when it was told the same weights) */
+  p->prepack_mode = ldmc_lc_is_weight(p, root) && !views_only;
+  if (k->kind == LDMC_KERNEL_CONTRACTION && core >= 0 && core != root && !p->prepack_mode) {
+    for (int32_t j = 0; j < k->n_nodes; j++) {
+      int32_t i = k->nodes[j];
+      if (i != core && i != root && ldmc_lc_fusible(&g->nodes[i])) p->pending[i] = 1;
+    }
+    bool fused = false;
+    LDMC_TRY(ldmc_lc_lower_contract_epilogue(p, core, root, &fused));
+    if (fused) {
+      p->done[root] = 1;
+      return LDMC_OK;
+    }
+  }
+  for (int32_t j = 0; j < k->n_nodes; j++) LDMC_TRY(lower_member(p, k->nodes[j]));
+  if (views_only) return LDMC_OK; /* read in place, or copied by the consumer that needs a buffer */
+  return ldmc_lc_materialize(p, root);
+}
+
+ldmc_status ldmc_lc_lower_kernels(lc_plan *p, const ldmc_plan *kp) {
+  const ldmc_graph *g = p->g;
+  if (kp->n_nodes != g->n_nodes)
+    return ldmc_error(LDMC_ERR_INTERNAL, "llvm-cpu: the plan is for %d nodes, the graph has %d", (int)kp->n_nodes,
+                      (int)g->n_nodes);
+  /* nodes of no kernel (splats: broadcasts of rank-0 constants) are views */
+  for (int32_t i = 0; i < g->n_nodes; i++) {
+    ldmc_op op = g->nodes[i].op;
+    if (kp->kernel_of[i] < 0 && op != LDMC_OP_PARAMETER && op != LDMC_OP_CONSTANT) {
+      if (!ldmc_lc_fusible(&g->nodes[i]))
+        return ldmc_error(LDMC_ERR_INTERNAL, "llvm-cpu: %%%d %s belongs to no kernel", (int)i, ldmc_op_name(op));
+      p->pending[i] = 1;
+    }
+  }
+  for (int32_t j = 0; j < kp->n_kernels; j++) {
+    int32_t kid = kp->scheduled ? kp->order[j] : j;
+    LDMC_TRY(lower_kernel(p, &kp->kernels[kid]));
+    p->n_kernels++;
+  }
+  p->prepack_mode = false;
+  return LDMC_OK;
+}
+
+ldmc_status ldmc_lc_pipeline(const ldmc_graph *g, const ldmc_compile_opts *o, ldmc_graph **out, ldmc_plan **plan) {
+  *out = NULL;
+  *plan = NULL;
+  const ldmc_target *t = ldmc_target_find("cpu-nchw");
+  if (!t) return LDMC_ERR_INTERNAL;
+  ldmc_graph *c = ldmc_graph_clone(g);
+  if (!c) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory copying graph '%s'", g->name);
+  ldmc_pipeline_opts po = {.params_are_weights = o && o->params_are_weights,
+                           .n_activation_params = o && o->params_are_weights ? o->n_activation_params : 0};
+  ldmc_status st = ldmc_compile_plan(c, t, &po, plan);
+  /* the executable is called with the original graph's inputs and outputs */
+  if (st == LDMC_OK && (ldmc_graph_num_params(c) != ldmc_graph_num_params(g) || c->n_outputs != g->n_outputs))
+    st = ldmc_error(LDMC_ERR_INTERNAL, "llvm-cpu: the pass pipeline changed the inputs or outputs of graph '%s'",
+                    g->name);
+  if (st != LDMC_OK) {
+    ldmc_plan_free(*plan);
+    *plan = NULL;
+    ldmc_graph_free(c);
+    return st;
+  }
+  *out = c;
+  return LDMC_OK;
+}
