@@ -101,7 +101,7 @@ static ldmc_status read_entry(json_t *e, ldmc_tensor *t, span *sp) {
   if (rank > LDMC_MAX_RANK) return bad("tensor '%s': rank %zu is more than ldmc's %d", name, rank, LDMC_MAX_RANK);
   t->shape.rank = (int)rank;
   for (size_t i = 0; i < rank; i++) {
-    uint64_t d;
+    uint64_t d = 0;
     char what[32];
     snprintf(what, sizeof what, "shape[%zu]", i);
     LDMC_TRY(read_u64(json_array_get(jshape, i), what, name, &d));

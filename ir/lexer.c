@@ -44,7 +44,7 @@ static void skip_space(ldmc_lexer *lx) {
 /* Marks the current token bad with a message at byte offset at (same line). */
 static bool lex_fail(ldmc_lexer *lx, size_t at, size_t n, const char *expected) {
   ldmc_token bad = {LDMC_TK_BAD, lx->src + at, n, lx->line, at - lx->line_start + 1};
-  char found[96];
+  char found[160]; /* ldmc_tok_describe writes at most 4 * 32 + 8 bytes */
   ldmc_tok_describe(&bad, found, sizeof found);
   snprintf(lx->err, sizeof lx->err, "%zu:%zu: expected %s, found %s", bad.line, bad.col, expected, found);
   lx->tok.kind = LDMC_TK_BAD;

@@ -255,13 +255,13 @@ static ldmc_status parse_attr_value(parser *P, const node_ctx *c, ldmc_attr_fiel
     case LDMC_AK_STRING: return parse_string(P, "string", (char **)m);
     case LDMC_AK_LITERAL: return parse_literal(P, c, (ldmc_literal *)m);
     case LDMC_AK_COMPARE: {
-      int v;
+      int v = 0; /* (gcc -O3 cannot see parse_enum sets it on success) */
       LDMC_TRY(parse_enum(P, cmp_name, LDMC_CMP_COUNT, "comparison direction", &v));
       *(ldmc_compare *)m = (ldmc_compare)v;
       return LDMC_OK;
     }
     case LDMC_AK_REDUCE: {
-      int v;
+      int v = 0;
       LDMC_TRY(parse_enum(P, red_name, LDMC_REDUCE_COUNT, "reduction", &v));
       *(ldmc_reduce_kind *)m = (ldmc_reduce_kind)v;
       return LDMC_OK;

@@ -53,7 +53,7 @@ static LLVMValueRef hcombine(lc_cg *cg, const lc_reduce_desc *d, LLVMValueRef v)
 typedef LLVMValueRef (*red_body)(lc_cg *cg, const lc_reduce_desc *d, LLVMValueRef off, LLVMValueRef acc, void *ctx);
 static LLVMValueRef loop_reduced(lc_cg *cg, const lc_reduce_desc *d, int k, int kend, LLVMValueRef off,
                                  LLVMValueRef acc, red_body body, void *ctx) {
-  if (k == kend) return body(cg, d, off, acc, ctx);
+  if (k >= kend || k >= LDMC_MAX_RANK) return body(cg, d, off, acc, ctx); /* (kend <= nr <= LDMC_MAX_RANK) */
   lc_loop l;
   LLVMValueRef i = lc_for(cg, &l, lc_i64(cg, 0), lc_i64(cg, d->rdim[k]), lc_i64(cg, 1), 1, &acc);
   LLVMValueRef o = LLVMBuildAdd(B, off, LLVMBuildMul(B, i, lc_i64(cg, d->rst[k]), ""), "");
