@@ -374,9 +374,14 @@ bool ldmc_lc_strided_view(lc_plan *p, int32_t id, lc_ref *ref, int64_t *st) {
   int32_t cur = id;
   while (p->pending[cur]) {
     const ldmc_node *n = &p->g->nodes[cur];
-    if (!is_view(n->op) || n->op == LDMC_OP_IOTA) return false;
     affine o;
-    view_map(p, n, &a, &o);
+    if (n->op == LDMC_OP_RESHAPE) { /* when it is an affine map of the root's index */
+      if (!reshape_map(&n->shape, &p->g->nodes[n->operands[0]].shape, &a, root->shape.rank, root->shape.dims, &o))
+        return false;
+    } else {
+      if (!is_view(n->op) || n->op == LDMC_OP_IOTA) return false;
+      view_map(p, n, &a, &o);
+    }
     a = o;
     cur = n->operands[0];
   }

@@ -27,11 +27,14 @@ static bool is_view_op(ldmc_op op) {
 
 static bool is_contraction(ldmc_op op) { return op == LDMC_OP_DOT_GENERAL || op == LDMC_OP_CONVOLUTION; }
 
+static bool is_loop_op(const ldmc_node *n) { return ldmc_lc_fusible(n) || n->op == LDMC_OP_RESHAPE; }
+
 /* Lowers one member of a kernel: loop-fusible ones stay pending (the root is
  * materialized after all members), others get their steps now. */
-static ldmc_status lower_member(lc_plan *p, int32_t i) {
+static ldmc_status lower_member(lc_plan *p, int32_t i, int32_t root) {
   if (p->done[i] || p->value[i].buf >= 0 || p->pending[i]) return LDMC_OK;
-  if (ldmc_lc_fusible(&p->g->nodes[i])) {
+  /* a reshape inside the nest is an index map (fuse.c), at the root an alias */
+  if (ldmc_lc_fusible(&p->g->nodes[i]) || (i != root && p->g->nodes[i].op == LDMC_OP_RESHAPE)) {
     p->pending[i] = 1;
     return LDMC_OK;
   }
@@ -41,12 +44,14 @@ static ldmc_status lower_member(lc_plan *p, int32_t i) {
 static ldmc_status lower_kernel(lc_plan *p, const ldmc_kernel *k) {
   const ldmc_graph *g = p->g;
   int32_t root = k->root;
-  bool views_only = true;
+  bool views_only = true; /* members are views (broadcast, transpose, slice) only */
+  bool tail_views = true;  /* what follows the core (if any) is views and reshapes only */
   int32_t core = -1;
   for (int32_t j = 0; j < k->n_nodes; j++) {
-    ldmc_op op = g->nodes[k->nodes[j]].op;
-    views_only = views_only && is_view_op(op);
-    if (is_contraction(op)) core = k->nodes[j];
+    const ldmc_node *n = &g->nodes[k->nodes[j]];
+    views_only = views_only && is_view_op(n->op);
+    if (is_contraction(n->op)) core = k->nodes[j];
+    if (is_loop_op(n) && !is_view_op(n->op) && n->op != LDMC_OP_RESHAPE) tail_views = false;
   }
   /* (the pipeline's PREPACK kind says the same when it was told the same weights) */
   p->prepack_mode = ldmc_lc_is_weight(p, root) && !views_only;
@@ -62,8 +67,13 @@ static ldmc_status lower_kernel(lc_plan *p, const ldmc_kernel *k) {
       return LDMC_OK;
     }
   }
-  for (int32_t j = 0; j < k->n_nodes; j++) LDMC_TRY(lower_member(p, k->nodes[j]));
-  if (views_only) return LDMC_OK; /* read in place, or copied by the consumer that needs a buffer */
+  /* a core followed by head-splitting reshapes and transposes: the core's
+   * result is read through them in place (or copied by a consumer that needs
+   * a dense buffer), like a kernel of views alone */
+  bool lazy = (views_only || tail_views) && is_loop_op(&g->nodes[root]) && !p->prepack_mode;
+  if (lazy && g->nodes[root].op == LDMC_OP_RESHAPE && root != core) p->pending[root] = 1;
+  for (int32_t j = 0; j < k->n_nodes; j++) LDMC_TRY(lower_member(p, k->nodes[j], root));
+  if (lazy) return LDMC_OK;
   return ldmc_lc_materialize(p, root);
 }
 
