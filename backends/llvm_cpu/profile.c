@@ -47,9 +47,16 @@ static void helper_bytes(const lc_kernel *k, ldmc_kernel_event *ev) {
       if (!d->in[i].iota) ev->bytes_read += n * (int64_t)ldmc_dtype_size((ldmc_dtype)d->in[i].dt);
   } else if (k->kind == LC_K_PACK) {
     const lc_pack_desc *d = k->desc;
-    int64_t panels = d->n1 * d->n2, mp = d->mr > 0 ? (d->M + d->mr - 1) / d->mr * d->mr : d->M;
-    ev->bytes_read = panels * d->M * d->K * (int64_t)ldmc_dtype_size((ldmc_dtype)d->dt);
-    ev->bytes_written = panels * mp * d->K * 4;
+    int64_t panels = d->n1 * d->n2, elt = d->bf16 ? 2 : 4, kp = d->bf16 ? (d->K + 1) / 2 * 2 : d->K;
+    if (d->bside) { /* B: K x N into nr-wide panels */
+      int64_t np = d->nr > 0 ? (d->N + d->nr - 1) / d->nr * d->nr : d->N;
+      ev->bytes_read = panels * d->K * d->N * (int64_t)ldmc_dtype_size((ldmc_dtype)d->dt);
+      ev->bytes_written = panels * kp * np * elt;
+    } else { /* A: M x K into mr-row panels */
+      int64_t mp = d->mr > 0 ? (d->M + d->mr - 1) / d->mr * d->mr : d->M;
+      ev->bytes_read = panels * d->M * d->K * (int64_t)ldmc_dtype_size((ldmc_dtype)d->dt);
+      ev->bytes_written = panels * mp * kp * elt;
+    }
   }
 }
 
