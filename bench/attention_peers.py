@@ -52,7 +52,7 @@ def torch_ms(n, m, d, reps):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", default=os.path.join(ROOT, "build-attn", "bin"))
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build-rel", "bin"))
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--only", default=None)

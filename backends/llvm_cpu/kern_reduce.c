@@ -151,8 +151,9 @@ static void emit_rows(lc_cg *cg, const lc_reduce_desc *d) {
   LLVMValueRef oe = lc_smin64(cg, LLVMBuildAdd(B, ob, lc_i64(cg, G), ""), lc_i64(cg, nout));
   LLVMValueRef o = lc_for(cg, &lo, ob, oe, lc_i64(cg, 1), 0, NULL);
   LLVMValueRef ibase = kept_offset(cg, d, o, d->nk);
-  row_ctx c = {w, d->rdim[d->nr - 1]};
-  LLVMValueRef acc = loop_reduced(cg, d, 0, d->nr - 1, ibase, init_val(cg, d, w), row_body, &c);
+  /* nr == 0 (nothing left to reduce after dropping unit dims): a row of one element */
+  row_ctx c = {w, d->nr > 0 ? d->rdim[d->nr - 1] : 1};
+  LLVMValueRef acc = loop_reduced(cg, d, 0, d->nr > 0 ? d->nr - 1 : 0, ibase, init_val(cg, d, w), row_body, &c);
   lc_store_comp(cg, (ldmc_dtype)d->dt, hcombine(cg, d, acc), cg->buf[0], o, NULL);
   lc_for_end(cg, &lo, NULL);
   lc_for_end(cg, &lt, NULL);

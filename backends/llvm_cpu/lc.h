@@ -275,18 +275,20 @@ typedef struct lc_pack_desc {
   int nr, kc;
 } lc_pack_desc;
 
-/* softmax(scale q k^T) v without the N x M matrix: a tile is W query rows (one
- * per vector lane); key blocks of bc update a running max and sum per lane.
- * bufs: 0 = out [B,N,E] (dt, dense), 1 = q, 2 = k (dt, strided views),
- * 3 = v as f32 [B][M][Ep]. */
+/* softmax(scale q k^T) v without the N x M matrix (kern_attn.c): a tile is
+ * nq * W query rows, one per vector lane; key blocks of bc update a running
+ * max and sum per lane. bufs: 0 = out [B,N,E] (dt, dense), 1 = q (dt,
+ * strided view), 2 = k and 3 = v (f32 strided views: the operands read in
+ * place when f32, else f32 copies). */
 typedef struct lc_attn_desc {
   uint8_t dt;
-  int64_t B, N, M, D, E, Ep;
+  int64_t B, N, M, D, E;
   int64_t nb2;   /* batch b = b1 * nb2 + b2 */
   int64_t qs[4]; /* q strides: b1, b2, row, column */
   int64_t ks[4]; /* k strides */
+  int64_t vs[4]; /* v strides */
   double scale;
-  int bc, jg, rg; /* keys per block, keys per register group, output rows per register group */
+  int nq, bc, ec; /* query vectors per tile, keys per block, output columns per P v register group */
 } lc_attn_desc;
 
 void ldmc_lc_emit_ew(lc_cg *cg, const lc_ew_desc *d);

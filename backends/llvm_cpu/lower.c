@@ -2,6 +2,7 @@
  * (fuse.c); pad, concatenate and upsample become loop-nest copies
  * (kern_ew.c); reductions, softmax, norms and attention get their own
  * kernels; dot_general and convolution go to lower_contract.c. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -184,6 +185,8 @@ static ldmc_status lower_reduce(lc_plan *p, int32_t id) {
       d->kdim[d->nk] = x->shape.dims[i], d->kst[d->nk++] = st[i];
     }
   }
+  /* all dims 1 (one element): a row of one, since the row kernel reads rdim[nr - 1] */
+  if (d->nr == 0 && d->nk == 0) d->rdim[0] = 1, d->rst[0] = 1, d->nr = 1;
   int64_t rlen = 1, nout = 1;
   for (int i = 0; i < d->nr; i++) rlen *= d->rdim[i];
   for (int i = 0; i < d->nk; i++) nout *= d->kdim[i];
@@ -293,37 +296,50 @@ static ldmc_status lower_attention(lc_plan *p, int32_t id) {
     s4[i][1] = r >= 3 ? st[i][r - 3] : 0;
     s4[i][2] = st[i][r - 2], s4[i][3] = st[i][r - 1];
   }
+  /* k and v are read in place when f32, else copied once to f32 [B][M][cols] */
+  int64_t cols[3] = {D, D, E};
+  for (int i = 1; i < 3; i++) {
+    if (g->nodes[n->operands[i]].dtype == LDMC_F32) continue;
+    int32_t cb = ldmc_lc_plan_new_buf(p, LC_BUF_ARENA, (size_t)(Bt * M * cols[i]) * 4 + 4);
+    if (cb < 0) return LDMC_ERR_NOMEM;
+    lc_stream sv, dv;
+    memset(&sv, 0, sizeof sv);
+    memset(&dv, 0, sizeof dv);
+    int64_t box[4] = {Bt / nb2, nb2, M, cols[i]};
+    sv.dt = (uint8_t)g->nodes[n->operands[i]].dtype;
+    memcpy(sv.st, s4[i], sizeof s4[i]);
+    dv.dt = LDMC_F32, dv.st[0] = nb2 * M * cols[i], dv.st[1] = M * cols[i], dv.st[2] = cols[i], dv.st[3] = 1;
+    LDMC_TRY(ldmc_lc_add_copy(p, id, 4, box, (lc_ref){cb, 0}, &dv, ref[i], &sv));
+    ref[i] = (lc_ref){cb, 0};
+    memcpy(s4[i], dv.st, sizeof s4[i]);
+  }
   lc_attn_desc *d = calloc(1, sizeof *d);
   if (!d) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
   d->dt = (uint8_t)n->dtype;
-  d->jg = W == 16 ? 16 : W == 8 ? 8 : 4;
-  d->bc = 4 * d->jg;
-  d->rg = W == 1 ? 1 : 4;
+  /* one query vector per tile, 16 keys per block (16 scores + 16 P in
+   * zmm registers), 8 output columns per P v group (8 FMA chains);
+   * LDMC_LLVM_CPU_ATTN=nq,bc,ec overrides (tuning) */
+  d->nq = 1;
+  d->bc = W == 16 ? 16 : 8;
+  d->ec = W == 16 ? 8 : 4;
+  const char *env = getenv("LDMC_LLVM_CPU_ATTN");
+  int nq, bc, ec;
+  if (env && sscanf(env, "%d,%d,%d", &nq, &bc, &ec) == 3 && nq >= 1 && nq <= 4 && bc >= 1 && ec >= 1 && nq * bc <= 48 &&
+      nq * ec <= 32)
+    d->nq = nq, d->bc = bc, d->ec = ec;
   d->B = Bt, d->N = N, d->M = M, d->D = D, d->E = E, d->nb2 = nb2;
   memcpy(d->qs, s4[0], sizeof d->qs);
   memcpy(d->ks, s4[1], sizeof d->ks);
-  d->Ep = (E + W - 1) / W * W;
+  memcpy(d->vs, s4[2], sizeof d->vs);
   d->scale = n->attrs.scale;
-  /* v as f32 [B][M][Ep], copied from its view */
-  int32_t vb = ldmc_lc_plan_new_buf(p, LC_BUF_ARENA, (size_t)(Bt * M * d->Ep) * 4);
-  if (vb < 0) {
+  lc_ref out = new_out(p, id);
+  if (out.buf < 0) {
     free(d);
     return LDMC_ERR_NOMEM;
   }
-  lc_stream sv, dv;
-  memset(&sv, 0, sizeof sv);
-  memset(&dv, 0, sizeof dv);
-  int64_t vbox[4] = {Bt / nb2, nb2, M, E};
-  sv.dt = (uint8_t)v->dtype, sv.st[0] = s4[2][0], sv.st[1] = s4[2][1], sv.st[2] = s4[2][2], sv.st[3] = s4[2][3];
-  dv.dt = LDMC_F32, dv.st[0] = nb2 * M * d->Ep, dv.st[1] = M * d->Ep, dv.st[2] = d->Ep, dv.st[3] = 1;
-  ldmc_status stt = ldmc_lc_add_copy(p, id, 4, vbox, (lc_ref){vb, 0}, &dv, ref[2], &sv);
-  lc_ref out = new_out(p, id);
-  if (stt != LDMC_OK || out.buf < 0) {
-    free(d);
-    return stt != LDMC_OK ? stt : LDMC_ERR_NOMEM;
-  }
-  size_t scratch = ((size_t)(D * W + d->bc * W + W * d->Ep) * 4 + 63) / 64 * 64;
-  int64_t tiles = E > 0 ? Bt * ((N + W - 1) / W) : 0;
-  lc_ref refs[4] = {out, ref[0], ref[1], {vb, 0}};
+  int64_t Q = (int64_t)d->nq * W, Ep = (E + W - 1) / W * W;
+  size_t scratch = ((size_t)((D + Ep) * Q) * 4 + 63) / 64 * 64;
+  int64_t tiles = E > 0 ? Bt * ((N + Q - 1) / Q) : 0;
+  lc_ref refs[4] = {out, ref[0], ref[1], ref[2]};
   return add_kernel(p, id, LC_K_ATTN, d, sizeof *d, tiles, scratch, 4, refs);
 }
