@@ -234,10 +234,9 @@ static inline void prg_step(prg *r, bool composites) {
   }
 }
 
-/* steps random steps over two parameters of shape [2,4,6]; 1-3 outputs. */
-static inline ldmc_graph *prg_build(int steps, bool composites) {
+/* steps random steps over two parameters of shape s; 1-3 outputs. */
+static inline ldmc_graph *prg_build_shape(int steps, bool composites, ldmc_shape s) {
   prg r = {.g = ldmc_graph_new("random"), .ok = true};
-  ldmc_shape s = {.rank = 3, .dims = {2, 4, 6}};
   ldmc_attrs a = {0}, b = {0};
   a.name = "x";
   b.name = "y";
@@ -257,6 +256,12 @@ static inline ldmc_graph *prg_build(int steps, bool composites) {
     return NULL;
   }
   return r.g;
+}
+
+/* steps random steps over two parameters of shape [2,4,6]; 1-3 outputs. */
+static inline ldmc_graph *prg_build(int steps, bool composites) {
+  ldmc_shape s = {.rank = 3, .dims = {2, 4, 6}};
+  return prg_build_shape(steps, composites, s);
 }
 
 #endif

@@ -163,7 +163,7 @@ static void store_out_block(actx *a, LLVMValueRef e0, int n, void *arg) {
       LLVMValueRef ok = lc_splat(cg, LLVMBuildICmp(B, LLVMIntSLT, row, lc_i64(cg, d->N), ""), W);
       mask = mask ? LLVMBuildAnd(B, mask, ok, "") : ok;
     }
-    lc_store_comp(cg, (ldmc_dtype)d->dt, R[r], cg->buf[0], add(cg, ta->base, add(cg, mul(cg, row, d->E), e0)), mask);
+    lc_store_comp(cg, (ldmc_dtype)d->dt, R[r], cg->buf[0], add(cg, ta->base, add(cg, mul(cg, row, d->os[2]), e0)), mask);
   }
 }
 
@@ -316,7 +316,7 @@ void ldmc_lc_emit_attn(lc_cg *cg, const lc_attn_desc *d) {
   }
   if (d->M % d->bc) key_block(&a, lc_i64(cg, nfull * d->bc), (int)(d->M % d->bc), m, l);
   for (int q = 0; q < a.nq; q++) {
-    tile_arg ta = {.base = mul(cg, b, d->N * d->E), .n0 = n0, .qi = q};
+    tile_arg ta = {.base = add(cg, mul(cg, b1, d->os[0]), mul(cg, b2, d->os[1])), .n0 = n0, .qi = q};
     ta.inv = LLVMBuildFDiv(B, lc_fconst(cg, 1.0, a.W), l[q], "");
     col_blocks(&a, d->E, store_out_block, &ta);
   }

@@ -172,14 +172,41 @@ static void pack_b_strided(lc_cg *cg, const lc_gemm_desc *d, LLVMValueRef src, L
   lc_for_end(cg, &lp, NULL);
 }
 
-/* Per panel: the output pixels of its columns (vectors j of W lanes). */
+/* Per panel: the output pixels of its columns (vectors j of W lanes).
+ * Contiguous mode (nseg > 0: unit column stride, column stride sw 1 or 2, and
+ * W consecutive pixels span at most nseg output rows): segment r holds the
+ * lanes of output row oy(lane 0) + r; they read x at pbase + r * seg_step +
+ * sw * lane, so each segment is one masked load (2W elements and an even-lane
+ * shuffle for stride 2) instead of a gather. */
+#define CONV_MAX_SEG 4
 typedef struct conv_cols {
-  LLVMValueRef iy0[8], ix0[8], okn[8], row1[8];
+  int nseg;
+  LLVMValueRef iy0[8], ix0[8], okn[8];                   /* gather mode: <W x i64> */
+  LLVMValueRef ixr[8], seg[8][CONV_MAX_SEG], iyb[8], pb[8]; /* contiguous: <W x i32>, <W x i1>, i64, i64 */
 } conv_cols;
+
+static int64_t gcd64(int64_t a, int64_t b) {
+  while (b) {
+    int64_t t = a % b;
+    a = b, b = t;
+  }
+  return a;
+}
+
+/* Output rows spanned by W consecutive pixels starting at a multiple of W
+ * (panels start at multiples of nr), or 0 when contiguous loads do not apply. */
+static int conv_nseg(const lc_gemm_desc *d, int W) {
+  if (W < 2 || d->x_st[3] != 1 || (d->sw != 1 && d->sw != 2) || d->nc % W || d->OW < 1) return 0;
+  /* i32 column arithmetic */
+  if (d->Wd > (1 << 28) || d->OW * d->sw + d->pw + d->kw * d->dw > (1 << 28)) return 0;
+  int64_t g = gcd64(W, d->OW), n = (d->OW - g + W - 1) / d->OW + 1;
+  return n <= CONV_MAX_SEG ? (int)n : 0;
+}
 
 static void conv_cols_init(lc_cg *cg, const lc_gemm_desc *d, LLVMValueRef n0, LLVMValueRef nn, LLVMValueRef np,
                            conv_cols *c) {
   int W = cg->W, nr = d->nr, nv = nr / W;
+  c->nseg = conv_nseg(d, W);
   for (int j = 0; j < nv; j++) {
     LLVMValueRef rel = add(cg, mul(cg, np, nr), lc_i64(cg, (int64_t)j * W));
     LLVMValueRef n = add(cg, lc_splat(cg, add(cg, n0, rel), W), lanes64(cg, W));
@@ -188,12 +215,26 @@ static void conv_cols_init(lc_cg *cg, const lc_gemm_desc *d, LLVMValueRef n0, LL
     LLVMValueRef ox = LLVMBuildURem(B, n, lc_iconst(cg, cg->i64, d->OW, W), "");
     c->iy0[j] = LLVMBuildSub(B, LLVMBuildMul(B, oy, lc_iconst(cg, cg->i64, d->sh, W), ""), lc_iconst(cg, cg->i64, d->ph, W), "");
     c->ix0[j] = LLVMBuildSub(B, LLVMBuildMul(B, ox, lc_iconst(cg, cg->i64, d->sw, W), ""), lc_iconst(cg, cg->i64, d->pw, W), "");
-    /* unit column stride and stride 1: lanes of one output row read consecutive input */
-    c->row1[j] = NULL;
-    if (d->sw == 1 && d->x_st[3] == 1 && W > 1)
-      c->row1[j] = LLVMBuildICmp(B, LLVMIntEQ, LLVMBuildExtractElement(B, oy, lc_i32(cg, 0), ""),
-                                 LLVMBuildExtractElement(B, oy, lc_i32(cg, W - 1), ""), "");
+    if (!c->nseg) continue;
+    LLVMValueRef oy0 = LLVMBuildExtractElement(B, oy, lc_i32(cg, 0), "");
+    LLVMValueRef dy = LLVMBuildSub(B, oy, lc_splat(cg, oy0, W), "");
+    for (int r = 0; r < c->nseg; r++) c->seg[j][r] = LLVMBuildICmp(B, LLVMIntEQ, dy, lc_iconst(cg, cg->i64, r, W), "");
+    c->ixr[j] = LLVMBuildTrunc(B, c->ix0[j], lc_vt(cg, cg->i32, W), "");
+    c->iyb[j] = LLVMBuildExtractElement(B, c->iy0[j], lc_i32(cg, 0), "");
+    c->pb[j] = add(cg, mul(cg, c->iyb[j], d->x_st[2]), LLVMBuildExtractElement(B, c->ix0[j], lc_i32(cg, 0), ""));
   }
+}
+
+/* w lanes of sty at p, p + sw, p + 2 sw, ... under mask (off lanes read 0) */
+static LLVMValueRef load_lanes(lc_cg *cg, LLVMTypeRef sty, int sw, LLVMValueRef p, LLVMValueRef mask) {
+  int w = lc_width(mask);
+  if (sw == 1) return lc_masked_load(cg, lc_vt(cg, sty, w), p, mask, NULL);
+  LLVMValueRef idx[128];
+  for (int e = 0; e < 2 * w; e++) idx[e] = lc_i32(cg, e % 2 ? w : e / 2);
+  LLVMValueRef m2 = LLVMBuildShuffleVector(B, mask, LLVMConstNull(LLVMTypeOf(mask)), LLVMConstVector(idx, (unsigned)(2 * w)), "");
+  LLVMValueRef v = lc_masked_load(cg, lc_vt(cg, sty, 2 * w), p, m2, NULL);
+  for (int e = 0; e < w; e++) idx[e] = lc_i32(cg, 2 * e);
+  return LLVMBuildShuffleVector(B, v, LLVMGetUndef(LLVMTypeOf(v)), LLVMConstVector(idx, (unsigned)w), "");
 }
 
 /* Row kk = (ci, ky, kx) of the im2col matrix over the panel's columns, as f32
@@ -201,47 +242,48 @@ static void conv_cols_init(lc_cg *cg, const lc_gemm_desc *d, LLVMValueRef n0, LL
 static void conv_row(lc_cg *cg, const lc_gemm_desc *d, LLVMValueRef xb, const conv_cols *c, LLVMValueRef kk,
                      LLVMValueRef kvalid, LLVMValueRef *out) {
   int W = cg->W, nv = d->nr / W;
-  LLVMTypeRef vi = lc_vt(cg, cg->i64, W), sty = lc_store_ty(cg, (ldmc_dtype)d->dt);
+  ldmc_dtype dt = (ldmc_dtype)d->dt;
+  LLVMTypeRef vi = lc_vt(cg, cg->i64, W), sty = lc_store_ty(cg, dt);
   int64_t taps = d->kh * d->kw;
   LLVMValueRef ci = LLVMBuildUDiv(B, kk, lc_i64(cg, taps), "");
   LLVMValueRef tap = LLVMBuildURem(B, kk, lc_i64(cg, taps), "");
   LLVMValueRef ky = LLVMBuildUDiv(B, tap, lc_i64(cg, d->kw), ""), kx = LLVMBuildURem(B, tap, lc_i64(cg, d->kw), "");
   LLVMValueRef cb = add(cg, xb, mul(cg, ci, d->x_st[1]));
   LLVMValueRef base = lc_gep(cg, sty, cg->buf[2], cb);
-  LLVMValueRef dy = lc_splat(cg, mul(cg, ky, d->dh), W), dx = lc_splat(cg, mul(cg, kx, d->dw), W);
-  for (int j = 0; j < nv; j++) {
+  LLVMValueRef dys = mul(cg, ky, d->dh), dxs = mul(cg, kx, d->dw);
+  if (c->nseg) {
+    LLVMValueRef dx32 = lc_splat(cg, LLVMBuildTrunc(B, dxs, cg->i32, ""), W);
+    LLVMValueRef at0 = add(cg, mul(cg, dys, d->x_st[2]), dxs);
+    for (int j = 0; j < nv; j++) {
+      LLVMValueRef okx = LLVMBuildICmp(B, LLVMIntULT, LLVMBuildAdd(B, c->ixr[j], dx32, ""),
+                                       lc_iconst(cg, cg->i32, d->Wd, W), "");
+      okx = LLVMBuildAnd(B, okx, c->okn[j], "");
+      if (kvalid) okx = LLVMBuildAnd(B, okx, lc_splat(cg, kvalid, W), "");
+      LLVMValueRef iy = add(cg, c->iyb[j], dys), at = add(cg, c->pb[j], at0), v = NULL;
+      for (int r = 0; r < c->nseg; r++) {
+        LLVMValueRef iyr = add(cg, iy, lc_i64(cg, r * d->sh));
+        LLVMValueRef oky = LLVMBuildICmp(B, LLVMIntULT, iyr, lc_i64(cg, d->H), "");
+        LLVMValueRef m = LLVMBuildSelect(B, oky, okx, LLVMConstNull(LLVMTypeOf(okx)), "");
+        if (c->nseg > 1) m = LLVMBuildAnd(B, m, c->seg[j][r], "");
+        /* off lanes may address before the buffer: not inbounds */
+        LLVMValueRef off = add(cg, at, lc_i64(cg, r * (d->sh * d->x_st[2] - d->sw * d->OW)));
+        LLVMValueRef vr = load_lanes(cg, sty, (int)d->sw, LLVMBuildGEP2(B, sty, base, &off, 1, ""), m);
+        v = v ? LLVMBuildSelect(B, c->seg[j][r], vr, v, "") : vr;
+      }
+      out[j] = lc_to_comp(cg, dt, v);
+    }
+    return;
+  }
+  LLVMValueRef dy = lc_splat(cg, dys, W), dx = lc_splat(cg, dxs, W);
+  for (int j = 0; j < nv; j++) { /* gathers */
     LLVMValueRef iy = add(cg, c->iy0[j], dy), ix = add(cg, c->ix0[j], dx);
     LLVMValueRef ok = LLVMBuildAnd(B, c->okn[j], LLVMBuildICmp(B, LLVMIntULT, iy, lc_iconst(cg, cg->i64, d->H, W), ""), "");
     ok = LLVMBuildAnd(B, ok, LLVMBuildICmp(B, LLVMIntULT, ix, lc_iconst(cg, cg->i64, d->Wd, W), ""), "");
     if (kvalid) ok = LLVMBuildAnd(B, ok, lc_splat(cg, kvalid, W), "");
-    lc_if fr;
-    LLVMValueRef v_row = NULL;
-    LLVMBasicBlockRef bb_row = NULL;
-    if (c->row1[j]) { /* the lanes lie in one output row: a contiguous masked load */
-      lc_if_begin(cg, &fr, c->row1[j]);
-      LLVMValueRef iy0s = LLVMBuildExtractElement(B, iy, lc_i32(cg, 0), "");
-      LLVMValueRef ix0s = LLVMBuildExtractElement(B, ix, lc_i32(cg, 0), "");
-      LLVMValueRef at = add(cg, mul(cg, iy0s, d->x_st[2]), ix0s);
-      /* lanes in the padding are masked off; their addresses may lie before the
-       * buffer, so this GEP is not inbounds */
-      LLVMValueRef ptr = LLVMBuildGEP2(B, sty, base, &at, 1, "");
-      v_row = lc_to_comp(cg, (ldmc_dtype)d->dt, lc_masked_load(cg, lc_vt(cg, sty, W), ptr, ok, NULL));
-      bb_row = LLVMGetInsertBlock(B);
-      lc_if_else(cg, &fr);
-    }
     LLVMValueRef off = add(cg, LLVMBuildMul(B, iy, lc_iconst(cg, cg->i64, d->x_st[2], W), ""),
                            LLVMBuildMul(B, ix, lc_iconst(cg, cg->i64, d->x_st[3], W), ""));
     off = LLVMBuildSelect(B, ok, off, LLVMConstNull(vi), "");
-    out[j] = gather_f32(cg, (ldmc_dtype)d->dt, base, off, ok);
-    if (c->row1[j]) {
-      LLVMBasicBlockRef bb_gather = LLVMGetInsertBlock(B);
-      lc_if_end(cg, &fr);
-      LLVMValueRef phi = LLVMBuildPhi(B, LLVMTypeOf(out[j]), "");
-      LLVMValueRef vals[2] = {v_row, out[j]};
-      LLVMBasicBlockRef bbs[2] = {bb_row, bb_gather};
-      LLVMAddIncoming(phi, vals, bbs, 2);
-      out[j] = phi;
-    }
+    out[j] = gather_f32(cg, dt, base, off, ok);
   }
 }
 

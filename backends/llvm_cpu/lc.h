@@ -277,7 +277,7 @@ typedef struct lc_pack_desc {
 
 /* softmax(scale q k^T) v without the N x M matrix (kern_attn.c): a tile is
  * nq * W query rows, one per vector lane; key blocks of bc update a running
- * max and sum per lane. bufs: 0 = out [B,N,E] (dt, dense), 1 = q (dt,
+ * max and sum per lane. bufs: 0 = out (dt, strides os), 1 = q (dt,
  * strided view), 2 = k and 3 = v (f32 strided views: the operands read in
  * place when f32, else f32 copies). */
 typedef struct lc_attn_desc {
@@ -287,6 +287,7 @@ typedef struct lc_attn_desc {
   int64_t qs[4]; /* q strides: b1, b2, row, column */
   int64_t ks[4]; /* k strides */
   int64_t vs[4]; /* v strides */
+  int64_t os[3]; /* out strides: b1, b2, row (columns contiguous); dense [B,N,E] unless a transpose is folded in */
   double scale;
   int nq, bc, ec; /* query vectors per tile, keys per block, output columns per P v register group */
 } lc_attn_desc;
@@ -408,6 +409,10 @@ ldmc_status ldmc_lc_lower_one(lc_plan *p, int32_t i);
 /* Lowers node id into steps (lower.c); *handled false if the op has no kernel. */
 ldmc_status ldmc_lc_lower_node(lc_plan *p, int32_t id, bool *handled);
 ldmc_status ldmc_lc_lower_contract(lc_plan *p, int32_t id, bool *handled); /* dot_general, convolution */
+/* Attention node id (rank <= 4 when os is not dense) written into out with
+ * strides os = {b1, b2, row} (columns contiguous); lower.c. The caller sets
+ * the value of whichever node owns out. */
+ldmc_status ldmc_lc_lower_attention_into(lc_plan *p, int32_t id, lc_ref out, const int64_t *os);
 /* A dot_general / convolution `core` and the elementwise epilogue ending at
  * `root` (a pipeline CONTRACTION kernel; the nodes strictly between are
  * pending): computes root straight from the GEMM accumulators when the

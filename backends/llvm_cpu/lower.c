@@ -268,6 +268,18 @@ static ldmc_status lower_norm(lc_plan *p, int32_t id) {
 }
 
 static ldmc_status lower_attention(lc_plan *p, int32_t id) {
+  const ldmc_node *n = &p->g->nodes[id];
+  int r = n->shape.rank;
+  int64_t st[LDMC_MAX_RANK], os[3];
+  ldmc_lc_strides(&n->shape, st);
+  os[0] = r == 4 ? st[0] : 0, os[1] = r >= 3 ? st[r - 3] : 0, os[2] = st[r - 2];
+  if (r > 4) os[0] = 0, os[1] = st[r - 3], os[2] = st[r - 2]; /* dense: batches merged, b = b2 */
+  lc_ref out = new_out(p, id);
+  if (out.buf < 0) return LDMC_ERR_NOMEM;
+  return ldmc_lc_lower_attention_into(p, id, out, os);
+}
+
+ldmc_status ldmc_lc_lower_attention_into(lc_plan *p, int32_t id, lc_ref out, const int64_t *os) {
   const ldmc_graph *g = p->g;
   const ldmc_node *n = &g->nodes[id];
   const ldmc_node *q = &g->nodes[n->operands[0]], *k = &g->nodes[n->operands[1]], *v = &g->nodes[n->operands[2]];
@@ -332,11 +344,7 @@ static ldmc_status lower_attention(lc_plan *p, int32_t id) {
   memcpy(d->ks, s4[1], sizeof d->ks);
   memcpy(d->vs, s4[2], sizeof d->vs);
   d->scale = n->attrs.scale;
-  lc_ref out = new_out(p, id);
-  if (out.buf < 0) {
-    free(d);
-    return LDMC_ERR_NOMEM;
-  }
+  memcpy(d->os, os, sizeof d->os);
   int64_t Q = (int64_t)d->nq * W, Ep = (E + W - 1) / W * W;
   size_t scratch = ((size_t)((D + Ep) * Q) * 4 + 63) / 64 * 64;
   int64_t tiles = E > 0 ? Bt * ((N + Q - 1) / Q) : 0;

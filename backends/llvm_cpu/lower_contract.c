@@ -165,11 +165,26 @@ static ldmc_status emit_gemm_steps(lc_plan *p, int32_t id, lc_gemm_desc *d, lc_r
   d->mr = t->mr, d->nr = t->nr, d->kc = t->kc;
   int64_t ncp = (d->N + t->nr - 1) / t->nr * t->nr;
   d->nc = (int)(ncp < t->nc ? ncp : t->nc);
-  /* rows per tile: whole M unless that leaves too few tiles for the threads */
+  /* Tile (mc rows, nc columns): the whole of M and nc columns, split until
+   * there are 4 tiles per thread. Splitting rows repacks B once more per row
+   * block (a convolution's im2col, an activation; prepacked B costs nothing);
+   * splitting columns reads A once more, which is cheap unless A streams from
+   * memory. Packing costs about twice a read, so columns are halved while
+   * mc < 2 nc (down to 4 panels), then rows. */
   int64_t mcp = (d->M + d->mr - 1) / d->mr * d->mr, want = 4 * (int64_t)(p->threads > 0 ? p->threads : 1);
-  int64_t other = d->nb1 * d->nb2 * ((d->N + d->nc - 1) / d->nc);
+  bool b_pre = !d->conv && d->K > 0 && prepackable(p, b_node, b_ref);
+  bool a_big = (double)d->M * (double)d->K * (double)esz > 8e6;
+  int64_t nb12 = d->nb1 * d->nb2;
   d->mc = mcp;
-  while (other * ((d->M + d->mc - 1) / d->mc) < want && d->mc > 4 * d->mr) d->mc = (d->mc / 2 + d->mr - 1) / d->mr * d->mr;
+  while (nb12 * ((d->M + d->mc - 1) / d->mc) * ((d->N + d->nc - 1) / d->nc) < want) {
+    bool can_n = !b_pre && d->nc > 4 * d->nr, can_m = d->mc > 4 * d->mr;
+    if (can_n && (!can_m || (!a_big && d->mc < 2 * (int64_t)d->nc)))
+      d->nc = (int)((d->nc / 2 + d->nr - 1) / d->nr * d->nr);
+    else if (can_m)
+      d->mc = (d->mc / 2 + d->mr - 1) / d->mr * d->mr;
+    else
+      break;
+  }
   if (d->mc > 64 * d->mr) d->mc = 64 * d->mr; /* bound B repacking vs A reuse */
   /* A in place when it is contiguous f32 along k without cache-set aliasing of rows */
   bool direct = !bf16 && d->dt == LDMC_F32 && (d->a_st[3] == 1 || d->K == 1) && gcd64(d->a_st[2] * 4, 4096) < 2048;
@@ -194,7 +209,7 @@ static ldmc_status emit_gemm_steps(lc_plan *p, int32_t id, lc_gemm_desc *d, lc_r
     d->a_packed = 1;
     memset(d->a_st, 0, sizeof d->a_st);
   }
-  if (!d->conv && d->K > 0 && prepackable(p, b_node, b_ref)) { /* B: whole-matrix panels, packed once */
+  if (b_pre) { /* B: whole-matrix panels, packed once */
     lc_pack_desc *pk = calloc(1, sizeof *pk);
     if (!pk) {
       free(d);

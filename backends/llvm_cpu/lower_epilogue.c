@@ -215,6 +215,10 @@ ldmc_status ldmc_lc_lower_contract_epilogue(lc_plan *p, int32_t core, int32_t ro
   if (cn->op != LDMC_OP_DOT_GENERAL && cn->op != LDMC_OP_CONVOLUTION) return LDMC_OK;
   int64_t total = ldmc_lc_numel(&cn->shape);
   if (total <= 0 || ldmc_lc_numel(&rn->shape) != total) return LDMC_OK;
+  /* a convolution reads its operands from buffers (ldmc_lc_lower_node does the
+   * same): a pending view, such as a lazy slice kernel, is computed first */
+  if (cn->op == LDMC_OP_CONVOLUTION)
+    for (int k = 0; k < cn->n_operands; k++) LDMC_TRY(ldmc_lc_materialize(p, cn->operands[k]));
   lc_epi *ep = calloc(1, sizeof *ep);
   if (!ep) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
   ep->root = root;

@@ -41,6 +41,38 @@ static ldmc_status lower_member(lc_plan *p, int32_t i, int32_t root) {
   return ldmc_lc_lower_one(p, i);
 }
 
+/* An attention kernel {attention, transpose, reshape...} (the heads merged
+ * back: [B,h,N,d] -> [B,N,h,d] -> [B,N,h*d]) writes the attention straight
+ * into the root's dense buffer with the transpose's strides. *done false
+ * when the kernel is not of that form. */
+static ldmc_status attention_into_root(lc_plan *p, const ldmc_kernel *k, bool *done) {
+  const ldmc_graph *g = p->g;
+  *done = false;
+  if (k->n_nodes < 2) return LDMC_OK;
+  int32_t att = k->nodes[0];
+  const ldmc_node *a = &g->nodes[att];
+  int r = a->shape.rank;
+  if (a->op != LDMC_OP_ATTENTION || r > 4 || r < 3 || p->prepack_mode) return LDMC_OK;
+  const ldmc_node *t = &g->nodes[k->nodes[1]];
+  if (t->op != LDMC_OP_TRANSPOSE || t->operands[0] != att || t->attrs.dims.v[r - 1] != r - 1) return LDMC_OK;
+  for (int32_t j = 2; j < k->n_nodes; j++) { /* then a chain of reshapes */
+    const ldmc_node *n = &g->nodes[k->nodes[j]];
+    if (n->op != LDMC_OP_RESHAPE || n->operands[0] != k->nodes[j - 1]) return LDMC_OK;
+  }
+  if (g->nodes[g->nodes[att].operands[1]].shape.dims[r - 2] <= 0) return LDMC_OK; /* no keys: the fallback */
+  /* the transpose's dense strides, pulled back to the attention's dims */
+  int64_t tst[LDMC_MAX_RANK], ast[LDMC_MAX_RANK], os[3];
+  ldmc_lc_strides(&t->shape, tst);
+  for (int i = 0; i < r; i++) ast[t->attrs.dims.v[i]] = tst[i];
+  os[0] = r == 4 ? ast[0] : 0, os[1] = ast[r - 3], os[2] = ast[r - 2];
+  lc_ref out = ldmc_lc_new_out(p, k->root); /* the root's bytes are the transpose's (row-major reshapes) */
+  if (out.buf < 0) return LDMC_ERR_NOMEM;
+  LDMC_TRY(ldmc_lc_lower_attention_into(p, att, out, os));
+  for (int32_t j = 0; j < k->n_nodes; j++) p->done[k->nodes[j]] = 1;
+  *done = true;
+  return LDMC_OK;
+}
+
 static ldmc_status lower_kernel(lc_plan *p, const ldmc_kernel *k) {
   const ldmc_graph *g = p->g;
   int32_t root = k->root;
@@ -66,6 +98,11 @@ static ldmc_status lower_kernel(lc_plan *p, const ldmc_kernel *k) {
       p->done[root] = 1;
       return LDMC_OK;
     }
+  }
+  if (k->kind == LDMC_KERNEL_ATTENTION) {
+    bool done = false;
+    LDMC_TRY(attention_into_root(p, k, &done));
+    if (done) return LDMC_OK;
   }
   /* a core followed by head-splitting reshapes and transposes: the core's
    * result is read through them in place (or copied by a consumer that needs
