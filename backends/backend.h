@@ -5,6 +5,7 @@
 
 #include "ir/ir.h"
 
+struct ldmc_pipeline_opts;
 typedef struct ldmc_compile_opts {
   int threads;            /* 0: the backend's default */
   bool bf16;              /* allow bf16 storage with f32 accumulation */
@@ -15,8 +16,23 @@ typedef struct ldmc_compile_opts {
    * to a weight tensor between runs are not seen. */
   bool params_are_weights;
   int32_t n_activation_params;
-  const char *cache_dir;  /* optional on-disk kernel cache */
+  /* On-disk kernel cache (llvm-cpu): compiled kernels are kept as files and
+   * loaded by later processes instead of being compiled again.
+   *   cache_dir NULL: the default folder, which is $LDMC_CACHE_DIR if that is
+   *     set (set but empty, or "off": no disk cache), else
+   *     $XDG_CACHE_HOME/ldmc/kernels, else $HOME/.cache/ldmc/kernels;
+   *   cache_dir "DIR": that folder (LDMC_CACHE_DIR is not consulted); "" none.
+   * Missing folders are created (mode 0700). A folder that cannot be created
+   * or written means no disk cache (a warning with verbose), never an error.
+   * Entries are keyed by the kernel, ISA level, CPU, ldmc and LLVM versions;
+   * a corrupt or foreign entry is compiled again and replaced. See
+   * docs/backends/llvm_cpu.md, "Kernel cache". */
+  const char *cache_dir;
   int verbose;
+  bool no_disk_cache;     /* true: no disk cache whatever cache_dir and LDMC_CACHE_DIR say */
+  /* Optional: dumps, pass statistics and verification for the pass pipeline a
+   * backend runs (passes/passes.h; its weight fields are set from the above). */
+  const struct ldmc_pipeline_opts *pipeline;
 } ldmc_compile_opts;
 
 /* A compiled graph. run() takes one input per parameter, in the graph's
@@ -37,11 +53,17 @@ typedef struct ldmc_executable {
   ldmc_graph *graph; /* the graph as compiled (owned), for parameter and output names */
 } ldmc_executable;
 
+struct ldmc_plan;
 typedef struct ldmc_backend_i {
   const char *name;
   const char *description;
   bool (*supports)(const ldmc_node *n); /* ops it runs natively */
   ldmc_status (*compile)(const ldmc_graph *g, const ldmc_compile_opts *o, ldmc_executable **out);
+  /* Optional: what compile() would execute, without generating code — the
+   * optimized graph and its pass-pipeline plan (passes/passes.h) with the
+   * backend's steps, kernel scratch and buffer offsets filled in. The caller
+   * frees both (ldmc_graph_free, ldmc_plan_free). */
+  ldmc_status (*plan)(const ldmc_graph *g, const ldmc_compile_opts *o, ldmc_graph **opt, struct ldmc_plan **plan);
 } ldmc_backend_i;
 
 int ldmc_backend_count(void);

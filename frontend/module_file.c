@@ -12,6 +12,12 @@ static ldmc_status file_patch(void *ctx, uint64_t offset, const void *data, size
 }
 
 ldmc_status ldmc_module_save(const char *path, const ldmc_module *m) {
+  /* the reader verifies the graph: never write one it would refuse (the
+   * encoder checks the tensors: names, dtypes, sizes, duplicates) */
+  if (m->graph && ldmc_graph_verify(m->graph) != LDMC_OK) {
+    ldmc_error_prefix("%s: not written: graph '%s': ", path, m->graph->name ? m->graph->name : "");
+    return LDMC_ERR_INVALID;
+  }
   ldmc_atomic_file *f;
   LDMC_TRY(ldmc_atomic_open(path, &f));
   ldmc_byte_sink sink = {file_write, file_patch, f};

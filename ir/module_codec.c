@@ -96,6 +96,8 @@ static ldmc_status enc_tensor(enc *e, const ldmc_tensor *t, int32_t idx, Ldmc__T
   char what[300];
   ldmc__tensor__init(pt);
   if (!t->name) return ldmc_error(LDMC_ERR_INVALID, "tensor %d has no name", (int)idx);
+  /* refuse what the reader (module_decode.c) refuses, naming the tensor */
+  if (!t->name[0]) return ldmc_error(LDMC_ERR_INVALID, "tensor %d has an empty name (.ldmc files need a name for every tensor)", (int)idx);
   snprintf(what, sizeof what, "tensor '%s'", t->name);
   if (t->raw_dtype[0]) {
     if (!memchr(t->raw_dtype, 0, sizeof t->raw_dtype) || !ldmc_raw_dtype_size(t->raw_dtype))

@@ -49,11 +49,66 @@ static ldmc_status bad(const char *fmt, ...) {
   return ldmc_error(LDMC_ERR_FORMAT, "%s", msg);
 }
 
+/* Names come from the file: print them with control bytes, backslashes and
+ * invalid UTF-8 escaped as \xNN / \\ (at most 96 bytes, then "..."), so a
+ * message never carries raw bytes to the terminal. */
+static size_t utf8_len(const unsigned char *p) {
+  unsigned char c = p[0];
+  size_t n;
+  uint32_t cp;
+  if (c < 0x80) return 1;
+  if (c >= 0xc2 && c <= 0xdf) n = 2, cp = c & 0x1f;
+  else if (c >= 0xe0 && c <= 0xef) n = 3, cp = c & 0x0f;
+  else if (c >= 0xf0 && c <= 0xf4) n = 4, cp = c & 0x07;
+  else return 0;
+  for (size_t i = 1; i < n; i++) {
+    if ((p[i] & 0xc0) != 0x80) return 0;
+    cp = cp << 6 | (p[i] & 0x3f);
+  }
+  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return n;
+}
+
+typedef struct qname {
+  char s[400];
+} qname;
+
+static const char *quote(const char *name, qname *q) {
+  const unsigned char *p = (const unsigned char *)(name ? name : "");
+  size_t w = 0, used = 0;
+  while (*p && w + 8 < sizeof q->s) {
+    if (used >= 96) {
+      memcpy(q->s + w, "...", 3);
+      w += 3;
+      break;
+    }
+    size_t n = utf8_len(p);
+    if (n == 1 && *p == '\\') {
+      q->s[w++] = '\\';
+      q->s[w++] = '\\';
+    } else if (n == 0 || (n == 1 && (*p < 0x20 || *p == 0x7f))) {
+      w += (size_t)snprintf(q->s + w, sizeof q->s - w, "\\x%02x", *p);
+      n = 1;
+    } else {
+      memcpy(q->s + w, p, n);
+      w += n;
+    }
+    p += n;
+    used += n;
+  }
+  q->s[w] = 0;
+  return q->s;
+}
+
 static void owner_str(const dec *d, bool is_node, int32_t owner, char *buf, size_t n) {
   if (is_node)
     snprintf(buf, n, "node %%%d %s", (int)owner, ldmc_op_name(d->out->graph->nodes[owner].op));
   else
-    snprintf(buf, n, "tensor '%s'", d->out->tensors.items[owner].name);
+  {
+    qname q;
+    snprintf(buf, n, "tensor '%s'", quote(d->out->tensors.items[owner].name, &q));
+  }
 }
 
 static ldmc_status read_shape(const int64_t *dims, size_t n, size_t esize, const char *what, ldmc_shape *s,
@@ -161,22 +216,23 @@ static ldmc_status inflate_blob(dec *d, ZSTD_DCtx *dctx, const Ldmc__Blob *b, ui
 static ldmc_status read_tensor_meta(dec *d, int32_t i) {
   const Ldmc__Tensor *pt = d->h->tensors[i];
   ldmc_tensor *t = &d->out->tensors.items[i];
-  char what[300];
+  char what[500];
+  qname q;
   snprintf(what, sizeof what, "tensor %d: name", (int)i);
   LDMC_TRY(ldmc_pb_strdup(pt->name, what, &t->name));
   snprintf(what, sizeof what, "tensor %d", (int)i);
   d->out->tensors.n = i + 1; /* owned from here on */
   if (!t->name[0]) return bad("tensor %d has an empty name", (int)i);
-  snprintf(what, sizeof what, "tensor '%s'", t->name);
+  snprintf(what, sizeof what, "tensor '%s'", quote(t->name, &q));
   bool has_dt = pt->dtype && pt->dtype[0], has_raw = pt->raw_dtype && pt->raw_dtype[0];
   size_t esize;
   if (has_dt == has_raw) return bad("%s: needs exactly one of dtype and raw_dtype", what);
   if (has_dt) {
-    if (!ldmc_dtype_parse(pt->dtype, strlen(pt->dtype), &t->dtype)) return bad("%s: unknown dtype '%.32s'", what, pt->dtype);
+    if (!ldmc_dtype_parse(pt->dtype, strlen(pt->dtype), &t->dtype)) return bad("%s: unknown dtype '%s'", what, quote(pt->dtype, &q));
     esize = ldmc_dtype_size(t->dtype);
   } else {
     esize = strlen(pt->raw_dtype) < sizeof t->raw_dtype ? ldmc_raw_dtype_size(pt->raw_dtype) : 0;
-    if (!esize) return bad("%s: unknown raw dtype '%.32s'", what, pt->raw_dtype);
+    if (!esize) return bad("%s: unknown raw dtype '%s'", what, quote(pt->raw_dtype, &q));
     strcpy(t->raw_dtype, pt->raw_dtype);
     t->dtype = LDMC_DTYPE_COUNT;
   }
@@ -199,8 +255,9 @@ static ldmc_status check_duplicate_tensors(dec *d) {
   for (int32_t i = 0; i < n; i++) v[i] = &d->out->tensors.items[i];
   qsort(v, (size_t)n, sizeof *v, cmp_tensor_name);
   ldmc_status s = LDMC_OK;
+  qname q;
   for (int32_t i = 1; i < n && s == LDMC_OK; i++)
-    if (strcmp(v[i - 1]->name, v[i]->name) == 0) s = bad("duplicate tensor name '%s'", v[i]->name);
+    if (strcmp(v[i - 1]->name, v[i]->name) == 0) s = bad("duplicate tensor name '%s'", quote(v[i]->name, &q));
   free(v);
   return s;
 }
@@ -257,8 +314,9 @@ static ldmc_status inflate_all(dec *d) {
   ldmc_status s = LDMC_OK;
   for (int32_t i = 0; i < d->out->tensors.n && s == LDMC_OK; i++) {
     ldmc_tensor *t = &d->out->tensors.items[i];
-    char what[300];
-    snprintf(what, sizeof what, "tensor '%s'", t->name);
+    char what[500];
+    qname q;
+    snprintf(what, sizeof what, "tensor '%s'", quote(t->name, &q));
     if (!(t->data = alloc_aligned(t->nbytes))) {
       s = ldmc_error(LDMC_ERR_NOMEM, "cannot allocate %zu bytes for %s", t->nbytes, what);
       break;
@@ -285,7 +343,8 @@ static ldmc_status decode_header(dec *d) {
   LDMC_TRY(check_overlaps(d));
   LDMC_TRY(inflate_all(d));
   if (d->out->graph && ldmc_graph_verify(d->out->graph) != LDMC_OK) {
-    ldmc_error_prefix("graph '%s': ", d->out->graph->name);
+    qname q;
+    ldmc_error_prefix("graph '%s': ", quote(d->out->graph->name, &q));
     return LDMC_ERR_FORMAT;
   }
   return LDMC_OK;

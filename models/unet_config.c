@@ -7,6 +7,9 @@
 
 #include "models/unet.h"
 
+/* The largest base width (the CLI's limit; block widths stay below 2^24). */
+#define LDMC_UNET_MAX_CHANNELS (1 << 20)
+
 void ldmc_unet_config_default(ldmc_unet_config *cfg, int channels) {
   memset(cfg, 0, sizeof *cfg);
   cfg->channels = channels;
@@ -37,18 +40,55 @@ void ldmc_unet_config_sd15(ldmc_unet_config *cfg) {
   cfg->context_dim = 768;
 }
 
+static int64_t gcd64(int64_t a, int64_t b) {
+  while (b) {
+    int64_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+static int64_t lcm64(int64_t a, int64_t b) { return a / gcd64(a, b) * b; }
+
+/* The one rule for the base width c, stated in full whatever part of it c
+ * breaks: every block width c * channel_mult[i] must be divisible by the
+ * GroupNorm groups (and, where the level attends, by the heads), and c must be
+ * even (the sinusoidal timestep embedding has c/2 frequencies). That makes c a
+ * multiple of `step` (32 for the family's defaults), at most
+ * LDMC_UNET_MAX_CHANNELS. */
+static ldmc_status check_channels(const ldmc_unet_config *cfg, int64_t c) {
+  int64_t step = 2;
+  char mults[128] = "";
+  size_t w = 0;
+  for (int i = 0; i < cfg->n_levels && i < LDMC_UNET_MAX_LEVELS; i++) {
+    int64_t m = cfg->channel_mult[i] > 0 ? cfg->channel_mult[i] : 1;
+    step = lcm64(step, cfg->groups / gcd64(cfg->groups, m));
+    bool attends = cfg->attend[i] || (i == cfg->n_levels - 1 && cfg->mid_attention);
+    if (attends) step = lcm64(step, cfg->heads / gcd64(cfg->heads, m));
+    if (w < sizeof mults) {
+      if (m == 1) w += (size_t)snprintf(mults + w, sizeof mults - w, "%sc", i ? "," : "");
+      else w += (size_t)snprintf(mults + w, sizeof mults - w, "%s%dc", i ? "," : "", (int)m);
+    }
+  }
+  int64_t hi = LDMC_UNET_MAX_CHANNELS / step * step;
+  if (c >= step && c <= hi && c % step == 0) return LDMC_OK;
+  return ldmc_error(LDMC_ERR_INVALID,
+                    "unet: channels %" PRId64 ": the base width c must be a multiple of %" PRId64 " from %" PRId64
+                    " to %" PRId64 " (block widths %s divisible by the %d GroupNorm groups and the %d attention heads; "
+                    "c even)",
+                    c, step, step, hi, mults, cfg->groups, cfg->heads);
+}
+
 ldmc_status ldmc_unet_config_check(const ldmc_unet_config *cfg) {
   const int64_t lim = (int64_t)1 << 24;
-  if (cfg->channels < 2 || cfg->channels % 2)
-    return ldmc_error(LDMC_ERR_INVALID, "unet: channels %d must be even and >= 2", cfg->channels);
   if (cfg->n_levels < 1 || cfg->n_levels > LDMC_UNET_MAX_LEVELS)
     return ldmc_error(LDMC_ERR_INVALID, "unet: n_levels %d is outside 1..%d", cfg->n_levels, LDMC_UNET_MAX_LEVELS);
   if (cfg->layers_down < 1 || cfg->layers_down > 64)
     return ldmc_error(LDMC_ERR_INVALID, "unet: layers_down %d is outside 1..64", cfg->layers_down);
   if (cfg->heads < 1) return ldmc_error(LDMC_ERR_INVALID, "unet: heads %d must be >= 1", cfg->heads);
   if (cfg->groups < 1) return ldmc_error(LDMC_ERR_INVALID, "unet: groups %d must be >= 1", cfg->groups);
-  if (cfg->channels % cfg->groups)
-    return ldmc_error(LDMC_ERR_INVALID, "unet: channels %d is not divisible by groups %d", cfg->channels, cfg->groups);
+  LDMC_TRY(check_channels(cfg, cfg->channels));
   if (cfg->transformer_depth < 0 || cfg->transformer_depth > 64 || cfg->ff_mult < 0 || cfg->ff_mult > 64)
     return ldmc_error(LDMC_ERR_INVALID, "unet: transformer_depth %d / ff_mult %d outside 0..64",
                       cfg->transformer_depth, cfg->ff_mult);
@@ -111,20 +151,27 @@ ldmc_status ldmc_unet_parse_widths(const char *s, int *out, int max, int *n_out)
   int k = 0;
   const char *p = s;
   *n_out = 0;
+  ldmc_unet_config def;
+  ldmc_unet_config_default(&def, 320);
   while (*p) {
     if (*p < '0' || *p > '9') break;
     errno = 0;
     char *end;
-    long v = strtol(p, &end, 10);
-    if (errno || v < 2 || v > (1 << 20)) break;
-    if (k == max) return ldmc_error(LDMC_ERR_INVALID, "channels '%s': more than %d widths", s, max);
+    long long v = strtoll(p, &end, 10);
+    if (errno || v > INT32_MAX) v = INT32_MAX; /* out of range: the rule's message below says so */
+    if (k == max)
+      return max == 1 ? ldmc_error(LDMC_ERR_INVALID, "channels '%s': one width here (ldmc stats and ldmc profile take a list)", s)
+                      : ldmc_error(LDMC_ERR_INVALID, "channels '%s': more than %d widths", s, max);
+    /* the range and divisibility rule of the family's defaults (groups 32, heads 8) */
+    LDMC_TRY(check_channels(&def, v));
     out[k++] = (int)v;
     p = end;
-    if (*p == ',' && p[1]) p++;
+    if (*p == ',' && p[1] && max > 1) p++;
     else if (*p) break;
   }
   if (*p || k == 0)
-    return ldmc_error(LDMC_ERR_INVALID, "channels '%s': expected widths >= 2 separated by commas, e.g. 64,96,128", s);
+    return max == 1 ? ldmc_error(LDMC_ERR_INVALID, "channels '%s': expected one width, a whole number such as 320", s)
+                    : ldmc_error(LDMC_ERR_INVALID, "channels '%s': expected widths separated by commas, e.g. 64,96,128", s);
   *n_out = k;
   return LDMC_OK;
 }

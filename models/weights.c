@@ -204,14 +204,14 @@ ldmc_status ldmc_unet_inputs_check(const ldmc_graph *g, ldmc_tensor_set *inputs)
     ldmc_tensor *t = ldmc_tensor_set_find(inputs, name);
     bool timestep = strcmp(name, "timestep") == 0;
     if (!t) {
-      problem(&p, "missing '%s' (expected %s%s)", name, node_type_str(n, a, sizeof a), timestep ? " or i64" : "");
+      problem(&p, "missing '%s' (expected %s%s)", name, node_type_str(n, a, sizeof a), timestep ? " or i32/i64" : "");
       continue;
     }
     bool dtype_ok = !t->raw_dtype[0] &&
                     (t->dtype == n->dtype || (timestep && (t->dtype == LDMC_I64 || t->dtype == LDMC_I32)));
     if (!dtype_ok || !ldmc_shape_equal(&t->shape, &n->shape))
       problem(&p, "'%s' is %s, expected %s%s", name, type_str(t, b, sizeof b), node_type_str(n, a, sizeof a),
-              timestep ? " (or i64)" : "");
+              timestep ? " (or i32/i64)" : "");
   }
   for (int32_t i = 0; i < inputs->n; i++)
     if (!is_input(inputs->items[i].name, ldmc_unet_input_names, LDMC_UNET_N_INPUTS))

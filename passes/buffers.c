@@ -5,8 +5,11 @@
  * place over an input buffer whose last reader it is when the sizes match and
  * every use of that input inside the kernel is an elementwise op at the
  * output's index (elementwise loops, epilogue residuals). Prepack outputs
- * live with the weights, outside the arena. Offsets are placed
- * greedily by decreasing size at the lowest gap free over the interval. */
+ * live with the weights, outside the arena. A kernel's scratch (the
+ * temporaries its backend steps need, ldmc_kernel.scratch_bytes, set by the
+ * backend that lowers the plan) is one more buffer live only while that
+ * kernel runs. Offsets are placed greedily by decreasing size at the lowest
+ * gap free over the interval. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +31,7 @@ typedef struct bctx {
   int32_t *owner; /* [nk] storage (kernel id) the output lives in, -1: outside the arena */
   int32_t *base;  /* [nk] kernel allocating the output before in-place merges (aliases follow operands) */
   int32_t *merged;/* [nk] storage a kernel's storage was merged into (itself if none) */
-  store *st;      /* [nk] indexed by owning kernel */
+  store *st;      /* [2 nk] indexed by owning kernel; st[nk + k]: kernel k's scratch */
   bool *is_out;   /* [nk] kernel root is a graph output */
   bool *sout;     /* [nk] storage holds a graph output */
   int32_t *glast; /* [nk] last use of everything sharing a base storage */
@@ -73,11 +76,14 @@ static int32_t find(const bctx *c, int32_t b) {
 static int32_t inplace_candidate(bctx *c, const ldmc_users *u, int32_t k) {
   const ldmc_kernel *kr = &c->p->kernels[k];
   if (kr->kind == LDMC_KERNEL_ALIAS || kr->kind == LDMC_KERNEL_COPY || kr->kind == LDMC_KERNEL_OPAQUE) return -1;
+  if (kr->no_inplace || kr->view_of >= 0 || kr->storage_of >= 0) return -1;
   const ldmc_node *root = &c->g->nodes[kr->root];
   int64_t bytes = ldmc_node_bytes(root);
   for (int32_t j = 0; j < kr->n_inputs; j++) {
     int32_t kx = c->p->kernel_of[kr->inputs[j]];
     if (kx < 0) continue;
+    /* a strided view (transpose, broadcast, slice) is not read at the output's index */
+    if (c->p->kernels[kx].view_of >= 0 || c->p->kernels[kx].storage_of >= 0) continue;
     int32_t o = find(c, c->base[kx]);
     if (o < 0 || c->sout[o] || c->st[o].last != c->pos[k] || c->st[o].size != align_up(bytes)) continue;
     /* every input living in that storage must be read index-preserving, at the same element size */
@@ -113,8 +119,8 @@ static int cmp_store(const void *a, const void *b) {
 
 static ldmc_status place(bctx *c) {
   int32_t nk = c->nk, ns = 0;
-  int32_t *ids = malloc(((size_t)nk + 1) * sizeof *ids);
-  placed *pl = malloc(((size_t)nk + 1) * sizeof *pl);
+  int32_t *ids = malloc((2 * (size_t)nk + 1) * sizeof *ids);
+  placed *pl = malloc((2 * (size_t)nk + 1) * sizeof *pl);
   if (!ids || !pl) {
     free(ids);
     free(pl);
@@ -122,6 +128,8 @@ static ldmc_status place(bctx *c) {
   }
   for (int32_t k = 0; k < nk; k++)
     if (c->owner[k] == k) ids[ns++] = k;
+  for (int32_t k = 0; k < nk; k++)
+    if (c->st[nk + k].size > 0) ids[ns++] = nk + k;
   g_sort_st = c->st; /* qsort has no context argument; the pass runs on one thread */
   qsort(ids, (size_t)ns, sizeof *ids, cmp_store);
   int64_t arena = 0;
@@ -177,8 +185,9 @@ static ldmc_status assign(bctx *c) {
     if (p->kernels[k].kind == LDMC_KERNEL_PREPACK) {
       c->base[k] = -1; /* stored with the weights */
       p->prepacked_bytes += ldmc_node_bytes(&g->nodes[p->kernels[k].root]);
-    } else if (p->kernels[k].kind == LDMC_KERNEL_ALIAS) {
-      int32_t ks = p->kernel_of[g->nodes[p->kernels[k].root].operands[0]];
+    } else if (p->kernels[k].kind == LDMC_KERNEL_ALIAS || p->kernels[k].view_of >= 0) {
+      int32_t src = p->kernels[k].view_of >= 0 ? p->kernels[k].view_of : g->nodes[p->kernels[k].root].operands[0];
+      int32_t ks = p->kernel_of[src];
       c->base[k] = ks < 0 ? -1 : c->base[ks];
     }
     c->glast[k] = -1;
@@ -195,7 +204,8 @@ static ldmc_status assign(bctx *c) {
     ldmc_kernel *kr = &p->kernels[k];
     kr->inplace_of = -1;
     if (c->base[k] != k) continue; /* alias */
-    c->st[k] = (store){.size = align_up(ldmc_node_bytes(&g->nodes[kr->root])), .def = t, .last = c->glast[k]};
+    int32_t held = kr->storage_of >= 0 ? kr->storage_of : kr->root; /* the value the storage holds */
+    c->st[k] = (store){.size = align_up(ldmc_node_bytes(&g->nodes[held])), .def = t, .last = c->glast[k]};
     int32_t o = inplace_candidate(c, &u, k);
     if (o < 0) continue;
     for (int32_t j = 0; j < kr->n_inputs; j++) {
@@ -210,19 +220,28 @@ static ldmc_status assign(bctx *c) {
     if (c->sout[k]) c->sout[o] = true;
   }
   for (int32_t k = 0; k < nk; k++) c->owner[k] = find(c, c->base[k]);
+  for (int32_t k = 0; k < nk; k++) {
+    int64_t sb = p->kernels[k].scratch_bytes;
+    c->st[nk + k] = (store){.size = sb > 0 ? align_up(sb) : 0, .def = c->pos[k], .last = c->pos[k]};
+  }
   free(last);
   ldmc_users_free(&u);
   LDMC_TRY(place(c));
   /* per-node offsets and the live peak */
+  p->scratch_bytes = 0;
   for (int32_t k = 0; k < nk; k++) {
     int32_t r = p->kernels[k].root, o = c->owner[k];
     p->offset[r] = o >= 0 ? c->st[o].offset : -1;
     p->size[r] = o >= 0 ? ldmc_node_bytes(&g->nodes[r]) : 0;
+    if (o >= 0 && (p->kernels[k].view_of >= 0 || p->kernels[k].storage_of >= 0))
+      p->size[r] = c->st[o].size; /* a view spans the storage it reads */
+    p->kernels[k].scratch_offset = c->st[nk + k].size > 0 ? c->st[nk + k].offset : -1;
+    p->scratch_bytes += c->st[nk + k].size;
   }
   int64_t *delta = calloc((size_t)nk + 2, sizeof *delta);
   if (!delta) return ldmc_error(LDMC_ERR_NOMEM, "buffers: out of memory");
-  for (int32_t k = 0; k < nk; k++)
-    if (c->owner[k] == k) {
+  for (int32_t k = 0; k < 2 * nk; k++)
+    if (k >= nk ? c->st[k].size > 0 : c->owner[k] == k) {
       delta[c->st[k].def] += c->st[k].size;
       delta[c->st[k].last + 1] -= c->st[k].size;
     }
@@ -246,7 +265,7 @@ static bool run_buffers(ldmc_graph *g, const ldmc_pass_ctx *ctx) {
   size_t n1 = (size_t)c.nk + 1, nn = (size_t)g->n_nodes + 1;
   c.pos = malloc(n1 * sizeof *c.pos);
   c.owner = malloc(n1 * sizeof *c.owner);
-  c.st = calloc(n1, sizeof *c.st);
+  c.st = calloc(2 * n1, sizeof *c.st);
   c.is_out = calloc(n1, sizeof *c.is_out);
   c.sout = calloc(n1, sizeof *c.sout);
   c.base = malloc(n1 * sizeof *c.base);

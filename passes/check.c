@@ -9,7 +9,10 @@
  *     an alias and its source, or a legal in-place pair: the later kernel is
  *     the earlier value's last reader, sizes and element sizes match, and
  *     every use of it in that kernel is an elementwise op at the output's
- *     index. */
+ *     index;
+ *   - a kernel's scratch (the temporaries of the backend steps running it)
+ *     is aligned, inside the arena, and overlaps no output live while that
+ *     kernel runs (its own output and inputs included). */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +35,21 @@ static ldmc_status fail(const char *fmt, int64_t a, int64_t b) {
 static int32_t alias_base(const chk *c, int32_t r) {
   while (c->alias_src[r] >= 0) r = c->alias_src[r];
   return r;
+}
+
+/* Bytes of the storage a root occupies: an alias or view spans its source's,
+ * a view of a member's result that result's. */
+static int64_t range_bytes(const chk *c, int32_t r) {
+  r = alias_base(c, r);
+  const ldmc_kernel *kr = c->kof[r] >= 0 ? &c->p->kernels[c->kof[r]] : NULL;
+  int32_t held = kr && kr->root == r && kr->storage_of >= 0 ? kr->storage_of : r;
+  return ldmc_node_bytes(&c->g->nodes[held]);
+}
+
+/* a strided view is not read at the output's index: nothing may overwrite it in place */
+static bool is_view_root(const chk *c, int32_t r) {
+  const ldmc_kernel *kr = c->kof[r] >= 0 ? &c->p->kernels[c->kof[r]] : NULL;
+  return kr && (kr->view_of >= 0 || kr->storage_of >= 0);
 }
 
 /* Every node of kernel k reachable from x through k's nodes is elementwise or
@@ -84,7 +102,8 @@ static ldmc_status pair_ok(const chk *c, int32_t a, int32_t b) {
     const ldmc_node *nd = &c->g->nodes[kr->nodes[j]];
     for (int o = 0; o < nd->n_operands && !reads; o++) reads = nd->operands[o] == a;
   }
-  if (!reads || c->p->offset[a] != c->p->offset[b] || !inplace_legal(c, kb, a))
+  if (!reads || c->p->offset[a] != c->p->offset[b] || is_view_root(c, a) || c->p->kernels[kb].no_inplace ||
+      !inplace_legal(c, kb, a))
     return fail("buffers: %%%" PRId64 " is overwritten by %%%" PRId64 " while its kernel still reads it (illegal in-place)",
                 a, b);
   return LDMC_OK;
@@ -148,8 +167,8 @@ static ldmc_status check(chk *c) {
       if (off >= 0) s = fail("buffers: prepack kernel %" PRId64 " output has an arena offset %" PRId64, k, off);
       continue;
     }
-    if (kr->kind == LDMC_KERNEL_ALIAS) {
-      int32_t src = g->nodes[r].operands[0];
+    if (kr->kind == LDMC_KERNEL_ALIAS || kr->view_of >= 0) {
+      int32_t src = kr->view_of >= 0 ? kr->view_of : g->nodes[r].operands[0];
       if (c->kof[src] < 0) {
         if (off >= 0) s = fail("buffers: alias %%%" PRId64 " of a source has an arena offset %" PRId64, r, off);
         continue;
@@ -160,6 +179,7 @@ static ldmc_status check(chk *c) {
       s = fail("buffers: kernel %" PRId64 " output %%%" PRId64 " has no arena offset", k, r);
     }
     if (s != LDMC_OK) break;
+    bytes = range_bytes(c, r);
     if (off % 64 != 0) s = fail("buffers: %%%" PRId64 " offset %" PRId64 " is not 64-byte aligned", r, off);
     else if (off + bytes > p->arena_bytes) s = fail("buffers: %%%" PRId64 " ends past the arena at %" PRId64, r, off + bytes);
     roots[nr++] = r;
@@ -169,12 +189,29 @@ static ldmc_status check(chk *c) {
     qsort(roots, (size_t)nr, sizeof *roots, cmp_off);
     for (int32_t i = 0; i < nr && s == LDMC_OK; i++) {
       int32_t a = roots[i];
-      int64_t end = p->offset[a] + ldmc_node_bytes(&g->nodes[a]);
+      int64_t end = p->offset[a] + range_bytes(c, a);
       for (int32_t j = i + 1; j < nr && s == LDMC_OK && p->offset[roots[j]] < end; j++) {
         int32_t b = roots[j];
-        if (ldmc_node_bytes(&g->nodes[b]) == 0 || end == p->offset[a]) continue;
+        if (range_bytes(c, b) == 0 || end == p->offset[a]) continue;
         s = pair_ok(c, a, b);
       }
+    }
+  }
+  /* scratch: live only at its kernel's position */
+  for (int32_t k = 0; k < nk && s == LDMC_OK; k++) {
+    const ldmc_kernel *kr = &p->kernels[k];
+    if (kr->scratch_bytes <= 0) continue;
+    int64_t so = kr->scratch_offset, se = so + kr->scratch_bytes;
+    if (so < 0 || so % 64 != 0 || se > p->arena_bytes) {
+      s = fail("buffers: kernel %" PRId64 " scratch at %" PRId64 " is unaligned or outside the arena", k, so);
+      break;
+    }
+    for (int32_t i = 0; i < nr && s == LDMC_OK; i++) {
+      int32_t r = roots[i];
+      int64_t ro = p->offset[r], re = ro + range_bytes(c, r);
+      if (re <= so || ro >= se || re == ro) continue;
+      if (c->def[r] <= c->pos[k] && c->pos[k] <= c->last[r])
+        s = fail("buffers: kernel %" PRId64 " scratch overlaps %%%" PRId64 ", live while the kernel runs", k, r);
     }
   }
   free(roots);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "passes/pass_util.h"
 
@@ -87,8 +88,34 @@ char *ldmc_graph_to_dot(const ldmc_graph *g, const ldmc_plan *plan) {
   return b.s;
 }
 
+/* mkdir -p dir: a missing dump folder is created (as XLA's --xla_dump_to
+ * does); an error names the component that could not be made. */
+static ldmc_status make_dirs(const char *dir) {
+  char path[4096];
+  size_t n = strlen(dir);
+  if (n >= sizeof path) return ldmc_error(LDMC_ERR_IO, "dump folder '%.64s...': path too long", dir);
+  memcpy(path, dir, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (path[i] != '/' && path[i] != '\0') continue;
+    char save = path[i];
+    path[i] = '\0';
+    struct stat st;
+    if (stat(path, &st) != 0) {
+      if (mkdir(path, 0777) != 0 && errno != EEXIST)
+        return ldmc_error(LDMC_ERR_IO, "cannot create dump folder '%s' (for LDMC_DUMP_DIR / --dump-dir '%s'): %s", path,
+                          dir, strerror(errno));
+    } else if (!S_ISDIR(st.st_mode)) {
+      return ldmc_error(LDMC_ERR_IO, "dump folder '%s' (for LDMC_DUMP_DIR / --dump-dir '%s'): not a directory", path, dir);
+    }
+    path[i] = save;
+  }
+  return LDMC_OK;
+}
+
 ldmc_status ldmc_dump_graph(const ldmc_graph *g, const ldmc_plan *plan, const char *dir, int seq, const char *tag) {
   char path[4096];
+  struct stat dst;
+  if (stat(dir, &dst) != 0 || !S_ISDIR(dst.st_mode)) LDMC_TRY(make_dirs(dir));
   char *text = ldmc_graph_print(g);
   if (!text) return ldmc_error(LDMC_ERR_NOMEM, "dump: cannot print graph");
   char *annot = NULL;

@@ -1,13 +1,17 @@
-/* A small evaluator of single nodes, in double precision with results
- * rounded to the node's dtype: constant folding uses it, and the tests use it
- * to execute a plan over its arena. It covers the elementwise ops, data
- * movement, reductions, dot_general, convolution and the row-wise composites;
+/* A small evaluator of single nodes: constant folding uses it, and the tests
+ * use it to execute a plan over its arena. Elementwise ops go through the
+ * scalar evaluator the interpreter uses (ir/scalar.h), so a folded constant
+ * is exactly what the interpreter would compute; the rest is computed in
+ * double precision with results rounded to the node's dtype. It covers the
+ * elementwise ops, data movement, reductions, dot_general, convolution and
+ * the row-wise composites;
  * rng, gather, scatter_add, group_norm, layer_norm, attention answer
  * LDMC_ERR_UNSUPPORTED. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ir/scalar.h"
 #include "passes/pass_util.h"
 
 static void strides_of(const ldmc_shape *s, int64_t *st) {
@@ -24,53 +28,6 @@ static bool next_index(const ldmc_shape *s, int64_t *idx) {
     idx[i] = 0;
   }
   return false;
-}
-
-static double unary(ldmc_op op, double x, bool is_int) {
-  switch (op) {
-    case LDMC_OP_CONVERT: return x;
-    case LDMC_OP_NEG: return -x;
-    case LDMC_OP_ABS: return fabs(x);
-    case LDMC_OP_EXP: return exp(x);
-    case LDMC_OP_LOG: return log(x);
-    case LDMC_OP_SQRT: return sqrt(x);
-    case LDMC_OP_RSQRT: return 1.0 / sqrt(x);
-    case LDMC_OP_TANH: return tanh(x);
-    case LDMC_OP_LOGISTIC: return 1.0 / (1.0 + exp(-x));
-    case LDMC_OP_SIN: return sin(x);
-    case LDMC_OP_COS: return cos(x);
-    case LDMC_OP_ERF: return erf(x);
-    case LDMC_OP_SILU: return x / (1.0 + exp(-x));
-    case LDMC_OP_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
-    default: (void)is_int; return NAN;
-  }
-}
-
-static double binary(ldmc_op op, double a, double b, bool is_int) {
-  switch (op) {
-    case LDMC_OP_ADD: return a + b;
-    case LDMC_OP_SUB: return a - b;
-    case LDMC_OP_MUL: return a * b;
-    case LDMC_OP_DIV:
-      if (is_int) return b == 0 ? 0 : trunc(a / b);
-      return a / b;
-    case LDMC_OP_MAX: return isnan(a) || isnan(b) ? NAN : a > b ? a : b;
-    case LDMC_OP_MIN: return isnan(a) || isnan(b) ? NAN : a < b ? a : b;
-    case LDMC_OP_POW: return pow(a, b);
-    default: return NAN;
-  }
-}
-
-static bool compare(ldmc_compare c, double a, double b) {
-  switch (c) {
-    case LDMC_CMP_EQ: return a == b;
-    case LDMC_CMP_NE: return a != b;
-    case LDMC_CMP_LT: return a < b;
-    case LDMC_CMP_LE: return a <= b;
-    case LDMC_CMP_GT: return a > b;
-    case LDMC_CMP_GE: return a >= b;
-    default: return false;
-  }
 }
 
 bool ldmc_eval_supported(ldmc_op op) {
@@ -270,9 +227,7 @@ static void eval_softmax(const ldmc_node *n, const ldmc_tensor *in, ldmc_tensor 
 ldmc_status ldmc_eval_node(const ldmc_node *n, const ldmc_tensor *in, ldmc_tensor *out) {
   if (!ldmc_eval_supported(n->op)) return ldmc_error(LDMC_ERR_UNSUPPORTED, "eval: %s is not evaluated", ldmc_op_name(n->op));
   LDMC_TRY(ldmc_tensor_alloc(out, "", n->dtype, &n->shape));
-  int64_t numel = ldmc_node_numel(n);
   uint32_t flags = ldmc_op_table[n->op].flags;
-  bool is_int = !ldmc_dtype_is_float(n->dtype) && n->dtype != LDMC_PRED;
   if (n->op == LDMC_OP_CONSTANT) {
     if (n->attrs.value.nbytes < out->nbytes) {
       ldmc_tensor_release(out);
@@ -282,21 +237,14 @@ ldmc_status ldmc_eval_node(const ldmc_node *n, const ldmc_tensor *in, ldmc_tenso
     memcpy(out->data, n->attrs.value.data, out->nbytes);
   } else if (n->op == LDMC_OP_IOTA) {
     eval_iota(n, out);
-  } else if (n->op == LDMC_OP_COMPARE) {
-    for (int64_t e = 0; e < numel; e++)
-      ldmc_tensor_set_elem(out, e, compare(n->attrs.direction, ldmc_tensor_get(&in[0], e), ldmc_tensor_get(&in[1], e)));
-  } else if (n->op == LDMC_OP_SELECT) {
-    for (int64_t e = 0; e < numel; e++)
-      ldmc_tensor_set_elem(out, e, ldmc_tensor_get(&in[ldmc_tensor_get(&in[0], e) != 0 ? 1 : 2], e));
-  } else if ((flags & LDMC_OPF_ELEMENTWISE) && n->n_operands == 1) {
-    for (int64_t e = 0; e < numel; e++) {
-      double v = unary(n->op, ldmc_tensor_get(&in[0], e), is_int);
-      if (n->op == LDMC_OP_CONVERT && n->dtype != LDMC_PRED && !ldmc_dtype_is_float(n->dtype)) v = trunc(v);
-      ldmc_tensor_set_elem(out, e, v);
+  } else if (flags & LDMC_OPF_ELEMENTWISE) { /* the interpreter's own scalar code (ir/scalar.h) */
+    const ldmc_tensor *ops[3] = {NULL, NULL, NULL};
+    for (int k = 0; k < n->n_operands && k < 3; k++) ops[k] = &in[k];
+    ldmc_status st = ldmc_scalar_eval_elementwise(n, ops, out);
+    if (st != LDMC_OK) {
+      ldmc_tensor_release(out);
+      return st;
     }
-  } else if ((flags & LDMC_OPF_ELEMENTWISE) && n->n_operands == 2) {
-    for (int64_t e = 0; e < numel; e++)
-      ldmc_tensor_set_elem(out, e, binary(n->op, ldmc_tensor_get(&in[0], e), ldmc_tensor_get(&in[1], e), is_int));
   } else {
     switch (n->op) {
       case LDMC_OP_RESHAPE: case LDMC_OP_TRANSPOSE: case LDMC_OP_BROADCAST_IN_DIM: case LDMC_OP_SLICE:

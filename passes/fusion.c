@@ -246,6 +246,8 @@ static bool run_fusion(ldmc_graph *g, const ldmc_pass_ctx *ctx) {
       kr->nodes = gr->nodes;
       kr->n_nodes = gr->n;
       kr->inplace_of = -1;
+      kr->view_of = kr->storage_of = -1;
+      kr->scratch_offset = -1;
       gr->nodes = NULL;
     }
   }

@@ -18,8 +18,8 @@
 #define LDMC_OPMASK(op) (UINT64_C(1) << (op))
 
 typedef struct ldmc_target {
-  const char *name;         /* "interp", "cpu", "cpu-nchw", "host", "nvptx", "tpusim" */
-  const char *backend;      /* the backend it describes */
+  const char *name;         /* "interp", "llvm-cpu", "nvptx", "tpusim" (and the internal "cpu-nhwc") */
+  const char *backend;      /* the backend that executes its plans; NULL: a planning description only */
   int vector_bytes;         /* SIMD / vector-unit width in bytes (64 = AVX-512) */
   int64_t l1_bytes, l2_bytes, l3_bytes; /* data caches per core (0: none) */
   int64_t scratchpad_bytes; /* on-chip buffer of an accelerator (0: none) */
@@ -27,13 +27,16 @@ typedef struct ldmc_target {
   bool faithful;            /* the reference: no fusion, no layout change, nothing that moves numerics */
   bool channels_last;       /* layout assignment runs convolutions in NHWC */
   int channel_block;        /* > 0: convolution weights repacked channel-blocked (informational) */
+  bool host;                /* caches and vector width read from this machine on first lookup */
+  bool internal;            /* a study for the passes' tests: not offered to users */
 } ldmc_target;
 
 int ldmc_target_count(void);
 const ldmc_target *ldmc_target_get(int i);
-/* "interp", "cpu" (a fixed znver5-like description, NHWC convolutions),
- * "cpu-nchw" (the same, no layout change), "host" (caches from sysconf),
- * "nvptx", "tpusim"; NULL with a message listing the names. */
+/* "interp", "llvm-cpu" (this machine's caches, NCHW convolutions: what the
+ * llvm-cpu backend runs), "nvptx" and "tpusim" (planning descriptions; no
+ * backend yet), "cpu-nhwc" (internal: NHWC layout study); NULL with a message
+ * listing the user-facing names. */
 const ldmc_target *ldmc_target_find(const char *name);
 
 /* ---- the plan: compile-time decisions --------------------------------------- */
@@ -62,6 +65,17 @@ typedef struct ldmc_kernel {
   int n_tile;       /* tile sizes (tiling pass); meaning depends on kind, see docs/passes.md */
   int64_t tile[4];
   int32_t inplace_of; /* input node whose buffer the output reuses (buffer assignment), else -1 */
+  /* Set by the backend that executes the plan, before buffer assignment: the
+   * bytes of temporaries its steps for this kernel need (packed panels, f32
+   * accumulators, per-thread scratch), live only while the kernel runs. */
+  int64_t scratch_bytes;
+  int64_t scratch_offset; /* buffer assignment: arena offset of that scratch (-1: none) */
+  /* Also set by the executing backend: how its steps hold the root. */
+  int32_t view_of;    /* >= 0: the root is read in place as a strided view of this input's storage (no copy) */
+  int32_t storage_of; /* >= 0: the root is a view of this member's result, which is the kernel's storage */
+  bool no_inplace;    /* the steps write the output before they have read all inputs (e.g. K partials) */
+  int32_t n_steps;        /* backend steps (kernel calls) executing it; 0 when no backend lowered the plan */
+  int32_t n_prepack_steps; /* of those, steps run once when the weights are bound */
 } ldmc_kernel;
 
 typedef struct ldmc_plan {
@@ -79,6 +93,8 @@ typedef struct ldmc_plan {
   int64_t live_peak_bytes; /* max over time of the live bytes (lower bound for arena_bytes) */
   int64_t naive_bytes;   /* sum of every non-source node's result, as if nothing were freed or fused */
   int64_t prepacked_bytes; /* outputs of prepack kernels (stored with the weights, not in the arena) */
+  int64_t scratch_bytes;   /* sum of the kernels' scratch (part of arena_bytes where it is placed) */
+  const char *executed_by; /* backend that lowered this plan and runs exactly it (NULL: a plan nothing ran) */
 } ldmc_plan;
 
 ldmc_plan *ldmc_plan_new(void);

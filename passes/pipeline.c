@@ -79,7 +79,7 @@ ldmc_status ldmc_compile_plan(ldmc_graph *g, const ldmc_target *t, const ldmc_pi
 ldmc_status ldmc_plan_stats_compute(const ldmc_graph *g, const char *target_name, int32_t n_activation_params,
                                     ldmc_plan_stats *out) {
   memset(out, 0, sizeof *out);
-  const ldmc_target *t = ldmc_target_find(target_name ? target_name : "cpu");
+  const ldmc_target *t = ldmc_target_find(target_name ? target_name : "llvm-cpu");
   if (!t) return LDMC_ERR_INVALID;
   ldmc_graph *c = ldmc_graph_clone(g);
   if (!c) return ldmc_error(LDMC_ERR_NOMEM, "stats: out of memory copying graph '%s'", g->name);

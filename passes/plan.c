@@ -97,9 +97,13 @@ char *ldmc_plan_print(const ldmc_plan *p, const ldmc_graph *g) {
   if (p->scheduled)
     ldmc_textbuf_printf(&b, "schedule: simulated live peak %" PRId64 " bytes (root order: %" PRId64 ")\n",
                         p->peak_scheduled, p->peak_in_root_order);
+  if (p->executed_by)
+    ldmc_textbuf_printf(&b, "executed by: %s (the kernels, order, tiles and offsets below are what it runs)\n",
+                        p->executed_by);
   if (p->assigned)
-    ldmc_textbuf_printf(&b, "arena: %" PRId64 " bytes (live peak %" PRId64 ", naive sum %" PRId64 ")\n",
-                        p->arena_bytes, p->live_peak_bytes, p->naive_bytes);
+    ldmc_textbuf_printf(&b, "arena: %" PRId64 " bytes (live peak %" PRId64 ", naive sum %" PRId64
+                        ", kernel scratch %" PRId64 ")\n",
+                        p->arena_bytes, p->live_peak_bytes, p->naive_bytes, p->scratch_bytes);
   for (int32_t pos = 0; pos < p->n_kernels; pos++) {
     int32_t k = p->scheduled && p->order ? p->order[pos] : pos;
     const ldmc_kernel *kr = &p->kernels[k];
@@ -114,6 +118,12 @@ char *ldmc_plan_print(const ldmc_plan *p, const ldmc_graph *g) {
     if (p->assigned && p->offset && kr->root < p->n_nodes && p->offset[kr->root] >= 0)
       ldmc_textbuf_printf(&b, " @%" PRId64 "+%" PRId64, p->offset[kr->root], p->size[kr->root]);
     if (kr->inplace_of >= 0) ldmc_textbuf_printf(&b, " inplace(%%%d)", (int)kr->inplace_of);
+    if (kr->scratch_bytes > 0)
+      ldmc_textbuf_printf(&b, " scratch@%" PRId64 "+%" PRId64, kr->scratch_offset, kr->scratch_bytes);
+    if (kr->n_steps > 0) {
+      ldmc_textbuf_printf(&b, " steps=%d", (int)kr->n_steps);
+      if (kr->n_prepack_steps > 0) ldmc_textbuf_printf(&b, "(%d prepack)", (int)kr->n_prepack_steps);
+    }
     if (g->nodes[kr->root].scope) ldmc_textbuf_printf(&b, "  [%s]", g->nodes[kr->root].scope);
     ldmc_textbuf_printf(&b, "\n");
   }

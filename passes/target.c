@@ -13,22 +13,22 @@
 static ldmc_target targets[] = {
     /* the reference runs every op itself and must stay numerically faithful */
     {.name = "interp", .backend = "interp", .vector_bytes = 8, .native_ops = ALL_COMPOSITES, .faithful = true},
-    /* a znver5 core: AVX-512, 48 KiB L1d, 1 MiB L2, 32 MiB L3 per CCD */
-    {.name = "cpu", .backend = "llvm-cpu", .vector_bytes = 64, .l1_bytes = 48 << 10, .l2_bytes = 1 << 20,
-     .l3_bytes = 32 << 20, .native_ops = ALL_COMPOSITES, .channels_last = true, .channel_block = 16},
-    /* the same CPU keeping NCHW convolutions (no layout assignment) */
-    {.name = "cpu-nchw", .backend = "llvm-cpu", .vector_bytes = 64, .l1_bytes = 48 << 10, .l2_bytes = 1 << 20,
-     .l3_bytes = 32 << 20, .native_ops = ALL_COMPOSITES},
-    /* this machine: caches from sysconf, filled on first lookup */
-    {.name = "host", .backend = "llvm-cpu", .vector_bytes = 64, .l1_bytes = 32 << 10, .l2_bytes = 1 << 20,
-     .l3_bytes = 16 << 20, .native_ops = ALL_COMPOSITES, .channels_last = true, .channel_block = 16},
-    /* an NVIDIA SM: 128-byte transactions, 228 KiB shared memory as the scratchpad, 50 MiB L2 */
-    {.name = "nvptx", .backend = "nvptx", .vector_bytes = 128, .l1_bytes = 256 << 10, .l2_bytes = 50 << 20,
+    /* what the llvm-cpu backend executes: this machine's caches (sysconf, on
+     * first lookup), NCHW convolutions as implicit GEMMs */
+    {.name = "llvm-cpu", .backend = "llvm-cpu", .vector_bytes = 64, .l1_bytes = 48 << 10, .l2_bytes = 1 << 20,
+     .l3_bytes = 32 << 20, .native_ops = ALL_COMPOSITES, .host = true},
+    /* a planning study, not executed by any backend: a znver5 core with NHWC
+     * convolutions (layout assignment); kept for the layout pass's tests */
+    {.name = "cpu-nhwc", .backend = NULL, .vector_bytes = 64, .l1_bytes = 48 << 10, .l2_bytes = 1 << 20,
+     .l3_bytes = 32 << 20, .native_ops = ALL_COMPOSITES, .channels_last = true, .channel_block = 16,
+     .internal = true},
+    /* an NVIDIA SM: 128-byte transactions, 228 KiB shared memory as the scratchpad, 50 MiB L2 (planning only) */
+    {.name = "nvptx", .backend = NULL, .vector_bytes = 128, .l1_bytes = 256 << 10, .l2_bytes = 50 << 20,
      .scratchpad_bytes = 228 << 10,
      .native_ops = LDMC_OPMASK(LDMC_OP_SOFTMAX) | LDMC_OPMASK(LDMC_OP_GROUP_NORM) | LDMC_OPMASK(LDMC_OP_LAYER_NORM) |
                    LDMC_OPMASK(LDMC_OP_ATTENTION)},
-    /* the simulated accelerator: 128x128 systolic array, 16 MiB scratchpad, no composites */
-    {.name = "tpusim", .backend = "tpusim", .vector_bytes = 512, .scratchpad_bytes = 16 << 20, .native_ops = 0},
+    /* the simulated accelerator: 128x128 systolic array, 16 MiB scratchpad, no composites (planning only) */
+    {.name = "tpusim", .backend = NULL, .vector_bytes = 512, .scratchpad_bytes = 16 << 20, .native_ops = 0},
 };
 #define N_TARGETS ((int)(sizeof targets / sizeof targets[0]))
 
@@ -50,7 +50,7 @@ int ldmc_target_count(void) { return N_TARGETS; }
 
 const ldmc_target *ldmc_target_get(int i) {
   if (i < 0 || i >= N_TARGETS) return NULL;
-  if (strcmp(targets[i].name, "host") == 0) fill_host(&targets[i]);
+  if (targets[i].host) fill_host(&targets[i]);
   return &targets[i];
 }
 
@@ -60,7 +60,8 @@ const ldmc_target *ldmc_target_find(const char *name) {
   char list[256] = "";
   size_t k = 0;
   for (int i = 0; i < N_TARGETS && k < sizeof list; i++)
-    k += (size_t)snprintf(list + k, sizeof list - k, "%s%s", i ? ", " : "", targets[i].name);
+    if (!targets[i].internal)
+      k += (size_t)snprintf(list + k, sizeof list - k, "%s%s", k ? ", " : "", targets[i].name);
   ldmc_error(LDMC_ERR_INVALID, "unknown target '%s' (targets: %s)", name ? name : "(null)", list);
   return NULL;
 }

@@ -53,6 +53,8 @@ void ldmc_profile_print(const ldmc_profile_report *r, FILE *f, int top, bool gro
   if (r->peak_gflops > 0)
     fprintf(f, " = %.2f%% of peak (%.1f GFLOP/s FMA at %d thread%s; memory %.1f GB/s)", r->pct_peak, r->peak_gflops,
             r->threads, r->threads == 1 ? "" : "s", r->bandwidth_gbs);
+  else /* not 0%: the peak was not measured (--no-calibrate) */
+    fprintf(f, " = unknown %% of peak (peak not measured; `ldmc profile --calibrate` or --peak-gflops X)");
   fputc('\n', f);
   if (r->pct_peak > 100)
     fprintf(f, "note: above the calibrated peak, which was probably measured while the machine was busy;\n"
@@ -136,8 +138,11 @@ ldmc_status ldmc_profile_write_json(const ldmc_profile_report *r, const char *me
       (json_int_t)r->graph_other_flops, "kernel_mac_flops", (json_int_t)r->exec_mac_flops, "kernel_other_flops",
       (json_int_t)r->exec_other_flops, "bytes", (json_int_t)r->bytes_per_step, "kernel_calls",
       (json_int_t)r->calls_per_step, "gflops_per_step", gf(r->graph_mac_flops), "gflop_s", r->gflops_s);
-  json_t *machine = json_pack("{s:i,s:f,s:f,s:f}", "threads", r->threads, "peak_gflop_s", r->peak_gflops,
-                              "bandwidth_gb_s", r->bandwidth_gbs, "percent_of_peak", r->pct_peak);
+  /* unknown figures (no calibration) are null, not 0 */
+  json_t *machine = json_pack("{s:i,s:o,s:o,s:o}", "threads", r->threads, "peak_gflop_s",
+                              r->peak_gflops > 0 ? json_real(r->peak_gflops) : json_null(), "bandwidth_gb_s",
+                              r->bandwidth_gbs > 0 ? json_real(r->bandwidth_gbs) : json_null(), "percent_of_peak",
+                              r->peak_gflops > 0 ? json_real(r->pct_peak) : json_null());
   json_t *ks = json_array();
   for (int32_t i = 0; ks && i < r->n_kernels; i++) json_array_append_new(ks, kernel_json(&r->kernels[i]));
   json_object_set_new(root, "graph", json_string(r->graph ? r->graph : ""));

@@ -102,7 +102,8 @@ typedef struct ldmc_profile_report {
   int64_t bytes_per_step;                /* read + written by the kernels, per step */
   int64_t calls_per_step;
   double gflops_s;                       /* graph_mac_flops / step_median_s */
-  /* the machine, when known (ldmc_profile_report_set_machine) */
+  /* the machine, when known (ldmc_profile_report_set_machine); peak_gflops 0:
+   * not measured, and pct_peak (0) is unknown: printed "unknown", JSON null */
   int threads;
   double peak_gflops, bandwidth_gbs, pct_peak;
   ldmc_profile_kernel *kernels;          /* by total time, descending */

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -17,10 +18,28 @@ static ldmc_status io_error(const char *what, const char *path) {
   return ldmc_error(LDMC_ERR_IO, "%s '%s': %s", what, path, strerror(errno));
 }
 
+static const char *file_kind_name(mode_t m) {
+  if (S_ISDIR(m)) return "a directory";
+  if (S_ISFIFO(m)) return "a named pipe";
+  if (S_ISSOCK(m)) return "a socket";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISBLK(m)) return "a block device";
+  return "a special file";
+}
+
+static ldmc_status not_regular(const char *path, mode_t m) {
+  return ldmc_error(LDMC_ERR_IO, "'%s' is %s, not a regular file", path, file_kind_name(m));
+}
+
+/* stat first, so a FIFO, socket or device is refused without opening it; then
+ * open with O_NONBLOCK (a FIFO swapped in after the stat does not block the
+ * open) and check the opened file again with fstat. */
 static ldmc_status open_regular(const char *path, int *fd_out, size_t *size_out) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return io_error("cannot open", path);
   struct stat st;
+  if (stat(path, &st) != 0) return io_error("cannot open", path);
+  if (!S_ISREG(st.st_mode)) return not_regular(path, st.st_mode);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) return io_error("cannot open", path);
   if (fstat(fd, &st) != 0) {
     ldmc_status s = io_error("cannot stat", path);
     close(fd);
@@ -28,14 +47,38 @@ static ldmc_status open_regular(const char *path, int *fd_out, size_t *size_out)
   }
   if (!S_ISREG(st.st_mode)) {
     close(fd);
-    return ldmc_error(LDMC_ERR_IO, "'%s' is not a regular file", path);
+    return not_regular(path, st.st_mode);
   }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0) (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
   if ((uint64_t)st.st_size > SIZE_MAX) {
     close(fd);
     return ldmc_error(LDMC_ERR_IO, "'%s' is too large to address", path);
   }
   *fd_out = fd;
   *size_out = (size_t)st.st_size;
+  return LDMC_OK;
+}
+
+ldmc_status ldmc_file_read_head(const char *path, void *buf, size_t cap, size_t *got) {
+  int fd;
+  size_t size;
+  *got = 0;
+  LDMC_TRY(open_regular(path, &fd, &size));
+  size_t n = 0;
+  while (n < cap) {
+    ssize_t r = read(fd, (uint8_t *)buf + n, cap - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      ldmc_status s = io_error("cannot read", path);
+      close(fd);
+      return s;
+    }
+    if (r == 0) break;
+    n += (size_t)r;
+  }
+  close(fd);
+  *got = n;
   return LDMC_OK;
 }
 
@@ -116,6 +159,59 @@ struct ldmc_atomic_file {
 
 static atomic_uint g_tmp_counter;
 
+/* Temp files being written, for the signal handler: a fixed table of lock-free
+ * atomic pointers, so the handler only loads pointers and calls unlink (both
+ * async-signal-safe). A path is registered once its file exists and removed
+ * from the table only after the file was renamed or unlinked, just before its
+ * string is freed; an unlink after a rename fails harmlessly with ENOENT. */
+#define TMP_SLOTS 64
+static char *_Atomic g_tmp_slots[TMP_SLOTS];
+
+static void tmp_register(char *p) {
+  for (int i = 0; i < TMP_SLOTS; i++) {
+    char *expected = NULL;
+    if (atomic_compare_exchange_strong(&g_tmp_slots[i], &expected, p)) return;
+  }
+  /* table full (64 writes at once): this one is not cleaned up on a signal */
+}
+
+static void tmp_unregister(const char *p) {
+  for (int i = 0; i < TMP_SLOTS; i++) {
+    char *expected = (char *)p;
+    if (atomic_compare_exchange_strong(&g_tmp_slots[i], &expected, NULL)) return;
+  }
+}
+
+void ldmc_file_remove_temps(void) {
+  for (int i = 0; i < TMP_SLOTS; i++) {
+    char *p = atomic_load(&g_tmp_slots[i]);
+    if (p) (void)unlink(p);
+  }
+}
+
+static void on_fatal_signal(int sig) {
+  int saved = errno;
+  ldmc_file_remove_temps();
+  errno = saved;
+  /* SA_RESETHAND restored the default action: raise it again, so the process
+   * ends by the signal as it would have (exit status 128 + sig in a shell). */
+  raise(sig);
+}
+
+void ldmc_file_install_signal_cleanup(void) {
+  static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+  for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+    struct sigaction old;
+    if (sigaction(sigs[i], NULL, &old) != 0 || old.sa_handler == SIG_IGN) continue; /* keep nohup's ignore */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_fatal_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = (int)SA_RESETHAND;
+    (void)sigaction(sigs[i], &sa, NULL);
+  }
+}
+
 ldmc_status ldmc_atomic_open(const char *path, ldmc_atomic_file **out) {
   *out = NULL;
   ldmc_atomic_file *f = calloc(1, sizeof *f);
@@ -130,7 +226,10 @@ ldmc_status ldmc_atomic_open(const char *path, ldmc_atomic_file **out) {
   for (int attempt = 0;; attempt++) {
     snprintf(f->tmp, n, "%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&g_tmp_counter, 1));
     f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (f->fd >= 0) break;
+    if (f->fd >= 0) {
+      tmp_register(f->tmp);
+      break;
+    }
     if (errno != EEXIST || attempt > 100) {
       ldmc_status s = io_error("cannot create temporary file", f->tmp);
       free(f->tmp);
@@ -183,6 +282,7 @@ ldmc_status ldmc_atomic_pwrite(ldmc_atomic_file *f, uint64_t offset, const void 
 }
 
 static void atomic_free(ldmc_atomic_file *f) {
+  tmp_unregister(f->tmp); /* after the rename or unlink */
   free(f->tmp);
   free(f->path);
   free(f);

@@ -9,6 +9,13 @@
 
 #include "support/status.h"
 
+/* Every reader opens only regular files: a directory, FIFO, socket or device
+ * is refused by name and kind, without blocking (stat, then O_NONBLOCK open and
+ * fstat). */
+
+/* Reads up to cap bytes from the start of a regular file (for sniffing its kind). */
+ldmc_status ldmc_file_read_head(const char *path, void *buf, size_t cap, size_t *got);
+
 /* Reads all of path into a malloc'd buffer (NUL-terminated one past *out_len,
  * so text can be parsed in place). Fails if the file is larger than max_bytes. */
 ldmc_status ldmc_file_read(const char *path, size_t max_bytes, uint8_t **out, size_t *out_len);
@@ -34,6 +41,13 @@ ldmc_status ldmc_atomic_pwrite(ldmc_atomic_file *f, uint64_t offset, const void 
 ldmc_status ldmc_atomic_commit(ldmc_atomic_file *f); /* frees f, success or not */
 void ldmc_atomic_abort(ldmc_atomic_file *f);          /* frees f; NULL is fine */
 const char *ldmc_atomic_temp_path(const ldmc_atomic_file *f);
+
+/* Removes the temp files of every atomic write in progress (async-signal-safe). */
+void ldmc_file_remove_temps(void);
+/* Installs SIGINT/SIGTERM/SIGHUP/SIGQUIT handlers (not over an ignored signal)
+ * that remove those temp files and then re-raise the signal with its default
+ * action. For executables (the ldmc driver); a library never installs them. */
+void ldmc_file_install_signal_cleanup(void);
 
 /* One-shot atomic write of a buffer. */
 ldmc_status ldmc_file_write_atomic(const char *path, const void *data, size_t len);

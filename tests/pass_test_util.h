@@ -23,11 +23,11 @@ static inline ldmc_graph *ptu_parse(const char *text) {
   return s == LDMC_OK ? g : (ldmc_graph_free(g), NULL);
 }
 
-/* Runs one pass on g for a target ("cpu" if NULL); checks it reports no
+/* Runs one pass on g for a target ("cpu-nhwc" if NULL); checks it reports no
  * error and leaves a verified graph. Returns its "changed" answer. */
 static inline bool ptu_run_plan(const ldmc_pass *p, ldmc_graph *g, const char *target, ldmc_plan *plan) {
   ldmc_status st = LDMC_OK;
-  ldmc_pass_ctx ctx = {.target = ldmc_target_find(target ? target : "cpu"), .plan = plan, .status = &st};
+  ldmc_pass_ctx ctx = {.target = ldmc_target_find(target ? target : "cpu-nhwc"), .plan = plan, .status = &st};
   bool changed = p->run(g, &ctx);
   CHECK_MSG(st == LDMC_OK, "pass %s failed: %s", p->name, ldmc_last_error());
   ldmc_status v = ldmc_graph_verify(g);

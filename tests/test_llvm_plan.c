@@ -1,5 +1,5 @@
 /* llvm-cpu runs the pass pipeline's plan: every pipeline kernel is lowered
- * (count checked against ldmc_compile_plan run independently), and what
+ * (kernels and steps checked against the graph read by hand), and what
  * derives only from weights is computed by prepack steps once per binding of
  * the weight tensors. Oracle: the interpreter, fed the same tensors. */
 #include <math.h>
@@ -57,44 +57,64 @@ static ldmc_graph *linear_graph(void) {
   return g;
 }
 
+/* The oracle is the graph itself, read by hand: W' = 0.5 w + 0.25 and its
+ * transpose depend only on the weight w (prepack); everything from the
+ * product on is one contraction with its epilogue (bias, silu, y * (y - 1)),
+ * which llvm-cpu runs as one GEMM step whose store applies the epilogue, plus
+ * one prepack step packing W'^T's panels. */
 static void test_kernels_from_pipeline(void) {
   ldmc_graph *g = linear_graph();
   if (!g) return;
-  ldmc_compile_opts o = {.params_are_weights = true, .n_activation_params = 1};
+  const ldmc_backend_i *be = ldmc_backend_find("llvm-cpu");
+  ldmc_compile_opts o = {.threads = 1, .params_are_weights = true, .n_activation_params = 1};
   ldmc_graph *opt = NULL;
   ldmc_plan *kp = NULL;
-  CHECK_MSG(ldmc_lc_pipeline(g, &o, &opt, &kp) == LDMC_OK, "%s", ldmc_last_error());
-  /* the same pipeline run independently gives the same kernels */
-  ldmc_graph *c = ldmc_graph_clone(g);
-  ldmc_plan *ref = NULL;
-  ldmc_pipeline_opts po = {.params_are_weights = true, .n_activation_params = 1};
-  CHECK(ldmc_compile_plan(c, ldmc_target_find("cpu-nchw"), &po, &ref) == LDMC_OK);
-  const lc_target *t = NULL;
-  CHECK(ldmc_lc_target_get(LDMC_LLVM_CPU_ISA_AUTO, &t) == LDMC_OK);
-  if (opt && kp && ref && t) {
-    CHECK_MSG(kp->n_kernels == ref->n_kernels, "%d vs %d kernels", (int)kp->n_kernels, (int)ref->n_kernels);
-    int prepack_kernels = 0;
-    for (int32_t k = 0; k < kp->n_kernels; k++) prepack_kernels += kp->kernels[k].kind == LDMC_KERNEL_PREPACK;
-    CHECK_MSG(prepack_kernels >= 1, "the pipeline marks W' as prepack (%d)", prepack_kernels);
-    lc_plan p;
-    lc_plan_opts lo = {.threads = 1, .allow_fallback = false, .n_act_params = 1, .kernels = kp};
-    CHECK_MSG(ldmc_lc_plan_build(opt, t, &lo, &p) == LDMC_OK, "%s", ldmc_last_error());
-    CHECK_MSG(p.n_kernels == kp->n_kernels, "lowered %lld of %d kernels", (long long)p.n_kernels, (int)kp->n_kernels);
-    CHECK_MSG(p.n_prepack >= 1 && p.persist_bytes >= 11 * 7 * 4, "prepack steps %lld, persistent %zu bytes",
-              (long long)p.n_prepack, p.persist_bytes);
-    for (int32_t s = 0; s < p.n_steps; s++) /* prepack steps write only persistent buffers */
-      if (p.steps[s].prepack) CHECK(p.bufs[p.steps[s].refs[0].buf].kind == LC_BUF_PERSIST);
-    ldmc_lc_plan_free(&p);
-    /* no weights: nothing is prepacked */
-    lo.n_act_params = INT32_MAX;
-    CHECK(ldmc_lc_plan_build(opt, t, &lo, &p) == LDMC_OK);
-    CHECK(p.n_prepack == 0);
-    ldmc_lc_plan_free(&p);
+  CHECK_MSG(be && be->plan && be->plan(g, &o, &opt, &kp) == LDMC_OK, "%s", ldmc_last_error());
+  if (opt && kp) {
+    static const ldmc_op want_ops[] = {LDMC_OP_DOT_GENERAL, LDMC_OP_BROADCAST_IN_DIM, LDMC_OP_ADD, LDMC_OP_SILU,
+                                       LDMC_OP_SUB, LDMC_OP_MUL};
+    int contractions = 0, prepack = 0, other = 0;
+    for (int32_t k = 0; k < kp->n_kernels; k++) {
+      const ldmc_kernel *kr = &kp->kernels[k];
+      if (kr->kind == LDMC_KERNEL_PREPACK) {
+        prepack++;
+        CHECK_MSG(kr->n_steps == kr->n_prepack_steps, "prepack kernel k%d runs %d steps per call", (int)k,
+                  (int)(kr->n_steps - kr->n_prepack_steps));
+        continue;
+      }
+      if (kr->kind != LDMC_KERNEL_CONTRACTION) {
+        other++;
+        continue;
+      }
+      contractions++;
+      int found = 0;
+      for (int32_t j = 0; j < kr->n_nodes; j++)
+        for (size_t q = 0; q < sizeof want_ops / sizeof want_ops[0]; q++) found += opt->nodes[kr->nodes[j]].op == want_ops[q];
+      CHECK_MSG(kr->n_nodes == 6 && found == 6, "the contraction holds %d nodes (%d of the expected ops)", (int)kr->n_nodes,
+                found);
+      CHECK_MSG(kr->n_steps == 2 && kr->n_prepack_steps == 1, "contraction: %d steps (%d prepack); want 1 + 1",
+                (int)kr->n_steps, (int)kr->n_prepack_steps);
+      CHECK(kr->scratch_bytes > 0 && kr->scratch_offset >= 0); /* packed panels per thread */
+      CHECK(kp->offset[kr->root] >= 0 && kp->size[kr->root] == 13 * 11 * 4);
+    }
+    CHECK_MSG(contractions == 1 && other == 0 && prepack >= 1, "%d contractions, %d prepack, %d other kernels",
+              contractions, prepack, other);
+    CHECK(kp->executed_by && strcmp(kp->executed_by, "llvm-cpu") == 0);
+    CHECK_MSG(ldmc_plan_check_buffers(kp, opt) == LDMC_OK, "%s", ldmc_last_error());
   }
   ldmc_plan_free(kp);
-  ldmc_plan_free(ref);
   ldmc_graph_free(opt);
-  ldmc_graph_free(c);
+  /* no weights: nothing is prepacked, every kernel runs each call */
+  o.params_are_weights = false;
+  kp = NULL;
+  opt = NULL;
+  CHECK(be && be->plan(g, &o, &opt, &kp) == LDMC_OK);
+  for (int32_t k = 0; kp && k < kp->n_kernels; k++) {
+    CHECK(kp->kernels[k].kind != LDMC_KERNEL_PREPACK);
+    CHECK(kp->kernels[k].n_prepack_steps == 0);
+  }
+  ldmc_plan_free(kp);
+  ldmc_graph_free(opt);
   ldmc_graph_free(g);
 }
 

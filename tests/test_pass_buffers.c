@@ -30,7 +30,7 @@ static void test_schedule_peak(void) {
                             "  %5 = f32[64] reduce(%3) reduce=sum dims={1}\n  %6 = f32[64] reduce(%4) reduce=sum dims={1}\n"
                             "  %7 = f32[64] add(%5, %6)\n  return %7 \"y\"\n}\n");
   if (!g) return;
-  ldmc_plan *p = compile(g, "cpu");
+  ldmc_plan *p = compile(g, "cpu-nhwc");
   if (p) {
     /* the add is the second reduction's epilogue: kernels b1, b2, r1, r2+add */
     CHECK(p->n_kernels == 4);
@@ -55,7 +55,7 @@ static const char *k_inplace =
 static void test_inplace_and_checker(void) {
   ldmc_graph *g = ptu_parse(k_inplace);
   if (!g) return;
-  ldmc_plan *p = compile(g, "cpu");
+  ldmc_plan *p = compile(g, "cpu-nhwc");
   if (!p) return;
   CHECK(p->n_kernels == 3 && p->kernels[p->kernel_of[4]].inplace_of == 2 && p->offset[4] == p->offset[2]);
   CHECK(p->arena_bytes == 512 && p->offset[3] != p->offset[2]);
@@ -84,7 +84,7 @@ static void test_inplace_and_checker(void) {
                 "  %2 = f32[8,8] dot_general(%0, %1) lhs_batch={} rhs_batch={} lhs_contract={1} rhs_contract={0}\n"
                 "  %3 = f32[8,8] transpose(%2) dims={1,0}\n  %4 = f32[8,8] neg(%3)\n  return %4 \"n\"\n}\n");
   if (!g) return;
-  p = compile(g, "cpu-nchw"); /* (the cpu target would sink the neg above the transpose) */
+  p = compile(g, "llvm-cpu"); /* (the cpu target would sink the neg above the transpose) */
   if (p) {
     CHECK(p->n_kernels == 2 && p->kernel_of[3] == p->kernel_of[4] && p->kernels[p->kernel_of[4]].inplace_of == -1);
     CHECK(p->offset[4] != p->offset[2] && ldmc_plan_check_buffers(p, g) == LDMC_OK);
@@ -243,7 +243,7 @@ static double arena_run(const ldmc_graph *ref, const ldmc_graph *g, const ldmc_p
 }
 
 static void test_arena_random(void) {
-  const char *targets[] = {"cpu", "cpu-nchw", "tpusim"};
+  const char *targets[] = {"cpu-nhwc", "llvm-cpu", "tpusim"};
   int ran = 0, caught = 0, corrupted = 0;
   for (int i = 0; i < 40; i++) {
     ldmc_graph *ref = prg_build(12 + i % 16, false);

@@ -86,7 +86,7 @@ static void test_fold(void) {
   g = ptu_parse(big);
   if (g) {
     ldmc_status st = LDMC_OK;
-    ldmc_pass_ctx ctx = {.target = ldmc_target_find("cpu"), .fold_limit = 999, .status = &st};
+    ldmc_pass_ctx ctx = {.target = ldmc_target_find("cpu-nhwc"), .fold_limit = 999, .status = &st};
     CHECK(!ldmc_pass_fold.run(g, &ctx) && st == LDMC_OK && ptu_count(g, LDMC_OP_EXP) == 1);
     ctx.fold_limit = 1000;
     CHECK(ldmc_pass_fold.run(g, &ctx) && st == LDMC_OK && ptu_out_op(g, 0) == LDMC_OP_CONSTANT);

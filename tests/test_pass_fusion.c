@@ -35,7 +35,7 @@ static void test_fusion_patterns(void) {
                             "  %7 = f32[1,8,6,6] silu(%6)\n  %8 = f32[1,8,6,6] add(%7, %3)\n"
                             "  return %8 \"y\"\n}\n");
   if (g) {
-    ldmc_plan *p = fuse(g, "cpu-nchw");
+    ldmc_plan *p = fuse(g, "llvm-cpu");
     CHECK(p->n_kernels == 1);
     expect_kernel(p, 4, LDMC_KERNEL_CONTRACTION, 5, 4);
     ldmc_plan_free(p);
@@ -47,7 +47,7 @@ static void test_fusion_patterns(void) {
                 "  %4 = f32[1,8,4,4] group_norm(%0, %1, %2) groups=4 eps=1e-5\n  %5 = f32[1,8,4,4] silu(%4)\n"
                 "  %6 = f32[1,8,4,4] convolution(%5, %3) " CONV_ATTRS "\n  return %6 \"y\"\n}\n");
   if (g) {
-    ldmc_plan *p = fuse(g, "cpu-nchw");
+    ldmc_plan *p = fuse(g, "llvm-cpu");
     CHECK(p->n_kernels == 2);
     expect_kernel(p, 5, LDMC_KERNEL_NORM, 2, 3);
     expect_kernel(p, 6, LDMC_KERNEL_CONTRACTION, 1, 2);
@@ -60,7 +60,7 @@ static void test_fusion_patterns(void) {
                 "  %4 = f32[2,5,3] attention(%3, %1, %2) scale=0.5\n  %5 = f32[] constant() value=2\n"
                 "  %6 = f32[2,5,3] broadcast_in_dim(%5) dims={}\n  %7 = f32[2,5,3] mul(%4, %6)\n  return %7 \"y\"\n}\n");
   if (g) {
-    ldmc_plan *p = fuse(g, "cpu");
+    ldmc_plan *p = fuse(g, "cpu-nhwc");
     CHECK(p->n_kernels == 2 && p->kernel_of[6] == -1 && p->kernel_of[5] == -1);
     expect_kernel(p, 7, LDMC_KERNEL_ATTENTION, 2, 4); /* inputs %3 %1 %2 and the splat %6 */
     expect_kernel(p, 3, LDMC_KERNEL_ELEMENTWISE, 1, 1);
@@ -74,7 +74,7 @@ static void test_fusion_patterns(void) {
                 "  %7 = f32[4,6] div(%3, %6)\n  %8 = f32[4,6] abs(%7)\n"
                 "  return %2 \"a\", %7 \"b\", %8 \"c\"\n}\n");
   if (g) {
-    ldmc_plan *p = fuse(g, "cpu");
+    ldmc_plan *p = fuse(g, "cpu-nhwc");
     /* {1} {2} {4,5} {3,6,7} {8}: %1 feeds two kernels, %7 is an output, %5 feeds a broadcast */
     CHECK(p->n_kernels == 5);
     expect_kernel(p, 1, LDMC_KERNEL_ELEMENTWISE, 1, 1);
@@ -96,7 +96,7 @@ static void test_fusion_patterns(void) {
   if (g) {
     ldmc_plan *p = ldmc_plan_new();
     ldmc_status st = LDMC_OK;
-    ldmc_pass_ctx ctx = {.target = ldmc_target_find("cpu"), .plan = p, .status = &st, .params_are_weights = true,
+    ldmc_pass_ctx ctx = {.target = ldmc_target_find("cpu-nhwc"), .plan = p, .status = &st, .params_are_weights = true,
                          .n_activation_params = 1};
     CHECK(ldmc_pass_fusion.run(g, &ctx) && st == LDMC_OK);
     CHECK(p->n_kernels == 2);
@@ -116,7 +116,7 @@ static void test_tiling(void) {
                             "  %5 = f32[2,1024,64] attention(%3, %4, %4) scale=0.125\n  %6 = f32[1,128,32,32] exp(%2)\n"
                             "  return %6 \"a\", %5 \"b\"\n}\n");
   if (!g) return;
-  const char *targets[] = {"cpu", "tpusim", "nvptx"};
+  const char *targets[] = {"cpu-nhwc", "tpusim", "nvptx"};
   for (int t = 0; t < 3; t++) {
     const ldmc_target *tg = ldmc_target_find(targets[t]);
     ldmc_plan *p = fuse(g, targets[t]);
@@ -210,7 +210,7 @@ static void test_decompose(void) {
   ldmc_graph *g = ptu_parse(text);
   if (!g) return;
   ldmc_graph *ref = ldmc_graph_clone(g);
-  CHECK(!ptu_run_plan(&ldmc_pass_decompose, g, "cpu", NULL)); /* the CPU runs them all natively */
+  CHECK(!ptu_run_plan(&ldmc_pass_decompose, g, "cpu-nhwc", NULL)); /* the CPU runs them all natively */
   CHECK(ptu_run_plan(&ldmc_pass_decompose, g, "tpusim", NULL));
   int composites = 0;
   for (int32_t i = 0; i < g->n_nodes; i++) composites += (ldmc_op_table[g->nodes[i].op].flags & LDMC_OPF_COMPOSITE) != 0;
@@ -255,7 +255,7 @@ static void test_layout(void) {
   ldmc_pipeline *p = ldmc_pipeline_new("t");
   const ldmc_pass *grp[] = {&ldmc_pass_sink_transposes, &ldmc_pass_simplify, &ldmc_pass_cse, &ldmc_pass_dce};
   ldmc_pipeline_add_fixpoint(p, "g", 4, grp);
-  ldmc_pass_ctx ctx = {.target = ldmc_target_find("cpu")};
+  ldmc_pass_ctx ctx = {.target = ldmc_target_find("cpu-nhwc")};
   CHECK(ldmc_pipeline_run(p, g, &ctx, NULL) == LDMC_OK);
   ldmc_pipeline_free(p);
   CHECK_MSG(ptu_count(g, LDMC_OP_TRANSPOSE) == 4, "%d transposes after sinking, expected 4", ptu_count(g, LDMC_OP_TRANSPOSE));

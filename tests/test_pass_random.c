@@ -39,23 +39,23 @@ static void pipeline(const ldmc_graph *ref, const char *target, int64_t *kernels
 int main(void) {
   int built = 0;
   int64_t nodes_before = 0, nodes_after = 0, kernels[5] = {0};
-  const char *targets[] = {"interp", "cpu", "cpu-nchw", "nvptx", "tpusim"};
+  const char *targets[] = {"interp", "cpu-nhwc", "llvm-cpu", "nvptx", "tpusim"};
   for (int i = 0; i < N_GRAPHS; i++) {
     ldmc_graph *g = prg_build(10 + i % 20, i % 2 == 0);
     if (!g) continue;
     built++;
     nodes_before += g->n_nodes;
-    one_pass(g, &ldmc_pass_simplify, "cpu", 0, 0);
-    one_pass(g, &ldmc_pass_cse, "cpu", 0, 0);
-    one_pass(g, &ldmc_pass_dce, "cpu", 0, 0);
-    one_pass(g, &ldmc_pass_fold, "cpu", 1e-6, 1e-6);
-    one_pass(g, &ldmc_pass_attention, "cpu", 1e-5, 1e-4);
+    one_pass(g, &ldmc_pass_simplify, "cpu-nhwc", 0, 0);
+    one_pass(g, &ldmc_pass_cse, "cpu-nhwc", 0, 0);
+    one_pass(g, &ldmc_pass_dce, "cpu-nhwc", 0, 0);
+    one_pass(g, &ldmc_pass_fold, "cpu-nhwc", 1e-6, 1e-6);
+    one_pass(g, &ldmc_pass_attention, "cpu-nhwc", 1e-5, 1e-4);
     one_pass(g, &ldmc_pass_decompose, "tpusim", 1e-5, 1e-4);
-    one_pass(g, &ldmc_pass_sink_transposes, "cpu", 0, 0);
+    one_pass(g, &ldmc_pass_sink_transposes, "cpu-nhwc", 0, 0);
     for (int t = 0; t < 5; t++) pipeline(g, targets[t], &kernels[t]);
     ldmc_graph *c = ldmc_graph_clone(g);
     ldmc_plan *plan = NULL;
-    if (ldmc_compile_plan(c, ldmc_target_find("cpu"), NULL, &plan) == LDMC_OK) nodes_after += c->n_nodes;
+    if (ldmc_compile_plan(c, ldmc_target_find("cpu-nhwc"), NULL, &plan) == LDMC_OK) nodes_after += c->n_nodes;
     ldmc_plan_free(plan);
     ldmc_graph_free(c);
     ldmc_graph_free(g);

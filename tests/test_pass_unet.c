@@ -32,7 +32,7 @@ static ldmc_graph *small_unet(void) {
 static void test_small_unet_targets(void) {
   ldmc_graph *ref = small_unet();
   if (!ref) return;
-  const char *targets[] = {"interp", "cpu", "cpu-nchw", "tpusim"};
+  const char *targets[] = {"interp", "cpu-nhwc", "llvm-cpu", "tpusim"};
   for (int t = 0; t < 4; t++) {
     ldmc_graph *g = ldmc_graph_clone(ref);
     ldmc_plan *plan = NULL;
@@ -173,11 +173,11 @@ static void test_family(int c) {
     return;
   }
   ldmc_plan_stats st;
-  CHECK(ldmc_plan_stats_compute(g, "cpu", LDMC_UNET_N_INPUTS, &st) == LDMC_OK);
+  CHECK(ldmc_plan_stats_compute(g, "cpu-nhwc", LDMC_UNET_N_INPUTS, &st) == LDMC_OK);
   int32_t before = g->n_nodes;
   ldmc_plan *plan = NULL;
   ldmc_pipeline_opts o = {.params_are_weights = true, .n_activation_params = LDMC_UNET_N_INPUTS};
-  CHECK(ldmc_compile_plan(g, ldmc_target_find("cpu"), &o, &plan) == LDMC_OK);
+  CHECK(ldmc_compile_plan(g, ldmc_target_find("cpu-nhwc"), &o, &plan) == LDMC_OK);
   if (plan) {
     CHECK_MSG(ldmc_plan_check_buffers(plan, g) == LDMC_OK, "c=%d: %s", c, ldmc_last_error());
     int32_t per_run = 0, attention = 0;

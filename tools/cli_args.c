@@ -62,7 +62,9 @@ void ldmc_cli_print_help(const ldmc_cli_cmd *c, FILE *f) {
   for (int i = 0; i < c->n_flags; i++) {
     char lhs[64];
     const ldmc_cli_flag *fl = &c->flags[i];
-    snprintf(lhs, sizeof lhs, "--%s%s%s", fl->name, fl->metavar ? " " : "", fl->metavar ? fl->metavar : "");
+    bool o = strcmp(fl->name, "out") == 0 && fl->metavar; /* -o FILE is the same */
+    snprintf(lhs, sizeof lhs, "--%s%s%s%s%s", fl->name, fl->metavar ? " " : "", fl->metavar ? fl->metavar : "",
+             o ? ", -o " : "", o ? fl->metavar : "");
     if (strlen(lhs) > 22)
       fprintf(f, "  %s\n%26s", lhs, "");
     else
@@ -80,6 +82,8 @@ int ldmc_cli_parse(ldmc_cli_cmd *c, int argc, char **argv) {
   bool flags_done = false;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
+    /* -o FILE is --out FILE in every command that has --out */
+    if (!flags_done && strcmp(a, "-o") == 0 && find_flag(c, "out", 3)) a = "--out";
     if (!flags_done && (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)) {
       ldmc_cli_print_help(c, stdout);
       return LDMC_EXIT_OK;

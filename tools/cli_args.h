@@ -1,5 +1,6 @@
 /* The driver's flag parser: long flags `--x VALUE` and `--x=VALUE`, switches
- * `--x`, positionals, `--` to end flags, and `-h`/`--help` printing the
+ * `--x`, positionals, `--` to end flags, `-o FILE` for `--out FILE` in every
+ * command that has --out, and `-h`/`--help` printing the
  * command's help. Usage errors print one line and give exit status 2. */
 #ifndef LDMC_TOOLS_CLI_ARGS_H
 #define LDMC_TOOLS_CLI_ARGS_H

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "frontend/weights_io.h"
 #include "support/fileio.h"
@@ -21,11 +23,9 @@ const char *ldmc_file_kind_name(ldmc_file_kind k) {
 }
 
 ldmc_status ldmc_tool_sniff(const char *path, ldmc_file_kind *out) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return ldmc_error(LDMC_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
   unsigned char head[9];
-  size_t n = fread(head, 1, sizeof head, f);
-  fclose(f);
+  size_t n;
+  LDMC_TRY(ldmc_file_read_head(path, head, sizeof head, &n)); /* refuses FIFOs, devices, folders */
   *out = LDMC_KIND_TEXT;
   if (n >= 4 && memcmp(head, "LDMC", 4) == 0) {
     *out = LDMC_KIND_LDMC;
@@ -160,4 +160,144 @@ void ldmc_tool_format_count(double n, const char *unit, char *buf, size_t len) {
   }
   const char *sep = unit[0] || p ? " " : "";
   snprintf(buf, len, p ? "%.3f%s%s%s" : "%.0f%s%s%s", n, sep, prefix[p], unit);
+}
+
+/* ---- output paths ---- */
+
+static const char *ext_of(const char *path) {
+  const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path, *dot = strrchr(base, '.');
+  return dot && dot != base ? dot : NULL;
+}
+
+int ldmc_tool_check_output(const ldmc_cli_cmd *c, const char *flag, const char *path, const char *const *exts) {
+  if (!path) return LDMC_CLI_CONTINUE;
+  for (int i = 0; exts[i]; i++)
+    if (ends_with(path, exts[i])) return LDMC_CLI_CONTINUE;
+  char want[160] = "";
+  size_t w = 0;
+  int n = 0;
+  while (exts[n]) n++;
+  for (int i = 0; i < n && w < sizeof want; i++)
+    w += (size_t)snprintf(want + w, sizeof want - w, "%s%s", i == 0 ? "" : i == n - 1 ? (n > 2 ? ", or " : " or ") : ", ",
+                          exts[i]);
+  const char *ext = ext_of(path);
+  char q[256];
+  ldmc_tool_quote(path, q, sizeof q);
+  if (!ext)
+    return ldmc_cli_usage_error(c, "%s%s%s: no file extension; ldmc %s writes %s here (nothing was written)",
+                                flag ? flag : "", flag ? " " : "", q, c->name, want);
+  char qe[64];
+  ldmc_tool_quote(ext, qe, sizeof qe);
+  return ldmc_cli_usage_error(c, "%s%s%s: ldmc %s cannot write '%s' files here, only %s (nothing was written)",
+                              flag ? flag : "", flag ? " " : "", q, c->name, qe, want);
+}
+
+/* The path as an absolute, normalized string: the real path of its folder
+ * (when that exists) and its last component. */
+static void normalized(const char *path, char *buf, size_t len) {
+  char dir[4096], real[4096];
+  const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+  if (!slash) snprintf(dir, sizeof dir, ".");
+  else if (slash == path) snprintf(dir, sizeof dir, "/");
+  else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+  if (realpath(dir, real)) snprintf(buf, len, "%s/%s", strcmp(real, "/") ? real : "", base);
+  else snprintf(buf, len, "%s", path);
+}
+
+bool ldmc_tool_same_file(const char *a, const char *b) {
+  struct stat sa, sb;
+  if (stat(a, &sa) == 0 && stat(b, &sb) == 0) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  char na[4352], nb[4352];
+  normalized(a, na, sizeof na);
+  normalized(b, nb, sizeof nb);
+  return strcmp(na, nb) == 0;
+}
+
+int ldmc_tool_check_distinct(const ldmc_cli_cmd *c, int n, const char *const *what, const char *const *paths) {
+  for (int i = 0; i < n; i++)
+    for (int j = i + 1; paths[i] && j < n; j++)
+      if (paths[j] && ldmc_tool_same_file(paths[i], paths[j])) {
+        char qa[256], qb[256];
+        ldmc_tool_quote(paths[i], qa, sizeof qa);
+        ldmc_tool_quote(paths[j], qb, sizeof qb);
+        return ldmc_cli_usage_error(c, "%s %s and %s %s are the same file: one would overwrite the other "
+                                       "(nothing was written)", what[i], qa, what[j], qb);
+      }
+  return LDMC_CLI_CONTINUE;
+}
+
+void ldmc_tool_print_wrote(FILE *f, const char *path, const char *what) {
+  struct stat st;
+  char q[512];
+  ldmc_tool_quote(path, q, sizeof q);
+  if (stat(path, &st) == 0)
+    fprintf(f, "wrote %s: %lld bytes, %s\n", q, (long long)st.st_size, what);
+  else
+    fprintf(f, "wrote %s: %s\n", q, what);
+}
+
+void ldmc_tool_describe(const ldmc_module *m, ldmc_file_kind kind, char *buf, size_t len) {
+  char name[200];
+  const ldmc_graph *g = kind == LDMC_KIND_SAFETENSORS ? NULL : m->graph;
+  int32_t nt = kind == LDMC_KIND_TEXT ? 0 : m->tensors.n;
+  int w = snprintf(buf, len, "%s", ldmc_file_kind_name(kind));
+  if (g && w >= 0 && (size_t)w < len)
+    w += snprintf(buf + w, len - (size_t)w, ": graph '%s' (%d nodes)", ldmc_tool_quote(g->name, name, sizeof name),
+                  (int)g->n_nodes);
+  if ((nt || kind != LDMC_KIND_TEXT) && w >= 0 && (size_t)w < len)
+  {
+    if (nt) snprintf(buf + w, len - (size_t)w, "%s%d tensor%s", g ? " and " : ": ", (int)nt, nt == 1 ? "" : "s");
+    else snprintf(buf + w, len - (size_t)w, "%sno tensors", g ? ", " : ": ");
+  }
+}
+
+/* ---- quoting names from files ---- */
+
+/* Length of the valid UTF-8 sequence at p (1..4), 0 if invalid. */
+static size_t utf8_len(const unsigned char *p) {
+  unsigned char c = p[0];
+  size_t n;
+  uint32_t cp;
+  if (c < 0x80) return 1;
+  if (c >= 0xc2 && c <= 0xdf) n = 2, cp = c & 0x1f;
+  else if (c >= 0xe0 && c <= 0xef) n = 3, cp = c & 0x0f;
+  else if (c >= 0xf0 && c <= 0xf4) n = 4, cp = c & 0x07;
+  else return 0;
+  for (size_t i = 1; i < n; i++) {
+    if ((p[i] & 0xc0) != 0x80) return 0;
+    cp = cp << 6 | (p[i] & 0x3f);
+  }
+  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return n;
+}
+
+const char *ldmc_tool_quote(const char *s, char *buf, size_t len) {
+  size_t w = 0;
+  if (!len) return buf;
+  const unsigned char *p = (const unsigned char *)(s ? s : "");
+  while (*p) {
+    size_t n = utf8_len(p);
+    char tmp[8];
+    size_t k;
+    if (n == 1 && (*p < 0x20 || *p == 0x7f || *p == '\\')) {
+      k = *p == '\\' ? (size_t)snprintf(tmp, sizeof tmp, "\\\\") : (size_t)snprintf(tmp, sizeof tmp, "\\x%02x", *p);
+      n = 1;
+    } else if (n == 0) {
+      k = (size_t)snprintf(tmp, sizeof tmp, "\\x%02x", *p);
+      n = 1;
+    } else {
+      memcpy(tmp, p, n);
+      k = n;
+    }
+    if (w + k + 4 > len) { /* no room: end with "..." */
+      if (len >= 4) snprintf(buf + (w + 4 > len ? len - 4 : w), 4, "...");
+      return buf;
+    }
+    memcpy(buf + w, tmp, k);
+    w += k;
+    p += n;
+  }
+  buf[w] = 0;
+  return buf;
 }

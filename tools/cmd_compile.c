@@ -16,6 +16,7 @@
 #include "tools/cli_io.h"
 #include "tools/cli_target.h"
 #include "tools/commands.h"
+#include "tools/run_model.h"
 
 static double mib(int64_t b) { return (double)b / (1024.0 * 1024.0); }
 
@@ -165,7 +166,8 @@ static int emit_aot(const ldmc_cli_cmd *c, const ldmc_graph *g, int64_t n_act, l
     rc = ldmc_cli_fail(c, "cannot write header '%s': %s", header, strerror(errno));
     goto done;
   }
-  ldmc_compile_opts opts = {.params_are_weights = n_act >= 0, .n_activation_params = (int32_t)(n_act < 0 ? 0 : n_act)};
+  ldmc_compile_opts opts = {.params_are_weights = n_act >= 0, .n_activation_params = (int32_t)(n_act < 0 ? 0 : n_act),
+                            .bf16 = ldmc_cli_has(c, "bf16")};
   double t0 = now_s();
   if (ldmc_llvm_cpu_emit(g, &opts, kind, tmp, htmp, entry) != LDMC_OK) {
     /* the message names the temporary path; name the real one instead */
@@ -193,11 +195,14 @@ done:
 int ldmc_cmd_compile(int argc, char **argv) {
   ldmc_cli_flag flags[] = {
       {"model", "NAME", "built-in model to compile: unet", NULL},
-      {"channels", "C", "model mode: U-Net base width c, one value (default 320)", NULL},
-      {"latent", "HxW[xC]", "model mode: latent height x width x channels (default 64x64x4)", NULL},
-      {"context", "DxT", "model mode: context width x tokens (default 1024x77)", NULL},
-      {"batch", "B", "model mode: batch size (default 1)", NULL},
+      {"channels", "C", LDMC_UNET_HELP_CHANNELS, NULL},
+      {"latent", "HxW[xC]", LDMC_UNET_HELP_LATENT, NULL},
+      {"context", "DxT", LDMC_UNET_HELP_CONTEXT, NULL},
+      {"batch", "B", LDMC_UNET_HELP_BATCH, NULL},
       {"target", "NAME", ldmc_cli_target_help("target to compile for"), NULL},
+      {"backend", "NAME", "synonym of --target", NULL},
+      {"bf16", NULL, "allow bf16 storage with f32 accumulation (llvm-cpu: GEMM and convolution\n"
+                     "operands as bf16 pairs on avx512_bf16); applies to the plan and to --emit", NULL},
       {"dump-passes", "REGEX", "dump the IR after every pass whose name matches (POSIX extended regex;\n"
                                "'input' is the graph before the first pass, '.*' dumps all)", NULL},
       {"dump-dir", "DIR", "where dumps go, created if missing (default: $LDMC_DUMP_DIR or .);\n"
@@ -254,6 +259,9 @@ int ldmc_cmd_compile(int argc, char **argv) {
     return ldmc_cli_usage_error(&c, "flag '--emit' expects obj, asm or llvm, got '%s'", emit);
   if (emit && !ldmc_cli_has(&c, "out"))
     return ldmc_cli_usage_error(&c, "--emit %s needs -o FILE (see ldmc compile --help)", emit);
+  static const char *const graph_exts[] = {".txt", ".ldmcir", ".ldmc", NULL}; /* --out without --emit: a graph */
+  if (!emit && (rc = ldmc_tool_check_output(&c, "--out", ldmc_cli_get(&c, "out"), graph_exts)) != LDMC_CLI_CONTINUE)
+    return rc;
   const char *model = ldmc_cli_get(&c, "model");
   if ((model != NULL) == (c.n_pos == 1)) return ldmc_cli_usage_error(&c, "give either --model NAME or one graph FILE");
   static const char *const model_flags[] = {"channels", "latent", "context", "batch"};
@@ -263,11 +271,16 @@ int ldmc_cmd_compile(int argc, char **argv) {
   const char *chans = ldmc_cli_get(&c, "channels");
   if (chans && strchr(chans, ','))
     return ldmc_cli_usage_error(&c, "flag '--channels' takes one width here, got '%s' (ldmc stats takes a list)", chans);
-  const char *tname = ldmc_cli_get(&c, "target");
-  const ldmc_target *t = ldmc_target_find(tname ? tname : "cpu");
-  if (!t) return ldmc_cli_usage_error(&c, "%s", ldmc_last_error());
+  const char *tname = ldmc_cli_target_flag(&c, &rc);
+  if (rc != LDMC_CLI_CONTINUE) return rc;
+  ldmc_cli_target ct;
+  if (ldmc_cli_target_parse(tname ? tname : "llvm-cpu", &ct) != LDMC_OK)
+    return ldmc_cli_usage_error(&c, "%s", ldmc_last_error());
+  const ldmc_target *t = ct.t;
+  if (emit && !(ct.be && strcmp(ct.be->name, "llvm-cpu") == 0))
+    return ldmc_cli_usage_error(&c, "--emit needs --target llvm-cpu (target %s has no code generator)", t->name);
   int64_t batch = 0;
-  if ((rc = ldmc_cli_int(&c, "batch", 1, 1 << 20, &batch)) != LDMC_CLI_CONTINUE) return rc;
+  if ((rc = ldmc_cli_int(&c, "batch", 1, LDMC_UNET_CLI_BATCH_MAX, &batch)) != LDMC_CLI_CONTINUE) return rc;
 
   int64_t n_act = -1;
   if ((rc = ldmc_cli_int(&c, "activation-params", 0, INT32_MAX, &n_act)) != LDMC_CLI_CONTINUE) return rc;
@@ -277,9 +290,7 @@ int ldmc_cmd_compile(int argc, char **argv) {
   if (model) {
     if (strcmp(model, "unet") != 0) return ldmc_cli_usage_error(&c, "unknown model '%s' (models: unet)", model);
     ldmc_unet_config cfg;
-    if (ldmc_unet_config_from_args(&cfg, ldmc_cli_get(&c, "channels"), ldmc_cli_get(&c, "latent"),
-                                   ldmc_cli_get(&c, "context"), batch) != LDMC_OK)
-      return ldmc_cli_usage_error(&c, "%s", ldmc_last_error());
+    if ((rc = ldmc_unet_cli_config(&c, NULL, &cfg)) != LDMC_CLI_CONTINUE) return rc; /* the shared defaults */
     if (ldmc_unet_build(&cfg, &g) != LDMC_OK) return ldmc_cli_fail(&c, "building the U-Net: %s", ldmc_last_error());
     if (n_act < 0) n_act = LDMC_UNET_N_INPUTS;
   } else {
@@ -314,14 +325,17 @@ int ldmc_cmd_compile(int argc, char **argv) {
   };
   ldmc_plan *plan = NULL;
   t0 = now_s();
-  ldmc_status s = ldmc_compile_plan(g, t, &o, &plan);
+  ldmc_compile_opts co = {.bf16 = ldmc_cli_has(&c, "bf16"), .params_are_weights = n_act >= 0,
+                          .n_activation_params = (int32_t)(n_act < 0 ? 0 : n_act)};
+  ldmc_status s = ldmc_cli_target_plan(&ct, &g, &co, &o, &plan); /* what the target's backend executes */
   double t_compile = now_s() - t0;
   if (s != LDMC_OK) {
     ldmc_graph_free(g);
     ldmc_graph_free(built);
     return ldmc_cli_fail(&c, "%s", ldmc_last_error());
   }
-  printf("graph %s on target %s (backend %s)\n", g->name, t->name, t->backend);
+  printf("graph %s on target %s%s%s (%s)\n", g->name, t->name, ct.variant[0] ? ":" : "", ct.variant,
+         ldmc_cli_target_executor(&ct, plan));
   printf("nodes: %d before, %d after the graph passes\n", (int)nodes_before, (int)g->n_nodes);
   print_kernel_summary(plan, g, ldmc_cli_has(&c, "kernels"));
   printf("planned peak activation memory: %" PRId64 " bytes (%.2f MiB) in one arena\n", plan->arena_bytes,
@@ -330,8 +344,17 @@ int ldmc_cmd_compile(int argc, char **argv) {
          "  %.2f MiB after the graph passes\n",
          mib(plan->live_peak_bytes), mib(naive_before),
          plan->arena_bytes ? (double)naive_before / (double)plan->arena_bytes : 0.0, mib(plan->naive_bytes));
+  if (plan->scratch_bytes) {
+    int64_t most = 0;
+    for (int32_t k = 0; k < plan->n_kernels; k++)
+      if (plan->kernels[k].scratch_bytes > most) most = plan->kernels[k].scratch_bytes;
+    printf("  kernel scratch (packed panels, accumulators, per-thread work areas), planned in the arena and\n"
+           "  live only while its kernel runs: largest %.2f MiB, %.2f MiB over all kernels\n",
+           mib(most), mib(plan->scratch_bytes));
+  }
   if (plan->prepacked_bytes)
-    printf("  prepacked weights (relayouts run once at load, outside the arena): %.2f MiB\n", mib(plan->prepacked_bytes));
+    printf("  prepacked weights (computed once when the weights are bound, outside the arena): %.2f MiB\n",
+           mib(plan->prepacked_bytes));
   printf("schedule: simulated live peak %.2f MiB (kernels in root order: %.2f MiB)\n", mib(plan->peak_scheduled),
          mib(plan->peak_in_root_order));
   printf("build %.3f s, pass pipeline %.3f s\n", t_build, t_compile);
@@ -348,7 +371,13 @@ int ldmc_cmd_compile(int argc, char **argv) {
     ldmc_file_kind kind;
     if (!ldmc_tool_kind_from_ext(out, &kind)) kind = LDMC_KIND_TEXT;
     ldmc_module m = {.graph = g};
-    if (ldmc_tool_save(out, kind, &m) != LDMC_OK) rc = ldmc_cli_fail(&c, "%s", ldmc_last_error());
+    if (ldmc_tool_save(out, kind, &m) != LDMC_OK) {
+      rc = ldmc_cli_fail(&c, "%s", ldmc_last_error());
+    } else {
+      char what[400];
+      ldmc_tool_describe(&m, kind, what, sizeof what);
+      ldmc_tool_print_wrote(stdout, out, what);
+    }
   }
   ldmc_plan_free(plan);
   ldmc_graph_free(g);

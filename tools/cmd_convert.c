@@ -12,9 +12,10 @@
 static ldmc_status merge_tensors(ldmc_module *m, ldmc_tensor_set *extra, const char *extra_path) {
   for (int32_t i = 0; i < extra->n; i++) {
     ldmc_tensor *old = ldmc_tensor_set_find(&m->tensors, extra->items[i].name);
+    char q[256];
     if (old)
       return ldmc_error(LDMC_ERR_INVALID, "%s: tensor '%s' is already in the input", extra_path,
-                        extra->items[i].name);
+                        ldmc_tool_quote(extra->items[i].name, q, sizeof q));
     ldmc_tensor view;
     LDMC_TRY(ldmc_tool_tensor_view(&extra->items[i], &view));
     ldmc_status s = ldmc_tensor_set_add(&m->tensors, &view);

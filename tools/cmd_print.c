@@ -8,7 +8,7 @@
 
 int ldmc_cmd_print(int argc, char **argv) {
   ldmc_cli_flag flags[] = {
-      {"out", "FILE", "write the text IR to FILE (atomically) instead of stdout", NULL},
+      {"out", "FILE", "write the text IR to FILE (.txt or .ldmcir; atomically) instead of stdout", NULL},
   };
   ldmc_cli_cmd c = {
       .name = "print",
@@ -24,6 +24,8 @@ int ldmc_cmd_print(int argc, char **argv) {
   int rc = ldmc_cli_parse(&c, argc, argv);
   if (rc != LDMC_CLI_CONTINUE) return rc;
   const char *path = c.pos[0], *out = ldmc_cli_get(&c, "out");
+  static const char *const text_exts[] = {".txt", ".ldmcir", NULL};
+  if ((rc = ldmc_tool_check_output(&c, "--out", out, text_exts)) != LDMC_CLI_CONTINUE) return rc;
   ldmc_module m = {0};
   ldmc_file_kind kind;
   if (ldmc_tool_load(path, &m, &kind) != LDMC_OK) return ldmc_cli_fail(&c, "%s", ldmc_last_error());

@@ -1,6 +1,7 @@
 /* ldmc profile: where a step spends its time, kernel by kernel, against the
  * machine's measured peak (tools/profile_run.h, runtime/profiler.h); or, for
  * several U-Net widths, the counted and the measured cost side by side. */
+#include <errno.h>
 #include <jansson.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -11,6 +12,8 @@
 #include "models/unet.h"
 #include "models/weights.h"
 #include "tools/cli_io.h"
+#include "tools/cli_target.h"
+#include "tools/run_model.h"
 #include "tools/commands.h"
 #include "support/fileio.h"
 #include "tools/profile_run.h"
@@ -26,6 +29,68 @@ typedef struct prof_cmd {
   const char *group, *csv, *json, *trace, *roofline;
   bool backend_chosen;
 } prof_cmd;
+
+/* ---- output files: all of them or none ----
+ * Each requested file is first written (atomically) under a temporary name
+ * next to it; only once every one of them has been written are they renamed
+ * into place. A failed profile leaves none of its files, and an earlier file
+ * at a requested path stays as it was. */
+#define MAX_OUT_FILES 4
+typedef struct out_files {
+  int n;
+  const char *final[MAX_OUT_FILES];
+  char *tmp[MAX_OUT_FILES];
+} out_files;
+
+/* The temporary name to write path under (NULL for NULL; for path on OOM). */
+static const char *out_stage(out_files *o, const char *path) {
+  if (!path || o->n == MAX_OUT_FILES) return path;
+  size_t len = strlen(path) + 48;
+  char *t = malloc(len);
+  if (!t) return path;
+  snprintf(t, len, "%s.ldmc-partial.%ld", path, (long)getpid());
+  o->final[o->n] = path;
+  o->tmp[o->n++] = t;
+  return t;
+}
+
+/* Removes the temporary files. */
+static void out_abort(out_files *o) {
+  for (int i = 0; i < o->n; i++) {
+    unlink(o->tmp[i]);
+    free(o->tmp[i]);
+  }
+  o->n = 0;
+}
+
+/* Renames every temporary file into place. */
+static ldmc_status out_commit(out_files *o) {
+  ldmc_status st = LDMC_OK;
+  for (int i = 0; i < o->n; i++) {
+    if (st == LDMC_OK && rename(o->tmp[i], o->final[i]) != 0)
+      st = ldmc_error(LDMC_ERR_IO, "%s: %s", o->final[i], strerror(errno));
+    if (st != LDMC_OK) unlink(o->tmp[i]);
+    free(o->tmp[i]);
+  }
+  o->n = 0;
+  return st;
+}
+
+/* Fails with the last error, naming the requested paths, not the temporary ones. */
+static int out_fail(const prof_cmd *pc, out_files *o) {
+  const char *msg = ldmc_last_error();
+  char buf[2048];
+  snprintf(buf, sizeof buf, "%s", msg ? msg : "");
+  for (int i = 0; i < o->n; i++) {
+    char *at = strstr(buf, o->tmp[i]);
+    if (!at) continue;
+    char rest[2048];
+    snprintf(rest, sizeof rest, "%s", at + strlen(o->tmp[i]));
+    snprintf(at, sizeof buf - (size_t)(at - buf), "%s%s", o->final[i], rest);
+  }
+  out_abort(o);
+  return ldmc_cli_fail(pc->c, "%s", buf);
+}
 
 /* After the flags are checked: the machine's figures, and which backend runs. */
 static int start(prof_cmd *pc) {
@@ -63,8 +128,9 @@ static ldmc_profile_key_fn group_key(const char *g) {
 }
 
 static char *meta_json(const prof_cmd *pc, const ldmc_prof_result *r, const char *model) {
-  json_t *m = json_pack("{s:s,s:i,s:f,s:b,s:s}", "backend", pc->o.be->name, "threads", pc->threads, "compile_s",
-                        r->compile_s, "per_kernel", r->per_kernel, "group", pc->group ? pc->group : "kernel");
+  json_t *m = json_pack("{s:s,s:i,s:b,s:f,s:b,s:s}", "backend", pc->o.be->name, "threads", pc->threads, "bf16",
+                        pc->o.bf16, "compile_s", r->compile_s, "per_kernel", r->per_kernel, "group",
+                        pc->group ? pc->group : "kernel");
   if (model) json_object_set_new(m, "model", json_string(model));
   if (pc->mach.known)
     json_object_set_new(m, "calibration", json_pack("{s:s,s:s,s:s}", "cpu", pc->mach.m.cpu, "isa", pc->mach.m.isa,
@@ -80,13 +146,14 @@ static char *meta_json(const prof_cmd *pc, const ldmc_prof_result *r, const char
   return s;
 }
 
-static int write_roofline(const prof_cmd *pc, const ldmc_profile_report *r, const char *title) {
+static ldmc_status write_roofline(const prof_cmd *pc, const char *path, const ldmc_profile_report *r,
+                                  const char *title) {
   ldmc_roofline_point *pts = calloc((size_t)(r->n_kernels ? r->n_kernels : 1), sizeof *pts);
   char **labels = calloc((size_t)(r->n_kernels ? r->n_kernels : 1) * 2, sizeof *labels);
   if (!pts || !labels) {
     free(pts);
     free(labels);
-    return ldmc_cli_fail(pc->c, "out of memory");
+    return ldmc_error(LDMC_ERR_NOMEM, "%s: out of memory", path);
   }
   for (int32_t i = 0; i < r->n_kernels; i++) {
     const ldmc_profile_kernel *k = &r->kernels[i];
@@ -99,13 +166,12 @@ static int write_roofline(const prof_cmd *pc, const ldmc_profile_report *r, cons
     else if (*tag) snprintf(*tag, len, "%s", k->name);                               /* a group */
     pts[i] = (ldmc_roofline_point){*lab ? *lab : k->name, *tag, k->intensity, k->gflops_s, k->share};
   }
-  ldmc_status st = ldmc_roofline_write_svg(pc->roofline, title, pc->mach.peak_gflops, pc->mach.bandwidth_gbs, pts,
+  ldmc_status st = ldmc_roofline_write_svg(path, title, pc->mach.peak_gflops, pc->mach.bandwidth_gbs, pts,
                                            (int)r->n_kernels);
   for (int32_t i = 0; i < 2 * r->n_kernels; i++) free(labels[i]);
   free(labels);
   free(pts);
-  if (st != LDMC_OK) return ldmc_cli_fail(pc->c, "%s", ldmc_last_error());
-  return LDMC_EXIT_OK;
+  return st;
 }
 
 /* The detailed profile of one graph: table, files. */
@@ -117,9 +183,9 @@ static int report_one(prof_cmd *pc, const ldmc_graph *g, ldmc_prof_result *r, co
     if (ldmc_profile_report_group(rep, key, &grouped) != LDMC_OK) return ldmc_cli_fail(pc->c, "%s", ldmc_last_error());
     rep = &grouped;
   }
-  printf("profile of graph '%s' (%d nodes) on %s, %d thread%s: compile %.3f s, %d warm-up + %d profiled step%s\n",
-         g->name ? g->name : "", (int)g->n_nodes, pc->o.be->name, pc->threads, pc->threads == 1 ? "" : "s",
-         r->compile_s, pc->o.warmup, rep->steps, rep->steps == 1 ? "" : "s");
+  printf("profile of graph '%s' (%d nodes) on %s%s, %d thread%s: compile %.3f s, %d warm-up + %d profiled step%s\n",
+         g->name ? g->name : "", (int)g->n_nodes, pc->o.be->name, pc->o.bf16 ? " (--bf16)" : "", pc->threads,
+         pc->threads == 1 ? "" : "s", r->compile_s, pc->o.warmup, rep->steps, rep->steps == 1 ? "" : "s");
   if (pc->mach.known) printf("machine: %s\n", pc->mach.source);
   if (!r->per_kernel) printf("(the %s backend reports no kernels: each step is one \"run\")\n", pc->o.be->name);
   printf("\n");
@@ -136,21 +202,24 @@ static int report_one(prof_cmd *pc, const ldmc_graph *g, ldmc_prof_result *r, co
   }
   int rc = LDMC_EXIT_OK;
   ldmc_status st = LDMC_OK;
-  if (pc->csv && (st = ldmc_profile_write_csv(rep, pc->csv)) != LDMC_OK) rc = ldmc_cli_fail(pc->c, "%s", ldmc_last_error());
-  if (rc == LDMC_EXIT_OK && pc->json) {
+  out_files of = {0};
+  const char *csv = out_stage(&of, pc->csv), *json = out_stage(&of, pc->json);
+  const char *trace = out_stage(&of, pc->trace), *roofline = out_stage(&of, pc->roofline);
+  if (csv) st = ldmc_profile_write_csv(rep, csv);
+  if (st == LDMC_OK && json) {
     char *meta = meta_json(pc, r, model);
-    st = ldmc_profile_write_json(rep, meta, pc->json);
+    st = meta ? ldmc_profile_write_json(rep, meta, json) : ldmc_error(LDMC_ERR_NOMEM, "%s: out of memory", json);
     free(meta);
-    if (st != LDMC_OK) rc = ldmc_cli_fail(pc->c, "%s", ldmc_last_error());
   }
-  if (rc == LDMC_EXIT_OK && pc->trace && ldmc_profile_write_trace(r->prof, pc->o.be->name, pc->trace) != LDMC_OK)
-    rc = ldmc_cli_fail(pc->c, "%s", ldmc_last_error());
-  if (rc == LDMC_EXIT_OK && pc->roofline) {
+  if (st == LDMC_OK && trace) st = ldmc_profile_write_trace(r->prof, pc->o.be->name, trace);
+  if (st == LDMC_OK && roofline) {
     char title[256];
     snprintf(title, sizeof title, "roofline: %s on %s, %d thread%s", g->name ? g->name : "", pc->o.be->name,
              pc->threads, pc->threads == 1 ? "" : "s");
-    rc = write_roofline(pc, rep, title);
+    st = write_roofline(pc, roofline, rep, title);
   }
+  if (st == LDMC_OK) st = out_commit(&of);
+  if (st != LDMC_OK) rc = out_fail(pc, &of);
   if (rc == LDMC_EXIT_OK) {
     const char *files[4] = {pc->csv, pc->json, pc->trace, pc->roofline};
     for (int i = 0; i < 4; i++)
@@ -240,7 +309,7 @@ static int family_outputs(prof_cmd *pc, const width_row *rows, int n, const ldmc
          "norm cost", "norm time");
   for (int i = 0; i < n; i++) {
     const width_row *w = &rows[i];
-    char pct[16] = "       ?"; /* no calibration: unknown, not 0% */
+    char pct[16] = " unknown"; /* no calibration: unknown, not 0% */
     if (pc->mach.known && pc->mach.peak_gflops > 0) snprintf(pct, sizeof pct, "%7.2f%%", w->pct);
     printf("%8d %14lld %12.3f %10.4f %10.3f %s %10.3f %10.3f\n", w->channels, (long long)w->s.params,
            (double)w->s.mac_flops * 1e-9, w->step_s, w->gflops_s, pct,
@@ -249,55 +318,65 @@ static int family_outputs(prof_cmd *pc, const width_row *rows, int n, const ldmc
   }
   printf("(norm cost and norm time are relative to c=%d: counted FLOPs against measured seconds)\n", rows[0].channels);
   if (!(pc->mach.known && pc->mach.peak_gflops > 0))
-    printf("(%% peak is ?: no calibration; run `ldmc profile --calibrate` or pass --peak-gflops X)\n");
+    printf("(%% peak is unknown: the peak was not measured; run `ldmc profile --calibrate` or pass --peak-gflops X)\n");
   if (pc->o.overhead)
     for (int i = 0; i < n; i++)
       printf("profiling overhead at c=%d: %+.2f%% by median step\n", rows[i].channels, rows[i].overhead_pct);
+  bool known = pc->mach.known && pc->mach.peak_gflops > 0; /* else % of peak is unknown: empty / null */
   ldmc_status st = LDMC_OK;
-  if (pc->csv) {
+  out_files of = {0};
+  const char *csv = out_stage(&of, pc->csv), *json = out_stage(&of, pc->json), *roofline = out_stage(&of, pc->roofline);
+  if (csv) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (f) {
       fprintf(f, "channels,params,gflops_per_step,other_gflops,s_per_step,gflop_s,percent_of_peak,bytes_per_step,"
                  "flop_per_byte,compile_s\n");
-      for (int i = 0; i < n; i++)
-        fprintf(f, "%d,%lld,%.6f,%.6f,%.6f,%.4f,%.4f,%.0f,%.4f,%.4f\n", rows[i].channels, (long long)rows[i].s.params,
+      for (int i = 0; i < n; i++) {
+        char pct[32] = "";
+        if (known) snprintf(pct, sizeof pct, "%.4f", rows[i].pct);
+        fprintf(f, "%d,%lld,%.6f,%.6f,%.6f,%.4f,%s,%.0f,%.4f,%.4f\n", rows[i].channels, (long long)rows[i].s.params,
                 (double)rows[i].s.mac_flops * 1e-9, (double)rows[i].s.other_flops * 1e-9, rows[i].step_s,
-                rows[i].gflops_s, rows[i].pct, rows[i].bytes, rows[i].intensity, rows[i].compile_s);
+                rows[i].gflops_s, pct, rows[i].bytes, rows[i].intensity, rows[i].compile_s);
+      }
       fclose(f);
     }
-    st = buf ? ldmc_file_write_atomic(pc->csv, buf, len) : ldmc_error(LDMC_ERR_NOMEM, "out of memory");
+    st = buf ? ldmc_file_write_atomic(csv, buf, len) : ldmc_error(LDMC_ERR_NOMEM, "%s: out of memory", csv);
     free(buf);
   }
-  if (st == LDMC_OK && pc->json) {
+  if (st == LDMC_OK && json) {
     json_t *arr = json_array();
     for (int i = 0; i < n; i++)
-      json_array_append_new(arr, json_pack("{s:i,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "channels", rows[i].channels,
+      json_array_append_new(arr, json_pack("{s:i,s:I,s:f,s:f,s:f,s:o,s:f,s:f,s:f}", "channels", rows[i].channels,
                                            "params", (json_int_t)rows[i].s.params, "gflops_per_step",
                                            (double)rows[i].s.mac_flops * 1e-9, "s_per_step", rows[i].step_s, "gflop_s",
-                                           rows[i].gflops_s, "percent_of_peak", rows[i].pct, "bytes_per_step",
+                                           rows[i].gflops_s, "percent_of_peak",
+                                           known ? json_real(rows[i].pct) : json_null(), "bytes_per_step",
                                            rows[i].bytes, "flop_per_byte", rows[i].intensity, "overhead_percent",
                                            rows[i].overhead_pct));
-    json_t *root = json_pack("{s:s,s:s,s:i,s:i,s:f,s:f,s:o}", "model", "unet", "backend", pc->o.be->name, "threads",
-                             pc->threads, "steps", pc->o.steps, "peak_gflop_s", pc->mach.peak_gflops,
-                             "bandwidth_gb_s", pc->mach.bandwidth_gbs, "widths", arr);
+    bool bw_known = pc->mach.known && pc->mach.bandwidth_gbs > 0;
+    json_t *root = json_pack("{s:s,s:s,s:i,s:b,s:i,s:o,s:o,s:o}", "model", "unet", "backend", pc->o.be->name,
+                             "threads", pc->threads, "bf16", pc->o.bf16, "steps", pc->o.steps, "peak_gflop_s",
+                             known ? json_real(pc->mach.peak_gflops) : json_null(), "bandwidth_gb_s",
+                             bw_known ? json_real(pc->mach.bandwidth_gbs) : json_null(), "widths", arr);
     char *s = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
     json_decref(root);
-    st = s ? ldmc_file_write_atomic(pc->json, s, strlen(s)) : ldmc_error(LDMC_ERR_NOMEM, "out of memory");
+    st = s ? ldmc_file_write_atomic(json, s, strlen(s)) : ldmc_error(LDMC_ERR_NOMEM, "%s: out of memory", json);
     free(s);
   }
-  if (st == LDMC_OK && pc->roofline) {
+  if (st == LDMC_OK && roofline) {
     ldmc_roofline_point pts[MAX_WIDTHS];
     char labels[MAX_WIDTHS][24];
     for (int i = 0; i < n; i++) {
       snprintf(labels[i], sizeof labels[i], "c=%d", rows[i].channels);
       pts[i] = (ldmc_roofline_point){labels[i], labels[i], rows[i].intensity, rows[i].gflops_s, 0.02};
     }
-    st = ldmc_roofline_write_svg(pc->roofline, "roofline: U-Net widths, one step each", pc->mach.peak_gflops,
+    st = ldmc_roofline_write_svg(roofline, "roofline: U-Net widths, one step each", pc->mach.peak_gflops,
                                  pc->mach.bandwidth_gbs, pts, n);
   }
-  if (st != LDMC_OK) return ldmc_cli_fail(pc->c, "%s", ldmc_last_error());
+  if (st == LDMC_OK) st = out_commit(&of);
+  if (st != LDMC_OK) return out_fail(pc, &of);
   const char *files[3] = {pc->csv, pc->json, pc->roofline};
   for (int i = 0; i < 3; i++)
     if (files[i]) printf("wrote %s\n", files[i]);
@@ -310,18 +389,16 @@ static int model_mode(prof_cmd *pc) {
   if (strcmp(model, "unet") != 0) return ldmc_cli_usage_error(c, "flag '--model' expects unet, got '%s'", model);
   if (init && strcmp(init, "random") != 0) return ldmc_cli_usage_error(c, "flag '--init' expects random, got '%s'", init);
   if (init && ldmc_cli_has(c, "weights")) return ldmc_cli_usage_error(c, "give --weights or --init random, not both");
-  int64_t batch = 0, seed = 0;
+  int64_t seed = 0;
   int rc;
-  if ((rc = ldmc_cli_int(c, "batch", 1, 1 << 20, &batch)) != LDMC_CLI_CONTINUE) return rc;
   if ((rc = ldmc_cli_int(c, "seed", 0, INT64_MAX, &seed)) != LDMC_CLI_CONTINUE) return rc;
   int widths[MAX_WIDTHS], n = 1;
-  widths[0] = 64;
+  widths[0] = LDMC_UNET_CLI_CHANNELS; /* the defaults of tools/run_model.h, as every command */
   const char *chans = ldmc_cli_get(c, "channels");
   if (chans && ldmc_unet_parse_widths(chans, widths, MAX_WIDTHS, &n) != LDMC_OK)
     return ldmc_cli_usage_error(c, "%s", ldmc_last_error());
   ldmc_unet_config cfg;
-  if (ldmc_unet_config_from_args(&cfg, NULL, ldmc_cli_get(c, "latent"), ldmc_cli_get(c, "context"), batch) != LDMC_OK)
-    return ldmc_cli_usage_error(c, "%s", ldmc_last_error());
+  if ((rc = ldmc_unet_cli_config(c, LDMC_UNET_CLI_CHANNELS_STR, &cfg)) != LDMC_CLI_CONTINUE) return rc;
   for (int i = 0; i < n; i++) {
     ldmc_unet_config t = cfg;
     t.channels = widths[i];
@@ -376,17 +453,20 @@ static const char *const k_model_flags[] = {"channels", "latent", "context", "ba
 int ldmc_cmd_profile(int argc, char **argv) {
   ldmc_cli_flag flags[] = {
       {"model", "NAME", "profile a built-in model instead of GRAPH (unet)", NULL},
-      {"channels", "C[,C...]", "model mode: base widths c (default 64); several give the family table", NULL},
-      {"latent", "HxW[xC]", "model mode: latent size (default 64x64x4)", NULL},
-      {"context", "DxT", "model mode: context width x tokens (default 1024x77)", NULL},
-      {"batch", "B", "model mode: batch size (default 1)", NULL},
+      {"channels", "C[,C...]", "model mode: " LDMC_UNET_HELP_CHANNELS_LIST ";\nseveral give the family table", NULL},
+      {"latent", "HxW[xC]", LDMC_UNET_HELP_LATENT, NULL},
+      {"context", "DxT", LDMC_UNET_HELP_CONTEXT, NULL},
+      {"batch", "B", LDMC_UNET_HELP_BATCH, NULL},
       {"weights", "FILE", "model mode: weights (.safetensors); default --init random", NULL},
       {"init", "random", "model mode: seeded random weights (the default)", NULL},
       {"inputs", "FILE", "GRAPH mode: input tensors (.safetensors) by parameter name", NULL},
       {"random-inputs", NULL, "GRAPH mode: fill parameters nothing provides with seeded noise", NULL},
       {"seed", "S", "seed of random weights and inputs (default 0)", NULL},
-      {"backend", "NAME", "backend (default: llvm-cpu if registered, else interp)", NULL},
+      {"target", "NAME", "what executes: llvm-cpu[:scalar|avx2|avx512] (default) or interp", NULL},
+      {"backend", "NAME", "synonym of --target", NULL},
       {"threads", "N", "threads (default: OpenMP's, OMP_NUM_THREADS)", NULL},
+      {"bf16", NULL, "allow bf16 storage with f32 accumulation, as `ldmc run --bf16` (llvm-cpu:\n"
+                     "dot_general and convolution operands as bf16 where the CPU has avx512_bf16)", NULL},
       {"steps", "N", "profiled steps (runs) to aggregate (default 3)", NULL},
       {"warmup", "N", "unprofiled runs first (default 1)", NULL},
       {"top", "N", "table rows (default 25; 0: all)", NULL},
@@ -400,6 +480,9 @@ int ldmc_cmd_profile(int argc, char **argv) {
       {"no-calibrate", NULL, "do not measure the machine if it has no calibration: no % of peak", NULL},
       {"peak-gflops", "X", "use X GFLOP/s as the peak instead of the calibration", NULL},
       {"bandwidth-gbs", "Y", "use Y GB/s as the memory bandwidth instead of the calibration", NULL},
+      {"no-cache", NULL, "llvm-cpu: compile every kernel, neither reading nor writing the on-disk\n"
+                         "kernel cache (default: $LDMC_CACHE_DIR, else $XDG_CACHE_HOME/ldmc/kernels,\n"
+                         "else ~/.cache/ldmc/kernels; LDMC_CACHE_DIR=off turns it off everywhere)", NULL},
       {"verbose", NULL, "progress on stderr (a line per step; on by default when stderr is a terminal)", NULL},
   };
   ldmc_cli_cmd c = {
@@ -450,16 +533,33 @@ int ldmc_cmd_profile(int argc, char **argv) {
   pc.json = ldmc_cli_get(&c, "json");
   pc.trace = ldmc_cli_get(&c, "trace");
   pc.roofline = ldmc_cli_get(&c, "roofline");
+  {
+    static const char *const csv[] = {".csv", NULL}, *const json[] = {".json", NULL}, *const svg[] = {".svg", NULL};
+    const char *const what[] = {"--csv", "--json", "--trace", "--roofline"};
+    const char *const paths[] = {pc.csv, pc.json, pc.trace, pc.roofline};
+    if ((rc = ldmc_tool_check_output(&c, "--csv", pc.csv, csv)) != LDMC_CLI_CONTINUE ||
+        (rc = ldmc_tool_check_output(&c, "--json", pc.json, json)) != LDMC_CLI_CONTINUE ||
+        (rc = ldmc_tool_check_output(&c, "--trace", pc.trace, json)) != LDMC_CLI_CONTINUE ||
+        (rc = ldmc_tool_check_output(&c, "--roofline", pc.roofline, svg)) != LDMC_CLI_CONTINUE ||
+        (rc = ldmc_tool_check_distinct(&c, 4, what, paths)) != LDMC_CLI_CONTINUE)
+      return rc;
+  }
   pc.top = (int)top;
-  const char *bname = ldmc_cli_get(&c, "backend");
-  pc.o.be = ldmc_backend_find(bname ? bname : "llvm-cpu");
-  if (!pc.o.be && bname) return ldmc_cli_usage_error(&c, "--backend %s: %s", bname, ldmc_last_error());
+  const char *bname = ldmc_cli_target_flag(&c, &rc);
+  if (rc != LDMC_CLI_CONTINUE) return rc;
+  ldmc_cli_target ct;
+  if (bname && ldmc_cli_target_parse(bname, &ct) != LDMC_OK)
+    return ldmc_cli_usage_error(&c, "--target %s: %s", bname, ldmc_last_error());
+  if (bname && !ct.be) return ldmc_cli_usage_error(&c, "--target %s: planning only, no backend executes it yet", bname);
+  pc.o.be = bname ? ct.be : ldmc_backend_find("llvm-cpu");
   if (!pc.o.be) pc.o.be = ldmc_backend_find("interp");
   if (!pc.o.be) return ldmc_cli_fail(&c, "no backend registered");
   pc.o.threads = (int)threads;
   pc.o.steps = (int)steps;
   pc.o.warmup = (int)warmup;
   pc.o.overhead = ldmc_cli_has(&c, "overhead");
+  pc.o.no_disk_cache = ldmc_cli_has(&c, "no-cache");
+  pc.o.bf16 = ldmc_cli_has(&c, "bf16");
   pc.o.progress = ldmc_cli_has(&c, "verbose") || isatty(STDERR_FILENO);
   if (calibrate && (rc = ldmc_prof_calibrate(&c, ldmc_machine_nproc())) != LDMC_EXIT_OK) return rc;
   pc.backend_chosen = bname != NULL;

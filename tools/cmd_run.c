@@ -11,6 +11,7 @@
 #include "models/unet.h"
 #include "tools/cli_args.h"
 #include "tools/cli_io.h"
+#include "tools/cli_target.h"
 #include "tools/commands.h"
 #include "tools/run_model.h"
 
@@ -47,10 +48,12 @@ static ldmc_status random_tensor(const ldmc_node *p, uint64_t *state, ldmc_tenso
 static ldmc_status assemble_feed(const ldmc_graph *g, const ldmc_tensor_set *inputs, const char *inputs_path,
                                  const ldmc_tensor_set *module, const char *module_path, bool random, uint64_t seed,
                                  ldmc_tensor_set *feed, ldmc_tensor_set *generated) {
+  char q[256], qg[256]; /* names come from files: printed escaped */
+  ldmc_tool_quote(g->name, qg, sizeof qg);
   for (int32_t i = 0; inputs && i < inputs->n; i++)
     if (ldmc_graph_find_param(g, inputs->items[i].name) < 0)
       return ldmc_error(LDMC_ERR_INVALID, "%s: tensor '%s' matches no parameter of graph '%s'", inputs_path,
-                        inputs->items[i].name, g->name ? g->name : "");
+                        ldmc_tool_quote(inputs->items[i].name, q, sizeof q), qg);
   uint64_t state = seed;
   for (int32_t i = 0; i < g->n_nodes; i++) {
     const ldmc_node *p = &g->nodes[i];
@@ -70,7 +73,7 @@ static ldmc_status assemble_feed(const ldmc_graph *g, const ldmc_tensor_set *inp
     if (!src) {
       char shape[160];
       ldmc_shape_str(&p->shape, shape, sizeof shape);
-      return ldmc_error(LDMC_ERR_INVALID, "no input for parameter '%s' (%s%s)%s%s", p->attrs.name,
+      return ldmc_error(LDMC_ERR_INVALID, "no input for parameter '%s' (%s%s)%s%s", ldmc_tool_quote(p->attrs.name, q, sizeof q),
                         ldmc_dtype_name(p->dtype), shape, inputs_path ? " in " : "", inputs_path ? inputs_path : "");
     }
     if (src->raw_dtype[0] || src->dtype != p->dtype || !ldmc_shape_equal(&src->shape, &p->shape)) {
@@ -80,8 +83,8 @@ static ldmc_status assemble_feed(const ldmc_graph *g, const ldmc_tensor_set *inp
       bool from_inputs = inputs && src == ldmc_tensor_set_find(inputs, p->attrs.name);
       const char *where = from_inputs ? inputs_path : module_path;
       return ldmc_error(LDMC_ERR_INVALID, "%s%stensor '%s': parameter %%%d of graph '%s' is %s%s, found %s%s",
-                        where ? where : "", where ? ": " : "", p->attrs.name, (int)i,
-                        g->name ? g->name : "", ldmc_dtype_name(p->dtype), want, ldmc_tool_dtype_str(src), got);
+                        where ? where : "", where ? ": " : "", ldmc_tool_quote(p->attrs.name, q, sizeof q), (int)i, qg,
+                        ldmc_dtype_name(p->dtype), want, ldmc_tool_dtype_str(src), got);
     }
     ldmc_tensor view;
     LDMC_TRY(ldmc_tool_tensor_view(src, &view));
@@ -123,7 +126,8 @@ int ldmc_cmd_run(int argc, char **argv) {
   ldmc_cli_flag flags[] = {
       {"inputs", "FILE", "input tensors (.safetensors), matched to the graph's parameters by name", NULL},
       {"out", "FILE", "where to write the outputs (.safetensors), named as the graph's outputs", NULL},
-      {"backend", "NAME", "backend to compile for (default interp; `ldmc version` lists them)", NULL},
+      {"target", "NAME", "what executes: interp (default) or llvm-cpu[:scalar|avx2|avx512]", NULL},
+      {"backend", "NAME", "synonym of --target", NULL},
       {"random-inputs", NULL, "fill parameters that no input or module tensor provides with\nnormal noise (floats; ints and preds get zeros)", NULL},
       {"seed", "N", "seed of --random-inputs and of --init random (default 0)", NULL},
       {"save-inputs", "FILE", "also write the tensors fed to the graph, module weights excepted\n(.safetensors), e.g. to replay a --random-inputs run", NULL},
@@ -131,20 +135,27 @@ int ldmc_cmd_run(int argc, char **argv) {
       {"threads", "N", "threads for the backend (default: its own choice; llvm-cpu: OpenMP's)", NULL},
       {"bf16", NULL, "allow bf16 storage with f32 accumulation (llvm-cpu: dot_general and\n"
                      "convolution operands as bf16 through avx512_bf16 where the CPU has it)", NULL},
+      {"activation-params", "N", "GRAPH mode: the first N parameters are activations, the rest weights\n"
+                                 "(the same tensors every run), as --model declares its weights: llvm-cpu\n"
+                                 "prepacks what derives only from weights once (default: all activations)", NULL},
+      {"no-cache", NULL, "llvm-cpu: compile every kernel, neither reading nor writing the on-disk\n"
+                         "kernel cache (default: $LDMC_CACHE_DIR, else $XDG_CACHE_HOME/ldmc/kernels,\n"
+                         "else ~/.cache/ldmc/kernels; LDMC_CACHE_DIR=off turns it off everywhere)", NULL},
+      {"verbose", NULL, "the backend's compile summary on stderr (llvm-cpu: steps, prepack steps, arena)", NULL},
       {"repeat", "N", "after compiling, run the step N times and print `compile_ms=<ms>` and\n"
                       "`run_ms median=<ms> min=<ms>` on stdout; --out holds the last run's outputs", NULL},
       {"model", "NAME", "build a built-in model instead of reading GRAPH (unet)", NULL},
-      {"channels", "C", "model mode: base width c (block channels c,2c,4c,4c; c divisible by 32,\nthe GroupNorm groups)", NULL},
-      {"latent", "HxW[xC]", "model mode: latent height x width x channels (default 64x64x4;\nH and W multiples of 8)", NULL},
-      {"context", "DxT", "model mode: context width x token count (default 1024x77)", NULL},
-      {"batch", "B", "model mode: batch size (default 1)", NULL},
-      {"weights", "FILE", "model mode: weights (.safetensors) under diffusers state-dict keys", NULL},
-      {"init", "random", "model mode: initialize weights randomly (seeded by --seed) instead", NULL},
+      {"channels", "C", LDMC_UNET_HELP_CHANNELS, NULL},
+      {"latent", "HxW[xC]", LDMC_UNET_HELP_LATENT, NULL},
+      {"context", "DxT", LDMC_UNET_HELP_CONTEXT, NULL},
+      {"batch", "B", LDMC_UNET_HELP_BATCH, NULL},
+      {"weights", "FILE", "model mode: weights (.safetensors, or a .ldmc's tensors) under diffusers\nstate-dict keys", NULL},
+      {"init", "random", "model mode: initialize weights randomly (seeded by --seed) instead\n(one of --weights and --init is required, not both)", NULL},
   };
   ldmc_cli_cmd c = {
       .name = "run",
       .usage = "GRAPH --out OUT.safetensors [--inputs IN.safetensors] [--backend NAME]\n"
-               "--model unet --channels C [--latent HxWx4] [--context DxT] [--batch B]\n"
+               "--model unet [--channels C] [--latent HxWx4] [--context DxT] [--batch B]\n"
                "    (--weights W.safetensors | --init random) [--seed S]\n"
                "    (--inputs IN.safetensors | --random-inputs) --out OUT.safetensors",
       .summary = "Compile a graph on a backend and run it. Each graph parameter takes the tensor of\n"
@@ -171,7 +182,8 @@ int ldmc_cmd_run(int argc, char **argv) {
   int rc = ldmc_cli_parse(&c, argc, argv);
   if (rc != LDMC_CLI_CONTINUE) return rc;
   const char *out = ldmc_cli_get(&c, "out"), *inputs_path = ldmc_cli_get(&c, "inputs");
-  const char *backend_name = ldmc_cli_get(&c, "backend"), *save_inputs = ldmc_cli_get(&c, "save-inputs");
+  const char *backend_name = ldmc_cli_target_flag(&c, &rc), *save_inputs = ldmc_cli_get(&c, "save-inputs");
+  if (rc != LDMC_CLI_CONTINUE) return rc;
   const char *save_graph = ldmc_cli_get(&c, "save-graph");
   bool model_mode = ldmc_cli_has(&c, "model");
   if (model_mode && c.n_pos)
@@ -183,18 +195,27 @@ int ldmc_cmd_run(int argc, char **argv) {
       if (ldmc_cli_has(&c, ldmc_run_model_flags[i]))
         return ldmc_cli_usage_error(&c, "flag '--%s' needs --model (see ldmc run --help)", ldmc_run_model_flags[i]);
   if (!out) return ldmc_cli_usage_error(&c, "missing --out OUT.safetensors (see ldmc run --help)");
-  ldmc_file_kind k;
-  if (!ldmc_tool_kind_from_ext(out, &k) || k != LDMC_KIND_SAFETENSORS)
-    return ldmc_cli_usage_error(&c, "--out %s: expected a .safetensors path", out);
-  if (save_inputs && (!ldmc_tool_kind_from_ext(save_inputs, &k) || k != LDMC_KIND_SAFETENSORS))
-    return ldmc_cli_usage_error(&c, "--save-inputs %s: expected a .safetensors path", save_inputs);
-  if (save_graph && (!ldmc_tool_kind_from_ext(save_graph, &k) || k == LDMC_KIND_SAFETENSORS))
-    return ldmc_cli_usage_error(&c, "--save-graph %s: expected a .ldmc or .txt path", save_graph);
+  static const char *const st_exts[] = {".safetensors", NULL}, *const graph_exts[] = {".ldmc", ".txt", ".ldmcir", NULL};
+  if ((rc = ldmc_tool_check_output(&c, "--out", out, st_exts)) != LDMC_CLI_CONTINUE ||
+      (rc = ldmc_tool_check_output(&c, "--save-inputs", save_inputs, st_exts)) != LDMC_CLI_CONTINUE ||
+      (rc = ldmc_tool_check_output(&c, "--save-graph", save_graph, graph_exts)) != LDMC_CLI_CONTINUE)
+    return rc;
+  {
+    const char *const what[] = {"--out", "--save-inputs", "--save-graph"}, *const paths[] = {out, save_inputs, save_graph};
+    if ((rc = ldmc_tool_check_distinct(&c, 3, what, paths)) != LDMC_CLI_CONTINUE) return rc;
+  }
   int64_t seed = 0, threads = 0;
   if ((rc = ldmc_cli_int(&c, "seed", 0, INT64_MAX, &seed)) != LDMC_CLI_CONTINUE) return rc;
   if ((rc = ldmc_cli_int(&c, "threads", 1, 4096, &threads)) != LDMC_CLI_CONTINUE) return rc;
-  const ldmc_backend_i *be = ldmc_backend_find(backend_name ? backend_name : "interp");
-  if (!be) return ldmc_cli_usage_error(&c, "--backend %s: %s", backend_name ? backend_name : "interp", ldmc_last_error());
+  int64_t n_act = -1; /* --activation-params: parameters from n_act on are weights */
+  if (model_mode && ldmc_cli_has(&c, "activation-params"))
+    return ldmc_cli_usage_error(&c, "--model declares its own weights; --activation-params is for GRAPH");
+  if ((rc = ldmc_cli_int(&c, "activation-params", 0, INT32_MAX, &n_act)) != LDMC_CLI_CONTINUE) return rc;
+  ldmc_cli_target ct;
+  if (ldmc_cli_target_parse(backend_name ? backend_name : "interp", &ct) != LDMC_OK)
+    return ldmc_cli_usage_error(&c, "--target %s: %s", backend_name, ldmc_last_error());
+  if (!ct.be) return ldmc_cli_usage_error(&c, "--target %s: planning only, no backend executes it yet", backend_name);
+  const ldmc_backend_i *be = ct.be;
 
   int64_t repeat = 0;
   if ((rc = ldmc_cli_int(&c, "repeat", 1, 1000000, &repeat)) != LDMC_CLI_CONTINUE) return rc;
@@ -222,13 +243,19 @@ int ldmc_cmd_run(int argc, char **argv) {
       ldmc_cli_fail(&c, "%s: %s holds no graph to run", c.pos[0], ldmc_file_kind_name(kind));
       goto done;
     }
+    int mrc = ldmc_run_check_memory(&c, m.graph); /* before --random-inputs allocates */
+    if (mrc != LDMC_CLI_CONTINUE) {
+      rc = mrc;
+      goto done;
+    }
   }
   if (inputs_path && ldmc_tool_read_tensors(inputs_path, &inputs) != LDMC_OK) {
     ldmc_cli_fail(&c, "%s", ldmc_last_error());
     goto done;
   }
-  if (model_mode && inputs_path && !ldmc_cli_has(&c, "random-inputs")) {
-    int mrc = ldmc_run_model_check_inputs(&c, m.graph, inputs_path, &inputs);
+  if (model_mode && inputs_path) { /* with --random-inputs only part of the inputs may be given */
+    int mrc = ldmc_cli_has(&c, "random-inputs") ? ldmc_run_model_convert_timestep(&c, m.graph, inputs_path, &inputs)
+                                                 : ldmc_run_model_check_inputs(&c, m.graph, inputs_path, &inputs);
     if (mrc != LDMC_CLI_CONTINUE) {
       rc = mrc;
       goto done;
@@ -240,10 +267,20 @@ int ldmc_cmd_run(int argc, char **argv) {
     goto done;
   }
   double t1 = now_s();
-  ldmc_compile_opts opts = {.threads = (int)threads, .bf16 = ldmc_cli_has(&c, "bf16")};
+  ldmc_compile_opts opts = {.threads = (int)threads, .bf16 = ldmc_cli_has(&c, "bf16"),
+                            .verbose = ldmc_cli_has(&c, "verbose"), .no_disk_cache = ldmc_cli_has(&c, "no-cache")};
   if (model_mode) { /* the model's weights are the same every run: what derives from them is prepacked once */
     opts.params_are_weights = true;
     opts.n_activation_params = LDMC_UNET_N_INPUTS;
+  } else if (n_act >= 0) { /* the same declaration for a graph from a file */
+    int32_t np = ldmc_graph_num_params(m.graph);
+    if (n_act > np) {
+      rc = ldmc_cli_usage_error(&c, "--activation-params %lld: graph '%s' has %d parameters", (long long)n_act,
+                                m.graph->name ? m.graph->name : "", (int)np);
+      goto done;
+    }
+    opts.params_are_weights = true;
+    opts.n_activation_params = (int32_t)n_act;
   }
   if (be->compile(m.graph, &opts, &exe) != LDMC_OK) {
     ldmc_cli_fail(&c, "compiling graph '%s' for %s: %s", m.graph->name ? m.graph->name : "", be->name, ldmc_last_error());
@@ -261,7 +298,9 @@ int ldmc_cmd_run(int argc, char **argv) {
   }
   double t3 = now_s();
   /* every file is written only after the run succeeded, --out last */
-  if (save_graph && ldmc_tool_save(save_graph, ldmc_tool_kind_from_ext(save_graph, &k) ? k : LDMC_KIND_LDMC, &m) != LDMC_OK) {
+  ldmc_file_kind graph_kind = LDMC_KIND_LDMC;
+  if (save_graph && !ldmc_tool_kind_from_ext(save_graph, &graph_kind)) graph_kind = LDMC_KIND_LDMC;
+  if (save_graph && ldmc_tool_save(save_graph, graph_kind, &m) != LDMC_OK) {
     ldmc_cli_fail(&c, "%s", ldmc_last_error());
     goto done;
   }
@@ -301,6 +340,12 @@ int ldmc_cmd_run(int argc, char **argv) {
     printf("compile_ms=%.3f\n", 1e3 * (t2 - t1));
     printf("run_ms median=%.3f min=%.3f\n", med, lo);
   }
+  if (save_graph) {
+    char what[400];
+    ldmc_tool_describe(&m, graph_kind, what, sizeof what);
+    ldmc_tool_print_wrote(stdout, save_graph, what);
+  }
+  if (save_inputs) ldmc_tool_print_wrote(stdout, save_inputs, "safetensors: the inputs fed to the graph");
   printf("wrote %s:\n", out);
   for (int32_t i = 0; i < outputs.n; i++) print_output(&outputs.items[i]);
   rc = LDMC_EXIT_OK;

@@ -13,6 +13,7 @@
 #include "tools/cli_args.h"
 #include "tools/cli_target.h"
 #include "tools/commands.h"
+#include "tools/run_model.h"
 
 #define MAX_WIDTHS 64
 
@@ -25,7 +26,7 @@ typedef struct row {
 } row;
 
 /* target NULL: FLOPs only (the reference width's row). */
-static ldmc_status measure(const ldmc_unet_config *base, int c, const char *target, bool breakdown, row *r) {
+static ldmc_status measure(const ldmc_unet_config *base, int c, const ldmc_cli_target *target, bool breakdown, row *r) {
   ldmc_unet_config cfg = *base;
   cfg.channels = c;
   memset(r, 0, sizeof *r);
@@ -33,7 +34,7 @@ static ldmc_status measure(const ldmc_unet_config *base, int c, const char *targ
   ldmc_graph *g = NULL;
   LDMC_TRY(ldmc_unet_build(&cfg, &g));
   ldmc_status st = ldmc_stats_compute(g, ldmc_unet_input_names, LDMC_UNET_N_INPUTS, &r->s);
-  if (st == LDMC_OK && target) st = ldmc_plan_stats_compute(g, target, LDMC_UNET_N_INPUTS, &r->plan);
+  if (st == LDMC_OK && target) st = ldmc_cli_target_plan_stats(target, g, LDMC_UNET_N_INPUTS, false, &r->plan);
   if (st == LDMC_OK && breakdown) st = ldmc_stats_by_op(g, &r->by_op);
   if (st == LDMC_OK && breakdown) st = ldmc_stats_by_block(g, &r->by_block);
   ldmc_graph_free(g);
@@ -155,20 +156,21 @@ static int print_json(const ldmc_cli_cmd *c, const row *rows, int n, const ldmc_
 int ldmc_cmd_stats(int argc, char **argv) {
   ldmc_cli_flag flags[] = {
       {"model", "NAME", "model family: unet (the only one so far; default unet)", NULL},
-      {"channels", "C[,C...]", "base widths c (block channels c,2c,4c,4c); default 320", NULL},
-      {"latent", "HxW[xC]", "latent height x width x channels; default 64x64x4", NULL},
-      {"context", "DxT", "text context width x tokens; default 1024x77", NULL},
-      {"batch", "B", "batch size; default 1", NULL},
+      {"channels", "C[,C...]", LDMC_UNET_HELP_CHANNELS_LIST, NULL},
+      {"latent", "HxW[xC]", LDMC_UNET_HELP_LATENT, NULL},
+      {"context", "DxT", LDMC_UNET_HELP_CONTEXT, NULL},
+      {"batch", "B", LDMC_UNET_HELP_BATCH, NULL},
       {"reference", "C", "width whose GFLOPs normalize the cost; default 320", NULL},
       {"format", "FMT", "table (default), csv or json", NULL},
       {"breakdown", NULL, "also split FLOPs by op kind and by block (down_blocks.0, mid_block, ...)", NULL},
       {"target", "NAME", ldmc_cli_target_help("target of the kernels and planned peak columns"),
        NULL},
+      {"backend", "NAME", "synonym of --target", NULL},
   };
   ldmc_cli_cmd c = {
       .name = "stats",
       .usage = "--model unet --channels 64,96,128 [--latent 64x64x4] [--context 1024x77] [--batch B]\n"
-               "  [--reference 320] [--target cpu] [--format table|csv|json] [--breakdown]",
+               "  [--reference 320] [--target llvm-cpu] [--format table|csv|json] [--breakdown]",
       .summary = "Parameters, GFLOPs per denoising step, activation memory, kernels after fusion and\n"
                  "planned peak memory of U-Net variants, computed from each variant's IR.",
       .details = "Columns (CSV names in brackets):\n"
@@ -199,18 +201,15 @@ int ldmc_cmd_stats(int argc, char **argv) {
   if (!fmt) fmt = "table";
   if (strcmp(fmt, "table") && strcmp(fmt, "csv") && strcmp(fmt, "json"))
     return ldmc_cli_usage_error(&c, "flag '--format' expects table, csv or json, got '%s'", fmt);
-  int64_t batch = 1, ref = 320;
-  if ((rc = ldmc_cli_int(&c, "batch", 1, 1 << 20, &batch)) != LDMC_CLI_CONTINUE) return rc;
+  int64_t ref = 320;
   if ((rc = ldmc_cli_int(&c, "reference", 2, 1 << 20, &ref)) != LDMC_CLI_CONTINUE) return rc;
   const char *chans = ldmc_cli_get(&c, "channels");
   int widths[MAX_WIDTHS], n = 1;
-  widths[0] = 320;
+  widths[0] = LDMC_UNET_CLI_CHANNELS; /* the defaults of tools/run_model.h, as every command */
   if (chans && ldmc_unet_parse_widths(chans, widths, MAX_WIDTHS, &n) != LDMC_OK)
     return ldmc_cli_usage_error(&c, "%s", ldmc_last_error());
   ldmc_unet_config cfg;
-  if (ldmc_unet_config_from_args(&cfg, NULL, ldmc_cli_get(&c, "latent"), ldmc_cli_get(&c, "context"), batch) !=
-      LDMC_OK)
-    return ldmc_cli_usage_error(&c, "%s", ldmc_last_error());
+  if ((rc = ldmc_unet_cli_config(&c, LDMC_UNET_CLI_CHANNELS_STR, &cfg)) != LDMC_CLI_CONTINUE) return rc;
   for (int i = 0; i < n; i++) {
     ldmc_unet_config t = cfg;
     t.channels = widths[i];
@@ -221,9 +220,11 @@ int ldmc_cmd_stats(int argc, char **argv) {
   if (ldmc_unet_config_check(&t) != LDMC_OK)
     return ldmc_cli_usage_error(&c, "--reference: %s", ldmc_last_error());
 
-  const char *target = ldmc_cli_get(&c, "target");
-  if (!target) target = "cpu";
-  if (!ldmc_target_find(target)) return ldmc_cli_usage_error(&c, "%s", ldmc_last_error());
+  const char *target = ldmc_cli_target_flag(&c, &rc);
+  if (rc != LDMC_CLI_CONTINUE) return rc;
+  if (!target) target = "llvm-cpu";
+  ldmc_cli_target ct;
+  if (ldmc_cli_target_parse(target, &ct) != LDMC_OK) return ldmc_cli_usage_error(&c, "%s", ldmc_last_error());
   /* The pipeline of every width would dump into the same files: dumps are
    * `ldmc compile`'s job, so stats ignores LDMC_DUMP_PASSES. */
   unsetenv("LDMC_DUMP_PASSES");
@@ -234,7 +235,7 @@ int ldmc_cmd_stats(int argc, char **argv) {
   int done = 0;
   rc = LDMC_EXIT_OK;
   for (; done < n; done++) {
-    if (measure(&cfg, widths[done], target, breakdown, &rows[done]) != LDMC_OK) {
+    if (measure(&cfg, widths[done], &ct, breakdown, &rows[done]) != LDMC_OK) {
       rc = ldmc_cli_fail(&c, "c=%d, target %s: %s", widths[done], target, ldmc_last_error());
       break;
     }

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "support/fileio.h"
 #include "tools/cli_args.h"
 #include "tools/commands.h"
 
@@ -56,6 +57,14 @@ static void print_usage(FILE *f) {
           "See docs/cli.md for the full manual.\n");
 }
 
+static void print_help_help(FILE *f) {
+  fprintf(f,
+          "usage: ldmc help [COMMAND]\n\n"
+          "Print the list of commands, or the manual of COMMAND (the same as `ldmc COMMAND --help`).\n"
+          "`ldmc help help` prints this.\n"
+          "\nExit status: 0 success, 2 an unknown command or more than one argument.\n");
+}
+
 static const ldmc_subcommand *find_command(const char *name) {
   for (int i = 0; i < N_COMMANDS; i++)
     if (strcmp(commands[i].name, name) == 0) return &commands[i];
@@ -68,6 +77,7 @@ static int unknown_command(const char *name) {
 }
 
 int main(int argc, char **argv) {
+  ldmc_file_install_signal_cleanup(); /* SIGINT/SIGTERM remove the temp files of unfinished atomic writes */
   if (argc < 2) {
     print_usage(stderr);
     return LDMC_EXIT_USAGE;
@@ -89,6 +99,10 @@ int main(int argc, char **argv) {
     if (argc > 3) {
       fprintf(stderr, "ldmc help: expected one command name, got %d arguments\n", argc - 2);
       return LDMC_EXIT_USAGE;
+    }
+    if (strcmp(argv[2], "help") == 0 || strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0) {
+      print_help_help(stdout);
+      return LDMC_EXIT_OK;
     }
     const ldmc_subcommand *sc = find_command(argv[2]);
     if (!sc) return unknown_command(argv[2]);

@@ -192,8 +192,10 @@ ldmc_status ldmc_prof_run(const ldmc_graph *g, const ldmc_tensor_set *feed, cons
   }
   if (st == LDMC_OK) {
     ldmc_compile_opts copts = {.threads = o->threads,
+                               .bf16 = o->bf16,
                                .params_are_weights = o->n_activation_params > 0,
-                               .n_activation_params = o->n_activation_params};
+                               .n_activation_params = o->n_activation_params,
+                               .no_disk_cache = o->no_disk_cache};
     int64_t t0 = ldmc_profile_now_ns();
     st = o->be->compile(g, &copts, &s.exe);
     r->compile_s = (double)(ldmc_profile_now_ns() - t0) * 1e-9;

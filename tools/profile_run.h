@@ -15,6 +15,8 @@ typedef struct ldmc_prof_opts {
   bool progress;     /* a line per step on stderr */
   const char *label; /* prefix of progress lines, e.g. "c=64" */
   int32_t n_activation_params; /* > 0: parameters from this index on are weights (ldmc_compile_opts) */
+  bool no_disk_cache;          /* ldmc_compile_opts.no_disk_cache (--no-cache) */
+  bool bf16;         /* ldmc_compile_opts.bf16: bf16 storage with f32 accumulation (`--bf16`) */
 } ldmc_prof_opts;
 
 typedef struct ldmc_prof_result {

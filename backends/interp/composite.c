@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backends/interp/interp.h"
+#include "ir/scalar.h"
 
 static void split_axis(const ldmc_shape *s, int ax, int64_t *outer, int64_t *len, int64_t *inner) {
   *outer = 1;
@@ -156,13 +157,13 @@ ldmc_status ldmc_interp_composite(const ldmc_interp_args *a) {
     case LDMC_OP_SILU: /* x * sigmoid(x) */
       for (int64_t i = 0; i < total; i++) {
         double v = ldmc_interp_getf(x, i);
-        ldmc_interp_setf(out, i, v / (1.0 + exp(-v)));
+        ldmc_interp_setf(out, i, ldmc_scalar_unary_f(LDMC_OP_SILU, v)); /* ir/scalar.h, as the folder */
       }
       return LDMC_OK;
     case LDMC_OP_GELU: /* exact (erf) form */
       for (int64_t i = 0; i < total; i++) {
         double v = ldmc_interp_getf(x, i);
-        ldmc_interp_setf(out, i, 0.5 * v * (1.0 + erf(v / sqrt(2.0))));
+        ldmc_interp_setf(out, i, ldmc_scalar_unary_f(LDMC_OP_GELU, v));
       }
       return LDMC_OK;
     case LDMC_OP_SOFTMAX: return softmax(x, (int)n->attrs.axis, out);

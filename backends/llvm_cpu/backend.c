@@ -17,7 +17,8 @@ typedef struct lc_exe {
   bool prepacked;
   int threads;
   pthread_mutex_t mu; /* one run at a time: the arena is shared */
-  void *arena, *scratch;
+  void *arena;          /* plan.arena_bytes: the pipeline's buffer assignment, kernel scratch included */
+  size_t arena_alloc, persist_alloc; /* bytes actually allocated for the arena and the prepacked block */
   lc_prof prof; /* backend.h's profiling hook, when set */
 } lc_exe;
 
@@ -30,7 +31,6 @@ static void exe_destroy(void *ctx) {
   free(x->weights_bound);
   ldmc_lc_prof_free(&x->prof);
   free(x->arena);
-  free(x->scratch);
   pthread_mutex_destroy(&x->mu);
   free(x);
 }
@@ -44,11 +44,17 @@ static ldmc_status exe_run(void *ctx, const ldmc_tensor *inputs, int n_inputs, l
   pthread_mutex_lock(&x->mu);
   ldmc_status st = LDMC_OK;
   void **bases = calloc((size_t)(p->n_bufs ? p->n_bufs : 1), sizeof *bases);
-  if (!x->arena) x->arena = alloc64(p->arena_bytes);
-  if (!x->scratch) x->scratch = alloc64(p->scratch_bytes * (size_t)x->threads);
-  if (!x->persist) x->persist = alloc64(p->persist_bytes);
+  if (!x->arena) {
+    x->arena = alloc64(p->arena_bytes);
+    x->arena_alloc = x->arena ? p->arena_bytes : 0;
+    if (x->arena && p->poison) memset(x->arena, 0xff, p->arena_bytes); /* NaN in every float */
+  }
+  if (!x->persist) {
+    x->persist = alloc64(p->persist_bytes);
+    x->persist_alloc = x->persist ? p->persist_bytes : 0;
+  }
   if (!x->weights_bound) x->weights_bound = calloc((size_t)(n_inputs > 0 ? n_inputs : 1), sizeof *x->weights_bound);
-  if (!bases || !x->arena || !x->scratch || !x->persist || !x->weights_bound) {
+  if (!bases || !x->arena || !x->persist || !x->weights_bound) {
     st = ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory for a %zu-byte arena", p->arena_bytes);
     goto done;
   }
@@ -68,13 +74,13 @@ static ldmc_status exe_run(void *ctx, const ldmc_tensor *inputs, int n_inputs, l
       if (i >= p->n_act_params) same = x->weights_bound[i] == inputs[i].data;
     if (!same) {
       x->prepacked = false;
-      st = ldmc_lc_exec(p, bases, x->scratch, x->threads, true);
+      st = ldmc_lc_exec(p, bases, x->arena, x->threads, true);
       if (st != LDMC_OK) goto done;
       for (int i = 0; i < n_inputs; i++) x->weights_bound[i] = inputs[i].data;
       x->prepacked = true;
     }
   }
-  st = ldmc_lc_exec(p, bases, x->scratch, x->threads, false);
+  st = ldmc_lc_exec(p, bases, x->arena, x->threads, false);
   for (int o = 0; o < n_outputs && st == LDMC_OK; o++) {
     const ldmc_node *n = &g->nodes[g->outputs[o]];
     st = ldmc_tensor_alloc(&outputs[o], g->output_names[o], n->dtype, &n->shape);
@@ -106,6 +112,16 @@ static ldmc_status exe_set_profiler(void *ctx, const ldmc_profile_hook *hook) {
 
 static const ldmc_executable_i k_exe_iface = {exe_run, exe_destroy, exe_set_profiler};
 
+ldmc_status ldmc_llvm_cpu_memory(const ldmc_executable *e, size_t *arena_bytes, size_t *prepacked_bytes) {
+  if (!e || e->iface != &k_exe_iface) return ldmc_error(LDMC_ERR_INVALID, "llvm-cpu: not an llvm-cpu executable");
+  lc_exe *x = e->context;
+  pthread_mutex_lock(&x->mu);
+  *arena_bytes = x->arena_alloc;
+  *prepacked_bytes = x->persist_alloc;
+  pthread_mutex_unlock(&x->mu);
+  return LDMC_OK;
+}
+
 static ldmc_status lc_compile(const ldmc_graph *g, const ldmc_compile_opts *o, ldmc_executable **out) {
   *out = NULL;
   const lc_target *t;
@@ -122,17 +138,8 @@ static ldmc_status lc_compile(const ldmc_graph *g, const ldmc_compile_opts *o, l
   e->iface = &k_exe_iface;
   e->context = x;
   ldmc_plan *kp = NULL;
-  ldmc_status st = ldmc_lc_pipeline(g, o, &x->opt, &kp);
-  if (st == LDMC_OK) { /* the executable's graph is the optimized one: profiler events name its nodes */
-    e->graph = x->opt;
-    x->opt = NULL;
-    lc_plan_opts po = {.threads = x->threads,
-                       .allow_fallback = true,
-                       .n_act_params = o && o->params_are_weights ? o->n_activation_params : INT32_MAX,
-                       .bf16 = o && o->bf16,
-                       .kernels = kp};
-    st = ldmc_lc_plan_build(e->graph, t, &po, &x->plan);
-  }
+  /* the executable's graph is the optimized one: profiler events name its nodes */
+  ldmc_status st = ldmc_lc_build(g, o, t, x->threads, &e->graph, &kp, &x->plan);
   ldmc_plan_free(kp);
   if (st == LDMC_OK) {
     lc_kernel **ks = malloc((size_t)(x->plan.n_steps ? x->plan.n_steps : 1) * sizeof *ks);
@@ -141,14 +148,15 @@ static ldmc_status lc_compile(const ldmc_graph *g, const ldmc_compile_opts *o, l
     for (int32_t i = 0; ks && i < x->plan.n_steps; i++)
       if (x->plan.steps[i].k) ks[nk++] = x->plan.steps[i].k;
     if (st == LDMC_OK)
-      st = ldmc_lc_jit_compile(t, ks, nk, o ? o->cache_dir : NULL, x->threads, o ? o->verbose : 0);
+      st = ldmc_lc_jit_compile(t, ks, nk, o && o->no_disk_cache ? "" : o ? o->cache_dir : NULL, x->threads,
+                               o ? o->verbose : 0);
     free(ks);
     if (st == LDMC_OK && o && o->verbose)
       fprintf(stderr,
-              "llvm-cpu: graph '%s' (%s): %lld pipeline kernels -> %d steps (%lld prepack, %lld on the interpreter), "
-              "arena %.1f MiB, prepacked %.1f MiB\n",
+              "llvm-cpu: graph '%s' (%s): %lld pipeline kernels -> %d steps (%lld prepack), "
+              "arena %.1f MiB (planned), prepacked %.1f MiB\n",
               g->name, ldmc_llvm_cpu_isa_name(t->isa), (long long)x->plan.n_kernels, (int)x->plan.n_steps,
-              (long long)x->plan.n_prepack, (long long)x->plan.n_fallback, (double)x->plan.arena_bytes / (1 << 20),
+              (long long)x->plan.n_prepack, (double)x->plan.arena_bytes / (1 << 20),
               (double)x->plan.persist_bytes / (1 << 20));
   }
   if (st != LDMC_OK) {
@@ -159,24 +167,24 @@ static ldmc_status lc_compile(const ldmc_graph *g, const ldmc_compile_opts *o, l
   return LDMC_OK;
 }
 
-/* Ops with generated code; the others run on the interpreter inside the plan
- * (the same conditions as the lowering's). */
+/* The plan lc_compile executes, without generating code. */
+static ldmc_status lc_plan_only(const ldmc_graph *g, const ldmc_compile_opts *o, ldmc_graph **opt, ldmc_plan **plan) {
+  const lc_target *t;
+  LDMC_TRY(ldmc_lc_target_get(LDMC_LLVM_CPU_ISA_AUTO, &t));
+  int threads = o && o->threads > 0 ? o->threads : omp_get_max_threads();
+  lc_plan p;
+  LDMC_TRY(ldmc_lc_build(g, o, t, threads, opt, plan, &p));
+  ldmc_lc_plan_free(&p);
+  return LDMC_OK;
+}
+
+/* What the lowering generates code for: every op of ops.def in every dtype
+ * and layout it allows, except convolutions with more than two spatial dims
+ * (lc_compile refuses those, naming the node). Nothing runs on the
+ * interpreter. */
 static bool lc_supports(const ldmc_node *n) {
   switch (n->op) {
-    case LDMC_OP_GATHER:
-    case LDMC_OP_SCATTER_ADD:
-    case LDMC_OP_RNG_NORMAL:
-    case LDMC_OP_RNG_UNIFORM: return false;
-    case LDMC_OP_DOT_GENERAL: return ldmc_dtype_is_float(n->dtype);
-    case LDMC_OP_CONVOLUTION: {
-      int r = n->shape.rank, ns = r - 2;
-      if (ns < 1 || ns > 2) return false;
-      for (int i = 0; i < ns; i++)
-        if (n->attrs.lhs_dilation.v[i] != 1) return false;
-      const int64_t *od = n->attrs.output_dims.v; /* feature-major output, pixels contiguous */
-      return od[1] == r - 1 - ns && od[ns + 1] == r - 1 && (ns == 1 || od[2] == r - 2);
-    }
-    case LDMC_OP_UPSAMPLE_NEAREST: return 2 + 2 * (n->shape.rank - 2) <= LDMC_MAX_RANK;
+    case LDMC_OP_CONVOLUTION: return n->shape.rank >= 2 && n->shape.rank <= 4;
     default: return true;
   }
 }
@@ -186,4 +194,5 @@ const ldmc_backend_i ldmc_backend_llvm_cpu = {
     .description = "LLVM 19 JIT for the host CPU: vectorized kernels, GEMM/convolution microkernels, OpenMP",
     .supports = lc_supports,
     .compile = lc_compile,
+    .plan = lc_plan_only,
 };

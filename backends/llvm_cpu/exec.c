@@ -1,7 +1,7 @@
 /* Running a plan: each step calls its kernel over its tiles, spread across
  * OpenMP threads (dynamic scheduling of tile ranges, one scratch area per
- * thread), or evaluates its node on the reference interpreter. Steps run in
- * order; the end of each parallel region is the barrier between them. */
+ * thread); every step is generated code. Steps run in order; the end of
+ * each parallel region is the barrier between them. */
 #include <omp.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -10,28 +10,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "backends/interp/interp.h"
 #include "backends/llvm_cpu/lc.h"
-
-static ldmc_status run_fallback(const lc_plan *p, const lc_step *s, void *const *ptrs) {
-  const ldmc_graph *g = p->g;
-  const ldmc_node *n = &g->nodes[s->node];
-  ldmc_tensor views[LC_MAX_BUFS];
-  const ldmc_tensor *in[LC_MAX_BUFS];
-  memset(views, 0, sizeof views);
-  for (int i = 0; i < s->n_refs; i++) {
-    const ldmc_node *v = i == 0 ? n : &g->nodes[n->operands[i - 1]];
-    views[i].dtype = v->dtype;
-    views[i].shape = v->shape;
-    views[i].data = ptrs[i];
-    views[i].nbytes = (size_t)ldmc_lc_numel(&v->shape) * ldmc_dtype_size(v->dtype);
-    if (i > 0) in[i - 1] = &views[i];
-  }
-  ldmc_interp_args a = {.node = n, .in = in, .out = &views[0]};
-  ldmc_status st = ldmc_interp_eval(&a);
-  if (st != LDMC_OK) ldmc_error_prefix("llvm-cpu: interpreter fallback for %%%d %s: ", (int)s->node, ldmc_op_name(n->op));
-  return st;
-}
 
 static double now_s(void) {
   struct timespec ts;
@@ -76,6 +55,37 @@ static void step_ptrs(const lc_step *s, void *const *bases, void **ptrs) {
   for (int i = 0; i < s->n_refs; i++) ptrs[i] = s->refs[i].buf < 0 ? NULL : (char *)bases[s->refs[i].buf] + s->refs[i].off;
 }
 
+/* LDMC_LLVM_CPU_POISON: after step s, the bytes of every arena buffer whose
+ * last step is s are set to NaN, except where a buffer still live overlaps
+ * them (an in-place successor). A step reading a buffer the plan already
+ * considers dead then produces NaN, which the tests see. */
+static void poison_dead(const lc_plan *p, char *arena, int32_t s) {
+  for (int32_t d = 0; d < p->n_bufs; d++) {
+    const lc_buf *db = &p->bufs[d];
+    if (db->kind != LC_BUF_ARENA || db->last != s || db->size == 0) continue;
+    size_t lo = db->offset, hi = db->offset + db->size;
+    /* cut out the live ranges: poison [lo, hi) piecewise */
+    size_t at = lo;
+    while (at < hi) {
+      size_t end = hi;
+      bool live = false;
+      for (int32_t l = 0; l < p->n_bufs; l++) {
+        const lc_buf *lb = &p->bufs[l];
+        if (lb->kind != LC_BUF_ARENA || lb->last <= s || lb->def > s || lb->size == 0) continue;
+        size_t a = lb->offset, b = lb->offset + lb->size;
+        if (a <= at && at < b) {
+          live = true;
+          end = b < hi ? b : hi;
+          break;
+        }
+        if (a > at && a < end) end = a;
+      }
+      if (!live) memset(arena + at, 0xff, end - at);
+      at = end;
+    }
+  }
+}
+
 /* below this much work (element operations) a step runs on one thread */
 static const double k_parallel_work = 1 << 17;
 
@@ -88,10 +98,12 @@ static int64_t n_chunks(const lc_step *s, int threads) {
   return n < (int64_t)threads * 8 ? n : (int64_t)threads * 8;
 }
 
-static void run_chunk(const lc_step *s, void *const *bases, int64_t c, int64_t chunks, void *scratch) {
+/* Thread tid's scratch for step s: planned inside the step's kernel's scratch. */
+static void run_chunk(const lc_step *s, void *const *bases, int64_t c, int64_t chunks, char *arena, int tid) {
   void *ptrs[LC_MAX_BUFS];
   step_ptrs(s, bases, ptrs);
   int64_t n = s->k->n_tiles;
+  void *scratch = s->k->scratch ? arena + s->scratch_off + (size_t)tid * ldmc_lc_align64(s->k->scratch) : NULL;
   s->k->fn(ptrs, c * n / chunks, (c + 1) * n / chunks, scratch);
 }
 
@@ -104,12 +116,12 @@ enum { k_stop = 0x7fffffff };
  * so a helper the OS has descheduled delays nothing (a barrier per step would
  * wait for it: on a busy machine that costs a time slice per step). Chunks
  * cover fixed tile ranges, so results do not depend on which thread ran what. */
-ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, int threads, bool prepack) {
+ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *arena, int threads, bool prepack) {
   const char *prof = getenv("LDMC_LLVM_CPU_PROFILE");
   double *times = prof && *prof && *prof != '0' ? calloc((size_t)(p->n_steps ? p->n_steps : 1), sizeof *times) : NULL;
   ldmc_status st = LDMC_OK;
-  size_t sb = p->scratch_bytes;
   if (threads < 1) threads = 1;
+  if (threads > p->threads && p->threads > 0) threads = p->threads; /* scratch is planned for p->threads */
   bool any_parallel = false;
   int32_t n_run = 0;
   for (int32_t si = 0; si < p->n_steps; si++)
@@ -127,7 +139,7 @@ ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, in
 #pragma omp parallel num_threads(threads)
   {
     int tid = omp_get_thread_num();
-    char *my = (char *)scratch + (size_t)tid * sb;
+    char *ab = arena;
     if (tid != 0) { /* helper: claim chunks of whatever step is published */
       unsigned spins = 0;
       for (;;) {
@@ -136,7 +148,7 @@ ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, in
         if (si == (uint32_t)k_stop && k == 0) break;
         if (si < (uint32_t)p->n_steps && k < n_chunks(&p->steps[si], threads) &&
             atomic_compare_exchange_weak_explicit(&cursor, &c, c + 1, memory_order_acq_rel, memory_order_relaxed)) {
-          run_chunk(&p->steps[si], bases, k, n_chunks(&p->steps[si], threads), my);
+          run_chunk(&p->steps[si], bases, k, n_chunks(&p->steps[si], threads), ab, tid);
           atomic_fetch_add_explicit(&done, 1, memory_order_release);
           spins = 0;
           continue;
@@ -150,12 +162,11 @@ ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, in
       for (int32_t si = 0; si < p->n_steps && st == LDMC_OK; si++) {
         const lc_step *s = &p->steps[si];
         if (s->prepack != prepack) continue;
-        if (!s->k) {
-          void *ptrs[LC_MAX_BUFS];
-          step_ptrs(s, bases, ptrs);
-          st = run_fallback(p, s, ptrs);
+        if (!s->k) { /* every step is generated code: nothing runs on the interpreter */
+          st = ldmc_error(LDMC_ERR_INTERNAL, "llvm-cpu: step %d (%%%d %s) has no kernel", (int)si, (int)s->node,
+                          ldmc_op_name(p->g->nodes[s->node].op));
         } else if (!is_parallel(s, threads)) {
-          run_chunk(s, bases, 0, 1, my);
+          run_chunk(s, bases, 0, 1, ab, tid);
         } else {
           int64_t chunks = n_chunks(s, threads);
           atomic_store_explicit(&done, 0, memory_order_relaxed);
@@ -165,7 +176,7 @@ ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, in
             uint32_t k = (uint32_t)c;
             if (k >= chunks) break;
             if (atomic_compare_exchange_weak_explicit(&cursor, &c, c + 1, memory_order_acq_rel, memory_order_relaxed)) {
-              run_chunk(s, bases, k, chunks, my);
+              run_chunk(s, bases, k, chunks, ab, tid);
               atomic_fetch_add_explicit(&done, 1, memory_order_release);
             }
           }
@@ -175,6 +186,7 @@ ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, in
             else sched_yield();
           }
         }
+        if (__builtin_expect(p->poison, 0) && !prepack) poison_dead(p, ab, si);
         if (times) {
           double t = now_s();
           times[si] = t - t_prev;

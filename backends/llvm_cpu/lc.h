@@ -55,6 +55,7 @@ typedef enum lc_kind {
   LC_K_PACK,    /* GEMM operand A packed into mr-row panels */
   LC_K_GEMM,    /* register-blocked GEMM / implicit-GEMM convolution */
   LC_K_ATTN,    /* flash attention with online softmax */
+  LC_K_XOP,     /* gather, scatter_add, rng, integer dot (lc_xop_desc; kern_gather.c, kern_rng.c) */
   LC_K_COUNT
 } lc_kind;
 
@@ -320,7 +321,8 @@ void ldmc_lc_emit_attn(lc_cg *cg, const lc_attn_desc *d);
  * kernel with the same key was compiled before, else by generating each
  * missing kernel into its own module, optimizing it (default<O3>) and
  * compiling it to an object on `threads` threads, then adding the objects to
- * the level's LLJIT. cache_dir (optional) keeps the objects on disk. */
+ * the level's LLJIT. cache_dir is ldmc_compile_opts.cache_dir (NULL: the default
+ * folder, "": no disk cache); see jit.c for the entries. */
 ldmc_status ldmc_lc_jit_compile(const lc_target *t, lc_kernel **ks, int n, const char *cache_dir, int threads,
                                 int verbose);
 /* Optimizes a module with the target's pass pipeline. */
@@ -337,6 +339,9 @@ typedef struct lc_buf {
   const void *data;   /* const: literal data */
   size_t size, offset; /* arena / persistent block: bytes and offset */
   int32_t def, last;  /* first and last step using it */
+  int32_t kpos;       /* position (in the pipeline's order) of the kernel whose lowering made it, -1: none */
+  int32_t root;       /* arena: the kernel root whose planned slot holds it, else -1 (a kernel temporary) */
+  size_t local;       /* temporary: offset inside its kernel's scratch */
 } lc_buf;
 
 typedef struct lc_ref {
@@ -349,6 +354,8 @@ typedef struct lc_step {
   int32_t node;
   uint8_t prepack; /* reads only weights and constants, writes only LC_BUF_PERSIST: runs when the
                       weights are bound (first run, or other weight tensors), not every run */
+  int32_t kpos;      /* position of the pipeline kernel it executes (-1: none) */
+  size_t scratch_off; /* arena offset of its per-thread scratch: thread t uses scratch_off + t * align64(k->scratch) */
   int n_refs;
   lc_ref refs[LC_MAX_BUFS]; /* kernel bufs; fallback: output, then operands */
 } lc_step;
@@ -378,6 +385,9 @@ typedef struct lc_plan {
   bool allow_fallback;
   bool prepack_mode;    /* lowering a weights-only kernel: its steps are prepack, its buffers persistent */
   int64_t n_kernels;    /* pipeline kernels lowered (0 in node order) */
+  struct ldmc_plan *kp; /* the pipeline's plan being executed (NULL: node order); buffer assignment fills it */
+  int32_t cur_kpos, cur_kernel; /* the kernel being lowered: position in kp's order and id (-1: none) */
+  bool poison;          /* LDMC_LLVM_CPU_POISON=1: NaN-fill the arena, and each buffer's bytes once it is dead */
 } lc_plan;
 
 /* True when node's value is the same on every run: what prepack steps may read. */
@@ -389,7 +399,8 @@ typedef struct lc_plan_opts {
   bool allow_fallback;         /* ops without a kernel run on the interpreter (else: refused) */
   int32_t n_act_params;        /* parameters from this index on are weights (INT32_MAX: none are) */
   bool bf16;                   /* see lc_plan.bf16 */
-  const struct ldmc_plan *kernels; /* the pass pipeline's plan of g (groups and order); NULL: node order */
+  struct ldmc_plan *kernels;   /* the pass pipeline's plan of g (groups and order); NULL: node order. Its
+                                  buffer assignment is redone with the kernels' scratch and then executed. */
 } lc_plan_opts;
 ldmc_status ldmc_lc_plan_build(const ldmc_graph *g, const lc_target *t, const lc_plan_opts *o, lc_plan *p);
 /* Runs the pass pipeline of the "cpu-nchw" target over a copy of g and gives
@@ -399,6 +410,16 @@ ldmc_status ldmc_lc_pipeline(const ldmc_graph *g, const ldmc_compile_opts *o, ld
                              struct ldmc_plan **plan);
 /* Lowers the pipeline plan's kernels in its order (plan_kernels.c). */
 ldmc_status ldmc_lc_lower_kernels(lc_plan *p, const struct ldmc_plan *kp);
+/* assign.c: the steps' buffers placed by the pipeline's buffer assignment:
+ * a kernel root's buffer in its planned slot, every other arena buffer a
+ * temporary of one kernel inside that kernel's scratch (per-thread scratch
+ * included), which buffer assignment then places; checks the result. */
+ldmc_status ldmc_lc_assign_planned(lc_plan *p, struct ldmc_plan *kp);
+/* The whole compile short of code generation: pipeline, lowering, buffer
+ * assignment (assign.c). *opt and *kp are the caller's. threads: the scratch
+ * is planned for that many threads. */
+ldmc_status ldmc_lc_build(const ldmc_graph *g, const ldmc_compile_opts *o, const lc_target *t, int threads,
+                          ldmc_graph **opt, struct ldmc_plan **kp, lc_plan *p);
 void ldmc_lc_plan_free(lc_plan *p);
 /* building blocks for the lowering */
 int32_t ldmc_lc_plan_new_buf(lc_plan *p, lc_buf_kind kind, size_t size);
@@ -461,7 +482,56 @@ void ldmc_lc_prof_free(lc_prof *pr);
 void ldmc_lc_prof_report(const lc_prof *pr, int32_t step, int64_t start_ns, int64_t end_ns);
 
 /* Runs the plan's steps over resolved buffer bases (exec.c): the prepack
- * steps (prepack true) or the others. */
-ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *scratch, int threads, bool prepack);
+ * steps (prepack true) or the others. arena: the arena's base (per-thread
+ * scratch lives in it); threads <= p->threads. */
+ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *arena, int threads, bool prepack);
+static inline size_t ldmc_lc_align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* ---- gather, scatter_add, rng, integer products (kern_gather.c, kern_rng.c, lower_extra.c) ---- */
+/* LC_K_XOP kernels: the descriptor starts with its sub-kind. */
+enum { LC_X_GATHER = 1, LC_X_SCATTER, LC_X_RNG, LC_X_IDOT };
+/* gather: bufs 0 = out, 1 = x, 2 = idx; x viewed as [outer][len][inner],
+ * out[o][p][j] = x[o][clamp(idx[p], 0, len - 1)][j] (rows copied as bytes; len
+ * 0: zeros); a tile is per_tile rows (o, p).
+ * scatter_add: bufs 0 = out, 1 = x, 2 = idx, 3 = upd [outer][ni][inner]; a
+ * tile is (o, per_tile columns j): out = x, then for p in order
+ * out[o][idx[p]][j] += upd[o][p][j] (idx outside [0, len) skipped); floats
+ * accumulate in an f64 scratch [len][per_tile] and round once (the
+ * interpreter's order, so results are bit-identical), integers wrap. */
+typedef struct lc_gather_desc {
+  uint8_t sub, dt, idt; /* LC_X_GATHER / LC_X_SCATTER, element dtype, index dtype */
+  int64_t outer, len, inner, ni;
+  int64_t per_tile;
+} lc_gather_desc;
+/* rng_uniform / rng_normal: bufs 0 = out, 1 = key (i64 scalar); element i is
+ * Philox4x32-10 of counter {lo32(i), hi32(i), 0, 0} (backends/interp/rng.c,
+ * bit-identical); a tile is per_tile elements. */
+typedef struct lc_rng_desc {
+  uint8_t sub, dt, normal;
+  int64_t total, per_tile;
+} lc_rng_desc;
+/* integer dot_general C[b][m][n] = sum_k A[b][m][k] B[b][k][n], 64-bit
+ * wrapping accumulation stored in dt; bufs 0 = C (dense), 1 = A, 2 = B
+ * (strided: b1, b2, m|k, k|n); a tile is one (b, m) row. */
+typedef struct lc_idot_desc {
+  uint8_t sub, dt;
+  int64_t M, N, K, nb1, nb2;
+  int64_t a_st[4], b_st[4];
+} lc_idot_desc;
+void ldmc_lc_emit_xop(lc_cg *cg, const void *desc);
+void ldmc_lc_emit_gather(lc_cg *cg, const lc_gather_desc *d);
+void ldmc_lc_emit_scatter(lc_cg *cg, const lc_gather_desc *d);
+void ldmc_lc_emit_rng(lc_cg *cg, const lc_rng_desc *d);
+void ldmc_lc_emit_idot(lc_cg *cg, const lc_idot_desc *d);
+/* lower_extra.c: gather, scatter_add, rng, attention without keys, upsample of
+ * any rank; *handled false for other ops. */
+ldmc_status ldmc_lc_lower_extra(lc_plan *p, int32_t id, bool *handled);
+/* an integer dot_general over (b1, b2, m, k) x (b1, b2, k, n) strided views into out (lower_extra.c) */
+ldmc_status ldmc_lc_lower_idot(lc_plan *p, int32_t id, lc_idot_desc *d, lc_ref out, lc_ref a, lc_ref b);
+/* Appends a step filling numel elements of dt at dst (dense) with value v. */
+ldmc_status ldmc_lc_add_fill(lc_plan *p, int32_t node, lc_ref dst, ldmc_dtype dt, int64_t numel, double v);
+/* Appends a kernel step (tiles <= 0: none); takes desc. */
+ldmc_status ldmc_lc_add_kernel_step(lc_plan *p, int32_t node, lc_kind kind, void *desc, size_t size, int64_t tiles,
+                                    size_t scratch, double work, int nb, const lc_ref *refs);
 
 #endif

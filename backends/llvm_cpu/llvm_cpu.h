@@ -38,6 +38,12 @@ typedef struct ldmc_llvm_cpu_stats {
 } ldmc_llvm_cpu_stats;
 void ldmc_llvm_cpu_stats_get(ldmc_llvm_cpu_stats *out);
 
+/* What an llvm-cpu executable has allocated (zero before its first run): the
+ * activation arena (exactly the plan's arena_bytes, kernel scratch included)
+ * and the block prepacked from the weights. LDMC_ERR_INVALID for another
+ * backend's executable. */
+ldmc_status ldmc_llvm_cpu_memory(const ldmc_executable *e, size_t *arena_bytes, size_t *prepacked_bytes);
+
 /* Ahead-of-time output. */
 typedef enum ldmc_llvm_cpu_emit_kind { LDMC_EMIT_OBJ, LDMC_EMIT_ASM, LDMC_EMIT_LLVM } ldmc_llvm_cpu_emit_kind;
 bool ldmc_llvm_cpu_emit_kind_parse(const char *s, ldmc_llvm_cpu_emit_kind *out);

@@ -49,10 +49,13 @@ static ldmc_status lower_movement(lc_plan *p, int32_t id) {
       int64_t at_off = 0;
       for (int k = 0; k < n->n_operands; k++) {
         const ldmc_node *o = &g->nodes[n->operands[k]];
-        lc_stream s = dense(o->dtype, &o->shape), dv = ov;
-        dv.off = at_off * ov.st[ax];
+        /* the operand's place goes into the step's byte offset, not the kernel:
+         * operands of one shape share one kernel (compiled once) */
+        lc_stream s = dense(o->dtype, &o->shape);
+        lc_ref dst = out;
+        dst.off += (size_t)(at_off * ov.st[ax]) * ldmc_dtype_size(n->dtype);
         at_off += o->shape.dims[ax];
-        LDMC_TRY(ldmc_lc_add_copy(p, id, r, o->shape.dims, out, &dv, p->value[n->operands[k]], &s));
+        LDMC_TRY(ldmc_lc_add_copy(p, id, r, o->shape.dims, dst, &ov, p->value[n->operands[k]], &s));
       }
       return LDMC_OK;
     }
@@ -104,14 +107,18 @@ ldmc_status ldmc_lc_lower_node(lc_plan *p, int32_t id, bool *handled) {
     case LDMC_OP_PAD: return lower_movement(p, id);
     case LDMC_OP_UPSAMPLE_NEAREST:
       if (2 + 2 * (n->shape.rank - 2) <= LDMC_MAX_RANK) return lower_movement(p, id);
-      break;
+      return ldmc_lc_lower_extra(p, id, handled); /* one spatial dim per copy */
+    case LDMC_OP_GATHER:
+    case LDMC_OP_SCATTER_ADD:
+    case LDMC_OP_RNG_UNIFORM:
+    case LDMC_OP_RNG_NORMAL: return ldmc_lc_lower_extra(p, id, handled);
     case LDMC_OP_REDUCE: return lower_reduce(p, id);
     case LDMC_OP_SOFTMAX: return lower_softmax(p, id);
     case LDMC_OP_GROUP_NORM:
     case LDMC_OP_LAYER_NORM: return lower_norm(p, id);
     case LDMC_OP_ATTENTION:
       if (p->g->nodes[n->operands[1]].shape.dims[n->shape.rank - 2] > 0) return lower_attention(p, id);
-      break;
+      return ldmc_lc_lower_extra(p, id, handled); /* no keys */
     case LDMC_OP_DOT_GENERAL:
     case LDMC_OP_CONVOLUTION: return ldmc_lc_lower_contract(p, id, handled);
     default: break;

@@ -276,7 +276,8 @@ static ldmc_status lower_dot(lc_plan *p, int32_t id, bool *handled) {
   const ldmc_graph *g = p->g;
   const ldmc_node *n = &g->nodes[id];
   const ldmc_node *l = &g->nodes[n->operands[0]], *r = &g->nodes[n->operands[1]];
-  if (!ldmc_dtype_is_float(n->dtype)) {
+  bool fl = ldmc_dtype_is_float(n->dtype);
+  if (!fl && p->epi) { /* integer products have no GEMM epilogue */
     *handled = false;
     return LDMC_OK;
   }
@@ -323,15 +324,27 @@ static ldmc_status lower_dot(lc_plan *p, int32_t id, bool *handled) {
     }
   }
   if (sp < 0) return ldmc_error(LDMC_ERR_INTERNAL, "llvm-cpu: %%%d dot_general: no GEMM view", (int)id);
-  lc_gemm_desc *d = calloc(1, sizeof *d);
-  if (!d) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
-  d->dt = (uint8_t)n->dtype;
   int64_t n1 = 1, n2 = 1, M = 1, N = 1, K = 1;
   for (int i = 0; i < sp; i++) n1 *= lsh.dims[ls.batch[i]];
   for (int i = sp; i < ls.nb; i++) n2 *= lsh.dims[ls.batch[i]];
   for (int i = 0; i < ls.nf; i++) M *= lsh.dims[ls.free_[i]];
   for (int i = 0; i < rs.nf; i++) N *= rsh.dims[rs.free_[i]];
   for (int i = 0; i < ls.nc; i++) K *= lsh.dims[ls.contract[i]];
+  if (!fl) { /* integers: 64-bit wrapping sums (kern_gather.c) */
+    lc_ref out = ldmc_lc_new_out(p, id);
+    if (out.buf < 0) return LDMC_ERR_NOMEM;
+    if (M * N * n1 * n2 == 0) return LDMC_OK;
+    lc_idot_desc *idd = calloc(1, sizeof *idd);
+    if (!idd) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
+    idd->dt = (uint8_t)n->dtype;
+    idd->M = M, idd->N = N, idd->K = K, idd->nb1 = n1, idd->nb2 = n2;
+    memcpy(idd->a_st, av, sizeof av);
+    memcpy(idd->b_st, bv, sizeof bv);
+    return ldmc_lc_lower_idot(p, id, idd, out, lr, rr);
+  }
+  lc_gemm_desc *d = calloc(1, sizeof *d);
+  if (!d) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
+  d->dt = (uint8_t)n->dtype;
   d->M = M, d->N = N, d->K = K, d->nb1 = n1, d->nb2 = n2;
   memcpy(d->a_st, av, sizeof av);
   memcpy(d->b_st, bv, sizeof bv);
@@ -346,76 +359,66 @@ static ldmc_status lower_dot(lc_plan *p, int32_t id, bool *handled) {
   return emit_gemm_steps(p, id, d, lr, rr, n->operands[0], n->operands[1]);
 }
 
-static ldmc_status lower_conv(lc_plan *p, int32_t id, bool *handled) {
-  const ldmc_graph *g = p->g;
-  const ldmc_node *n = &g->nodes[id];
-  const ldmc_attrs *at = &n->attrs;
-  const ldmc_node *x = &g->nodes[n->operands[0]], *w = &g->nodes[n->operands[1]];
-  int rank = n->shape.rank, ns = rank - 2;
-  *handled = false;
-  if (ns < 1 || ns > 2) return LDMC_OK;
-  for (int i = 0; i < ns; i++)
-    if (at->lhs_dilation.v[i] != 1) return LDMC_OK;
-  int64_t xs[LDMC_MAX_RANK], ws[LDMC_MAX_RANK], os[LDMC_MAX_RANK];
-  ldmc_lc_strides(&x->shape, xs);
-  ldmc_lc_strides(&w->shape, ws);
-  ldmc_lc_strides(&n->shape, os);
-  const int64_t *id_ = at->input_dims.v, *kd = at->kernel_dims.v, *od = at->output_dims.v;
-  /* spatial dims as (row, col); 1-D is a single row */
-  int64_t H = 1, Wd = x->shape.dims[id_[ns + 1]], OH = 1, OW = n->shape.dims[od[ns + 1]];
-  int64_t kh = 1, kw = w->shape.dims[kd[ns + 1]];
-  int64_t sh = 1, sw = at->window_stride.v[ns - 1], ph = 0, pw = at->pad_low.v[ns - 1];
-  int64_t dh = 1, dw = at->rhs_dilation.v[ns - 1];
-  int64_t xrow = 0, wrow = 0, orow = 0;
-  if (ns == 2) {
-    H = x->shape.dims[id_[2]], OH = n->shape.dims[od[2]], kh = w->shape.dims[kd[2]];
-    sh = at->window_stride.v[0], ph = at->pad_low.v[0], dh = at->rhs_dilation.v[0];
-    xrow = xs[id_[2]], wrow = ws[kd[2]], orow = os[od[2]];
+/* A 2-D convolution (1-D and 0-D as height / width 1) in canonical terms:
+ * x [image][channel][row][col], w [out][in][ky][kx], out [image][channel][row][col],
+ * each as element strides of its buffer. */
+typedef struct conv2 {
+  int64_t N, G, cg, mg;                    /* images, groups, in / out channels per group */
+  int64_t H, Wd, OH, OW, kh, kw, sh, sw, ph, pw, phh, pwh, dh, dw;
+  int64_t xs[4], ws[4], os[4];
+  ldmc_dtype wdt;
+  int32_t w_node;                          /* the kernel's node when wr is its own value (prepack), else -1 */
+} conv2;
+
+/* The convolution c (no lhs dilation) as an implicit GEMM writing node id's
+ * value: feature-major with pixels contiguous (os), else a dense temporary
+ * copied into os afterwards. */
+static ldmc_status conv2_gemm(lc_plan *p, int32_t id, const conv2 *c0, lc_ref xr, lc_ref wr) {
+  const ldmc_node *n = &p->g->nodes[id];
+  conv2 cc = *c0, *c = &cc;
+  int64_t K = c->cg * c->kh * c->kw;
+  bool fm = c->os[3] == 1 && (c->OH == 1 || c->os[2] == c->OW) && (c->mg * c->G == 1 || c->os[1] == c->OH * c->OW);
+  int64_t fos[4]; /* the final layout when a dense temporary is computed first */
+  memcpy(fos, c->os, sizeof fos);
+  if (!fm) {
+    c->os[3] = 1, c->os[2] = c->OW, c->os[1] = c->OH * c->OW, c->os[0] = c->mg * c->G * c->OH * c->OW;
+    if (p->epi) return LDMC_OK; /* *handled false: the caller lowers it alone */
   }
-  /* C[m][n]: feature-major output with pixels (oy, ox) contiguous */
-  if (os[od[ns + 1]] != 1 || (ns == 2 && orow != OW) || os[od[1]] != OH * OW) return LDMC_OK;
-  int64_t G = at->groups, cin = x->shape.dims[id_[1]], cout = n->shape.dims[od[1]];
-  int64_t cg = cin / G, mg = cout / G, K = cg * kh * kw;
-  lc_ref xr = p->value[n->operands[0]], wr = p->value[n->operands[1]];
-  /* A = kernel as [group][m][ci, ky, kx]; copy to OIHW order if it does not merge */
-  int64_t wk = ws[kd[ns + 1]];
-  bool wok = (ns == 1 || wrow == kw * wk) && ws[kd[1]] == kh * kw * wk;
-  if (!wok || wk != 1) {
-    int64_t perm[4] = {kd[0], kd[1], ns == 2 ? kd[2] : kd[2], ns == 2 ? kd[3] : 0};
-    ldmc_shape sh2 = {.rank = rank};
+  /* A = kernel as [group][m][ci, ky, kx]; copied to dense OIHW when it does not merge */
+  bool wok = c->ws[3] == 1 && (c->kh == 1 || c->ws[2] == c->kw) && (c->cg == 1 || c->ws[1] == c->kh * c->kw);
+  if (!wok) {
+    int64_t box[4] = {c->mg * c->G, c->cg, c->kh, c->kw};
     lc_stream sv, dv;
     memset(&sv, 0, sizeof sv);
-    sv.dt = (uint8_t)w->dtype;
-    for (int i = 0; i < rank; i++) sh2.dims[i] = w->shape.dims[perm[i]], sv.st[i] = ws[perm[i]];
     memset(&dv, 0, sizeof dv);
-    dv.dt = sv.dt;
-    ldmc_lc_strides(&sh2, dv.st);
-    int32_t b = ldmc_lc_plan_new_buf(p, LC_BUF_ARENA, (size_t)ldmc_lc_numel(&sh2) * ldmc_dtype_size(w->dtype));
-    if (b < 0) return LDMC_ERR_NOMEM;
+    sv.dt = dv.dt = (uint8_t)c->wdt;
+    memcpy(sv.st, c->ws, sizeof c->ws);
+    dv.st[3] = 1, dv.st[2] = c->kw, dv.st[1] = c->kh * c->kw, dv.st[0] = K;
+    bool saved = p->prepack_mode, pre = c->w_node >= 0 && ldmc_lc_is_weight(p, c->w_node);
+    p->prepack_mode = saved || pre; /* a weight's copy is made once, like its packing */
+    int32_t b = ldmc_lc_plan_new_buf(p, LC_BUF_ARENA, (size_t)(box[0] * K) * ldmc_dtype_size(c->wdt));
+    ldmc_status st = b < 0 ? LDMC_ERR_NOMEM : ldmc_lc_add_copy(p, id, 4, box, (lc_ref){b, 0}, &dv, wr, &sv);
+    p->prepack_mode = saved;
+    LDMC_TRY(st);
     wr = (lc_ref){b, 0};
-    LDMC_TRY(ldmc_lc_add_copy(p, id, rank, sh2.dims, wr, &dv, p->value[n->operands[1]], &sv));
-    int64_t tmp[LDMC_MAX_RANK];
-    ldmc_lc_strides(&sh2, tmp);
-    for (int i = 0; i < rank; i++) ws[perm[i]] = tmp[i];
-    wk = 1;
+    memcpy(c->ws, dv.st, sizeof c->ws);
+    if (!pre) c->w_node = -1;
   }
-  *handled = true;
   lc_gemm_desc *d = calloc(1, sizeof *d);
   if (!d) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
   d->dt = (uint8_t)n->dtype;
-  d->M = mg, d->N = OH * OW, d->K = K, d->nb1 = x->shape.dims[id_[0]], d->nb2 = G;
-  d->a_st[0] = 0, d->a_st[1] = mg * ws[kd[0]], d->a_st[2] = ws[kd[0]], d->a_st[3] = 1;
-  d->c_st[0] = os[od[0]], d->c_st[1] = mg * os[od[1]], d->c_st[2] = os[od[1]];
-  bool plain = kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0 &&
-               at->pad_high.v[ns - 1] == 0 && (ns == 1 || at->pad_high.v[0] == 0) && xs[id_[ns + 1]] == 1 &&
-               (ns == 1 || xrow == Wd) && OH == H && OW == Wd;
+  d->M = c->mg, d->N = c->OH * c->OW, d->K = K, d->nb1 = c->N, d->nb2 = c->G;
+  d->a_st[0] = 0, d->a_st[1] = c->mg * c->ws[0], d->a_st[2] = c->ws[0], d->a_st[3] = 1;
+  d->c_st[0] = c->os[0], d->c_st[1] = c->mg * c->os[1], d->c_st[2] = c->os[1];
+  bool plain = c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && c->ph == 0 && c->pw == 0 && c->phh == 0 &&
+               c->pwh == 0 && c->xs[3] == 1 && (c->H == 1 || c->xs[2] == c->Wd) && c->OH == c->H && c->OW == c->Wd;
   if (plain) { /* B = x[image][group] as a [cin/G, H*W] matrix */
-    d->b_st[0] = xs[id_[0]], d->b_st[1] = cg * xs[id_[1]], d->b_st[2] = xs[id_[1]], d->b_st[3] = 1;
+    d->b_st[0] = c->xs[0], d->b_st[1] = c->cg * c->xs[1], d->b_st[2] = c->xs[1], d->b_st[3] = 1;
   } else {
     d->conv = 1;
-    d->x_st[0] = xs[id_[0]], d->x_st[1] = xs[id_[1]], d->x_st[2] = xrow, d->x_st[3] = xs[id_[ns + 1]];
-    d->cg = cg, d->H = H, d->Wd = Wd, d->kh = kh, d->kw = kw, d->sh = sh, d->sw = sw;
-    d->ph = ph, d->pw = pw, d->dh = dh, d->dw = dw, d->OW = OW;
+    memcpy(d->x_st, c->xs, sizeof d->x_st);
+    d->cg = c->cg, d->H = c->H, d->Wd = c->Wd, d->kh = c->kh, d->kw = c->kw, d->sh = c->sh, d->sw = c->sw;
+    d->ph = c->ph, d->pw = c->pw, d->dh = c->dh, d->dw = c->dw, d->OW = c->OW;
   }
   if (d->M * d->N * d->nb1 * d->nb2 == 0) {
     free(d);
@@ -424,7 +427,164 @@ static ldmc_status lower_conv(lc_plan *p, int32_t id, bool *handled) {
     p->value[id] = (lc_ref){b, 0};
     return LDMC_OK;
   }
-  return emit_gemm_steps(p, id, d, wr, xr, n->operands[1], -1);
+  LDMC_TRY(emit_gemm_steps(p, id, d, wr, xr, c->w_node, -1));
+  if (fm) return LDMC_OK;
+  lc_ref tmp = p->value[id], out = ldmc_lc_new_out(p, id);
+  if (out.buf < 0) return LDMC_ERR_NOMEM;
+  int64_t box[4] = {c->N, c->G * c->mg, c->OH, c->OW};
+  lc_stream sv, dv;
+  memset(&sv, 0, sizeof sv);
+  memset(&dv, 0, sizeof dv);
+  sv.dt = dv.dt = (uint8_t)n->dtype;
+  memcpy(sv.st, c->os, sizeof c->os);
+  memcpy(dv.st, fos, sizeof fos);
+  return ldmc_lc_add_copy(p, id, 4, box, out, &dv, tmp, &sv);
+}
+
+static int64_t mod_pos(int64_t a, int64_t m) { return ((a % m) + m) % m; }
+
+/* One spatial dim of a convolution with lhs dilation L split into P = L /
+ * gcd(stride, L) output phases: outputs o = ph + P t read only the taps k with
+ * (ph * stride + k * dil - pad) % L == 0, an arithmetic progression k0 + j * step,
+ * so each phase is an ordinary convolution of the undilated input. */
+typedef struct phase1 {
+  int64_t P, k0, step, nk, stride, dil, pad, n_out;
+} phase1;
+
+static void phase_of(int64_t L, int64_t s, int64_t dl, int64_t pl, int64_t K, int64_t O, int64_t ph, phase1 *r) {
+  r->P = L / gcd64(s, L);
+  r->step = L / gcd64(dl, L);
+  r->nk = 0;
+  r->k0 = 0;
+  for (int64_t k = 0; k < K && k < r->step; k++)
+    if (mod_pos(ph * s + k * dl - pl, L) == 0) {
+      r->k0 = k;
+      r->nk = (K - 1 - k) / r->step + 1;
+      break;
+    }
+  r->stride = r->P * s / L;
+  r->dil = r->step * dl / L;
+  r->pad = r->nk ? -((ph * s + r->k0 * dl - pl) / L) : 0;
+  r->n_out = ph < O ? (O - ph + r->P - 1) / r->P : 0;
+}
+
+/* lhs-dilated convolution (the input gradient of a strided one): one implicit
+ * GEMM per output phase into a dense temporary, copied into its strided place;
+ * phases without taps are zero. */
+static ldmc_status conv2_dilated(lc_plan *p, int32_t id, const conv2 *c, int64_t Ly, int64_t Lx, lc_ref xr, lc_ref wr) {
+  const ldmc_node *n = &p->g->nodes[id];
+  if (p->epi) return LDMC_OK; /* no fused epilogue: lowered alone */
+  lc_ref out = ldmc_lc_new_out(p, id);
+  if (out.buf < 0) return LDMC_ERR_NOMEM;
+  int64_t Py = Ly / gcd64(c->sh, Ly), Px = Lx / gcd64(c->sw, Lx);
+  for (int64_t py = 0; py < Py && py < c->OH; py++)
+    for (int64_t px = 0; px < Px && px < c->OW; px++) {
+      phase1 fy, fx;
+      phase_of(Ly, c->sh, c->dh, c->ph, c->kh, c->OH, py, &fy);
+      phase_of(Lx, c->sw, c->dw, c->pw, c->kw, c->OW, px, &fx);
+      int64_t box[4] = {c->N, c->G * c->mg, fy.n_out, fx.n_out};
+      lc_stream dv;
+      memset(&dv, 0, sizeof dv);
+      dv.dt = (uint8_t)n->dtype;
+      dv.st[0] = c->os[0], dv.st[1] = c->os[1], dv.st[2] = c->os[2] * Py, dv.st[3] = c->os[3] * Px;
+      dv.off = py * c->os[2] + px * c->os[3];
+      if (fy.nk == 0 || fx.nk == 0 || c->cg == 0) { /* no taps: zeros */
+        lc_stream zero;
+        memset(&zero, 0, sizeof zero);
+        zero.dt = (uint8_t)n->dtype;
+        zero.iota = 1; /* index * 0 = 0 */
+        LDMC_TRY(ldmc_lc_add_copy(p, id, 4, box, out, &dv, (lc_ref){-1, 0}, &zero));
+        continue;
+      }
+      conv2 q = *c;
+      q.kh = fy.nk, q.kw = fx.nk, q.sh = fy.stride, q.sw = fx.stride, q.dh = fy.dil, q.dw = fx.dil;
+      q.ph = fy.pad, q.pw = fx.pad, q.OH = fy.n_out, q.OW = fx.n_out;
+      q.phh = q.pwh = 1; /* not "plain" unless proven: the output size is not the input's */
+      if (q.kh == 1 && q.kw == 1 && q.sh == 1 && q.sw == 1 && q.ph == 0 && q.pw == 0 && q.OH == q.H && q.OW == q.Wd)
+        q.phh = q.pwh = 0;
+      /* the phase's taps of the kernel: a strided view, copied dense */
+      q.ws[2] = c->ws[2] * fy.step, q.ws[3] = c->ws[3] * fx.step;
+      lc_ref wq = wr;
+      wq.off += (size_t)(fy.k0 * c->ws[2] + fx.k0 * c->ws[3]) * ldmc_dtype_size(c->wdt);
+      bool dense_w = q.ws[3] == 1 && (q.kh == 1 || q.ws[2] == q.kw) && (q.cg == 1 || q.ws[1] == q.kh * q.kw);
+      if (!dense_w && (fy.k0 || fx.k0)) { /* conv2_gemm copies from offset 0 of its ref: give it the view */
+        int64_t bx[4] = {c->mg * c->G, c->cg, q.kh, q.kw};
+        lc_stream sv, wv;
+        memset(&sv, 0, sizeof sv);
+        memset(&wv, 0, sizeof wv);
+        sv.dt = wv.dt = (uint8_t)c->wdt;
+        memcpy(sv.st, q.ws, sizeof q.ws);
+        sv.off = fy.k0 * c->ws[2] + fx.k0 * c->ws[3];
+        wv.st[3] = 1, wv.st[2] = q.kw, wv.st[1] = q.kh * q.kw, wv.st[0] = q.cg * q.kh * q.kw;
+        bool saved = p->prepack_mode, pre = c->w_node >= 0 && ldmc_lc_is_weight(p, c->w_node);
+        p->prepack_mode = saved || pre;
+        int32_t b = ldmc_lc_plan_new_buf(p, LC_BUF_ARENA, (size_t)(bx[0] * wv.st[0]) * ldmc_dtype_size(c->wdt));
+        ldmc_status st = b < 0 ? LDMC_ERR_NOMEM : ldmc_lc_add_copy(p, id, 4, bx, (lc_ref){b, 0}, &wv, wr, &sv);
+        p->prepack_mode = saved;
+        LDMC_TRY(st);
+        wq = (lc_ref){b, 0};
+        memcpy(q.ws, wv.st, sizeof q.ws);
+        if (!pre) q.w_node = -1;
+      }
+      q.os[3] = 1, q.os[2] = q.OW, q.os[1] = q.OH * q.OW, q.os[0] = c->G * c->mg * q.OH * q.OW;
+      LDMC_TRY(conv2_gemm(p, id, &q, xr, wq));
+      lc_ref tmp = p->value[id];
+      lc_stream sv;
+      memset(&sv, 0, sizeof sv);
+      sv.dt = (uint8_t)n->dtype;
+      memcpy(sv.st, q.os, sizeof q.os);
+      LDMC_TRY(ldmc_lc_add_copy(p, id, 4, box, out, &dv, tmp, &sv));
+    }
+  p->value[id] = out;
+  return LDMC_OK;
+}
+
+static ldmc_status lower_conv(lc_plan *p, int32_t id, bool *handled) {
+  const ldmc_graph *g = p->g;
+  const ldmc_node *n = &g->nodes[id];
+  const ldmc_attrs *at = &n->attrs;
+  const ldmc_node *x = &g->nodes[n->operands[0]], *w = &g->nodes[n->operands[1]];
+  int rank = n->shape.rank, ns = rank - 2;
+  *handled = false;
+  if (ns < 0 || ns > 2) return LDMC_OK;
+  int64_t xs[LDMC_MAX_RANK], ws[LDMC_MAX_RANK], os[LDMC_MAX_RANK];
+  ldmc_lc_strides(&x->shape, xs);
+  ldmc_lc_strides(&w->shape, ws);
+  ldmc_lc_strides(&n->shape, os);
+  const int64_t *id_ = at->input_dims.v, *kd = at->kernel_dims.v, *od = at->output_dims.v;
+  conv2 c;
+  memset(&c, 0, sizeof c);
+  c.wdt = w->dtype;
+  c.w_node = n->operands[1];
+  c.G = at->groups > 0 ? at->groups : 1;
+  c.N = x->shape.dims[id_[0]];
+  c.cg = x->shape.dims[id_[1]] / c.G;
+  c.mg = n->shape.dims[od[1]] / c.G;
+  c.xs[0] = xs[id_[0]], c.xs[1] = xs[id_[1]], c.ws[0] = ws[kd[0]], c.ws[1] = ws[kd[1]];
+  c.os[0] = os[od[0]], c.os[1] = os[od[1]];
+  /* spatial dims as (row, col); 1-D is a single row, 0-D a single pixel */
+  c.H = c.Wd = c.OH = c.OW = c.kh = c.kw = c.sh = c.sw = c.dh = c.dw = 1;
+  c.xs[3] = c.ws[3] = c.os[3] = 1;
+  int64_t Ly = 1, Lx = 1;
+  for (int j = 0; j < ns; j++) {
+    bool col = j == ns - 1;
+    int64_t *I = col ? &c.Wd : &c.H, *O = col ? &c.OW : &c.OH, *Kk = col ? &c.kw : &c.kh;
+    *I = x->shape.dims[id_[2 + j]], *O = n->shape.dims[od[2 + j]], *Kk = w->shape.dims[kd[2 + j]];
+    *(col ? &c.sw : &c.sh) = at->window_stride.v[j];
+    *(col ? &c.pw : &c.ph) = at->pad_low.v[j];
+    *(col ? &c.pwh : &c.phh) = at->pad_high.v[j];
+    *(col ? &c.dw : &c.dh) = at->rhs_dilation.v[j];
+    *(col ? &Lx : &Ly) = at->lhs_dilation.v[j];
+    c.xs[col ? 3 : 2] = xs[id_[2 + j]], c.ws[col ? 3 : 2] = ws[kd[2 + j]], c.os[col ? 3 : 2] = os[od[2 + j]];
+  }
+  if (c.OH == 1) c.os[2] = c.OW * c.os[3]; /* a single row: any row stride */
+  bool fm = c.os[3] == 1 && (c.OH == 1 || c.os[2] == c.OW) && (c.mg * c.G == 1 || c.os[1] == c.OH * c.OW);
+  /* a GEMM epilogue needs the result in C's layout: the others are lowered alone */
+  if (p->epi && (Ly != 1 || Lx != 1 || !fm)) return LDMC_OK;
+  *handled = true;
+  lc_ref xr = p->value[n->operands[0]], wr = p->value[n->operands[1]];
+  if (Ly != 1 || Lx != 1) return conv2_dilated(p, id, &c, Ly, Lx, xr, wr);
+  return conv2_gemm(p, id, &c, xr, wr);
 }
 
 ldmc_status ldmc_lc_lower_contract(lc_plan *p, int32_t id, bool *handled) {

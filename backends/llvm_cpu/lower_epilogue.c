@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "backends/llvm_cpu/lc.h"
+#include "passes/passes.h"
 
 typedef struct lc_epi {
   int32_t root;
@@ -189,6 +190,8 @@ ldmc_status ldmc_lc_gemm_epilogue_step(lc_plan *p, int32_t core, lc_gemm_desc *d
   e->out.dt = (uint8_t)rn->dtype;
   e->out.st[0] = d->c_st[0], e->out.st[1] = d->c_st[1], e->out.st[2] = d->c_st[2], e->out.st[3] = 1;
   d->epi_c = d->K <= d->kc ? 0 : rn->dtype == LDMC_F32 ? 1 : 2;
+  if (d->epi_c == 1 && p->kp && p->cur_kernel >= 0) /* K partials overwrite the output: not over an input */
+    p->kp->kernels[p->cur_kernel].no_inplace = true;
   if (d->epi_c != 2) p->bufs[c.buf].size = 0; /* no f32 partials outside the output */
   lc_ref out = ldmc_lc_new_out(p, ep->root);
   if (out.buf < 0) {

@@ -85,8 +85,11 @@ static ldmc_status lower_kernel(lc_plan *p, const ldmc_kernel *k) {
     if (is_contraction(n->op)) core = k->nodes[j];
     if (is_loop_op(n) && !is_view_op(n->op) && n->op != LDMC_OP_RESHAPE) tail_views = false;
   }
-  /* (the pipeline's PREPACK kind says the same when it was told the same weights) */
-  p->prepack_mode = ldmc_lc_is_weight(p, root) && !views_only;
+  bool is_output = false; /* computed here, not after the last kernel, so its temporaries are this kernel's */
+  for (int32_t o = 0; o < g->n_outputs && !is_output; o++) is_output = g->outputs[o] == root;
+  /* (the pipeline's PREPACK kind says the same when it was told the same
+   * weights); views of weights are read in place unless they are outputs */
+  p->prepack_mode = ldmc_lc_is_weight(p, root) && (!views_only || is_output);
   if (k->kind == LDMC_KERNEL_CONTRACTION && core >= 0 && core != root && !p->prepack_mode) {
     for (int32_t j = 0; j < k->n_nodes; j++) {
       int32_t i = k->nodes[j];
@@ -107,7 +110,7 @@ static ldmc_status lower_kernel(lc_plan *p, const ldmc_kernel *k) {
   /* a core followed by head-splitting reshapes and transposes: the core's
    * result is read through them in place (or copied by a consumer that needs
    * a dense buffer), like a kernel of views alone */
-  bool lazy = (views_only || tail_views) && is_loop_op(&g->nodes[root]) && !p->prepack_mode;
+  bool lazy = (views_only || tail_views) && is_loop_op(&g->nodes[root]) && !p->prepack_mode && !is_output;
   if (lazy && g->nodes[root].op == LDMC_OP_RESHAPE && root != core) p->pending[root] = 1;
   for (int32_t j = 0; j < k->n_nodes; j++) LDMC_TRY(lower_member(p, k->nodes[j], root));
   if (lazy) return LDMC_OK;
@@ -128,24 +131,53 @@ ldmc_status ldmc_lc_lower_kernels(lc_plan *p, const ldmc_plan *kp) {
       p->pending[i] = 1;
     }
   }
-  for (int32_t j = 0; j < kp->n_kernels; j++) {
+  ldmc_status st = LDMC_OK;
+  ldmc_plan *wp = p->kp; /* the same plan: the lowering records how it holds each root */
+  for (int32_t j = 0; j < kp->n_kernels && st == LDMC_OK; j++) {
     int32_t kid = kp->scheduled ? kp->order[j] : j;
-    LDMC_TRY(lower_kernel(p, &kp->kernels[kid]));
+    const ldmc_kernel *k = &kp->kernels[kid];
+    p->cur_kpos = j;
+    p->cur_kernel = kid;
+    int32_t first_buf = p->n_bufs;
+    st = lower_kernel(p, k);
     p->n_kernels++;
+    if (st != LDMC_OK) break;
+    /* a root left pending is read in place through its views: its storage is
+     * the leaf the views start from, a member's result or an input's */
+    int32_t leaf = k->root;
+    while (p->pending[leaf] && g->nodes[leaf].n_operands == 1) leaf = g->nodes[leaf].operands[0];
+    if (wp == kp && leaf != k->root && !p->pending[leaf]) {
+      wp->kernels[kid].storage_of = kp->kernel_of[leaf] == kid ? leaf : -1;
+      wp->kernels[kid].view_of = kp->kernel_of[leaf] == kid ? -1 : leaf;
+    }
+    /* Values other than the root that this kernel computed into the arena
+     * are its temporaries (planned as its scratch): a later kernel that
+     * needs one again computes it again rather than extend its life. */
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+      lc_ref v = p->value[i];
+      if (i == k->root || i == k->storage_of || v.buf < first_buf || p->bufs[v.buf].kind != LC_BUF_ARENA) continue;
+      if (!ldmc_lc_fusible(&g->nodes[i]) && g->nodes[i].op != LDMC_OP_RESHAPE) continue; /* read here only */
+      p->value[i] = (lc_ref){-1, 0};
+      p->pending[i] = 1;
+      p->done[i] = 0;
+    }
   }
   p->prepack_mode = false;
-  return LDMC_OK;
+  p->cur_kernel = -1;
+  return st;
 }
 
 ldmc_status ldmc_lc_pipeline(const ldmc_graph *g, const ldmc_compile_opts *o, ldmc_graph **out, ldmc_plan **plan) {
   *out = NULL;
   *plan = NULL;
-  const ldmc_target *t = ldmc_target_find("cpu-nchw");
+  const ldmc_target *t = ldmc_target_find("llvm-cpu");
   if (!t) return LDMC_ERR_INTERNAL;
   ldmc_graph *c = ldmc_graph_clone(g);
   if (!c) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory copying graph '%s'", g->name);
-  ldmc_pipeline_opts po = {.params_are_weights = o && o->params_are_weights,
-                           .n_activation_params = o && o->params_are_weights ? o->n_activation_params : 0};
+  ldmc_pipeline_opts po = {0};
+  if (o && o->pipeline) po = *o->pipeline; /* dumps, statistics, verification */
+  po.params_are_weights = o && o->params_are_weights;
+  po.n_activation_params = o && o->params_are_weights ? o->n_activation_params : 0;
   ldmc_status st = ldmc_compile_plan(c, t, &po, plan);
   /* the executable is called with the original graph's inputs and outputs */
   if (st == LDMC_OK && (ldmc_graph_num_params(c) != ldmc_graph_num_params(g) || c->n_outputs != g->n_outputs))
@@ -159,4 +191,25 @@ ldmc_status ldmc_lc_pipeline(const ldmc_graph *g, const ldmc_compile_opts *o, ld
   }
   *out = c;
   return LDMC_OK;
+}
+
+ldmc_status ldmc_lc_build(const ldmc_graph *g, const ldmc_compile_opts *o, const lc_target *t, int threads,
+                          ldmc_graph **opt, ldmc_plan **kp, lc_plan *p) {
+  *opt = NULL;
+  *kp = NULL;
+  memset(p, 0, sizeof *p);
+  LDMC_TRY(ldmc_lc_pipeline(g, o, opt, kp));
+  lc_plan_opts po = {.threads = threads,
+                     .allow_fallback = false, /* every node has generated code, or the compile fails naming it */
+                     .n_act_params = o && o->params_are_weights ? o->n_activation_params : INT32_MAX,
+                     .bf16 = o && o->bf16,
+                     .kernels = *kp};
+  ldmc_status st = ldmc_lc_plan_build(*opt, t, &po, p);
+  if (st != LDMC_OK) {
+    ldmc_plan_free(*kp);
+    ldmc_graph_free(*opt);
+    *kp = NULL;
+    *opt = NULL;
+  }
+  return st;
 }

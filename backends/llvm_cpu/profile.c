@@ -1,11 +1,21 @@
 /* Profiling events of a plan's steps (backends/backend.h's hook). Each step
  * is one kernel; what it computes is read off the plan once, when a hook is
  * set: a node with several steps (pack, gemm, copies) gives its FLOPs to its
- * main one (by kind: gemm/attn > norm/softmax/reduce/fallback > ew > pack);
- * nodes with no step of their own (elementwise ops and views inlined into a
- * fused kernel, reshapes, an activation fused into a norm) belong to the first
- * step whose main node consumes them through such nodes. So every executed
- * node's FLOPs are reported by exactly one step. */
+ * main one (by kind: gemm/attn > norm/softmax/reduce/fallback > ew > pack).
+ * Nodes with no step of their own are given to the step that computes them:
+ *  - a node a fused step marks done (a GEMM epilogue's root, an activation
+ *    fused into a norm, the transposes and reshapes attention writes through)
+ *    belongs, with the nodes between it and the step's main node (the
+ *    epilogue's bias, scale and residual adds, their broadcasts), to the
+ *    latest step whose node it reaches through such unowned nodes: the step
+ *    that reads all the others' values and writes it;
+ *  - elementwise ops and views inlined into a fused kernel, reshapes, belong to
+ *    the first step whose main node consumes them through such nodes;
+ *  - what is left (a reshape aliasing a graph output) goes with its producer.
+ * So every executed node is in exactly one main step's event, and its FLOPs
+ * are reported once; bytes are ldmc_profile_kernel_cost's over that set, so a
+ * GEMM's event reads its bias and residual too. Prepack steps (weights only)
+ * run when the weights are bound, not in a step, and report no event. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,6 +70,31 @@ static void helper_bytes(const lc_kernel *k, ldmc_kernel_event *ev) {
   }
 }
 
+static bool is_source(const ldmc_node *n) {
+  return n->op == LDMC_OP_PARAMETER || n->op == LDMC_OP_CONSTANT;
+}
+
+/* Gives v, and the unowned non-source nodes it reaches through unowned nodes,
+ * to the latest step owning a node at the edge of that region (none: left
+ * unowned). stack holds n_nodes entries; mark[] == stamp marks the region. */
+static void claim(const ldmc_graph *g, int32_t v, int32_t *owner, int32_t *stack, int32_t *mark, int32_t stamp) {
+  int32_t n_region = 0, best = -1;
+  mark[v] = stamp;
+  stack[n_region++] = v;
+  for (int32_t i = 0; i < n_region; i++) {
+    const ldmc_node *n = &g->nodes[stack[i]];
+    for (int k = 0; k < n->n_operands; k++) {
+      int32_t o = n->operands[k];
+      if (mark[o] == stamp) continue;
+      mark[o] = stamp;
+      if (owner[o] >= 0) best = owner[o] > best ? owner[o] : best;
+      else if (!is_source(&g->nodes[o])) stack[n_region++] = o;
+    }
+  }
+  if (best < 0) return;
+  for (int32_t i = 0; i < n_region; i++) owner[stack[i]] = best;
+}
+
 void ldmc_lc_prof_free(lc_prof *pr) {
   if (!pr) return;
   free(pr->ev);
@@ -75,10 +110,11 @@ ldmc_status ldmc_lc_prof_init(lc_prof *pr, const lc_plan *p, const ldmc_profile_
   int32_t *owner = malloc((size_t)(nn ? nn : 1) * sizeof *owner);
   int32_t *stack = malloc((size_t)(nn ? nn : 1) * sizeof *stack);
   int32_t *count = calloc((size_t)ns + 1, sizeof *count);
+  int32_t *mark = calloc((size_t)(nn ? nn : 1), sizeof *mark), stamp = 1;
   pr->ev = calloc((size_t)(ns ? ns : 1), sizeof *pr->ev);
   pr->nodes = malloc((size_t)(nn + ns + 1) * sizeof *pr->nodes);
   ldmc_status st = LDMC_OK;
-  if (!main_step || !owner || !stack || !count || !pr->ev || !pr->nodes) {
+  if (!main_step || !owner || !stack || !count || !mark || !pr->ev || !pr->nodes) {
     st = ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory for the profiler");
     goto done;
   }
@@ -90,10 +126,9 @@ ldmc_status ldmc_lc_prof_init(lc_prof *pr, const lc_plan *p, const ldmc_profile_
   }
   for (int32_t v = 0; v < nn; v++)
     if (main_step[v] >= 0) owner[v] = main_step[v];
-  /* fused into a producer's step (an activation after a norm) */
+  /* computed by a fused step: with the unowned nodes between, the latest step reached */
   for (int32_t v = 0; p->done && v < nn; v++)
-    if (owner[v] < 0 && p->done[v])
-      for (int k = 0; k < g->nodes[v].n_operands && owner[v] < 0; k++) owner[v] = main_step[g->nodes[v].operands[k]];
+    if (owner[v] < 0 && p->done[v]) claim(g, v, owner, stack, mark, stamp++);
   /* inlined: owned by the first consuming main step */
   for (int32_t s = 0; s < ns; s++) {
     int32_t r = p->steps[s].node;
@@ -104,13 +139,15 @@ ldmc_status ldmc_lc_prof_init(lc_prof *pr, const lc_plan *p, const ldmc_profile_
       const ldmc_node *n = &g->nodes[stack[--top]];
       for (int k = 0; k < n->n_operands; k++) {
         int32_t o = n->operands[k];
-        ldmc_op op = g->nodes[o].op;
-        if (owner[o] >= 0 || op == LDMC_OP_PARAMETER || op == LDMC_OP_CONSTANT) continue;
+        if (owner[o] >= 0 || is_source(&g->nodes[o])) continue;
         owner[o] = s;
         stack[top++] = o;
       }
     }
   }
+  /* consumed by no step (an output reshape aliasing its operand): its producer's */
+  for (int32_t v = 0; v < nn; v++)
+    if (owner[v] < 0 && !is_source(&g->nodes[v])) claim(g, v, owner, stack, mark, stamp++);
   /* node lists per step: owned nodes for main steps, the node alone for helpers */
   for (int32_t v = 0; v < nn; v++)
     if (owner[v] >= 0) count[owner[v] + 1]++;
@@ -143,6 +180,7 @@ done:
   free(owner);
   free(stack);
   free(count);
+  free(mark);
   if (st != LDMC_OK) ldmc_lc_prof_free(pr);
   return st;
 }

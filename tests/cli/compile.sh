@@ -27,9 +27,9 @@ skip_floats() { # C H W
 LOWER=$(($(skip_floats $C $H $W) * 4 * B))
 
 # --- the summary -------------------------------------------------------------
-run 0 "$LDMC" compile "${TINY[@]}" --target cpu --dump-passes '^input$' --dump-dir plain
+run 0 "$LDMC" compile "${TINY[@]}" --target llvm-cpu --dump-passes '^input$' --dump-dir plain
 cp "$T/out" summary.txt
-out_has "graph unet on target cpu" "kernels after fusion:" "planned peak activation memory:" "fused patterns"
+out_has "graph unet on target llvm-cpu" "kernels after fusion:" "planned peak activation memory:" "fused patterns"
 kernels=$(sed -n 's/^kernels after fusion: \([0-9]*\)$/\1/p' summary.txt)
 peak=$(sed -n 's/^planned peak activation memory: \([0-9]*\) bytes .*/\1/p' summary.txt)
 before=$(sed -n 's/^nodes: \([0-9]*\) before, [0-9]* after.*/\1/p' summary.txt)
@@ -48,12 +48,12 @@ check "planned peak $peak <= naive sum of the input graph ${in_naive_bytes:-}" t
 check "planned peak $peak >= the skip connections' $LOWER bytes" test "$peak" -ge "$LOWER"
 
 # ldmc stats reports the same pipeline's figures
-run 0 "$LDMC" stats "${TINY[@]}" --reference $C --target cpu --format csv
+run 0 "$LDMC" stats "${TINY[@]}" --reference $C --target llvm-cpu --format csv
 row=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i } NR == 2 { print $col["kernels"], $col["planned_peak_bytes"] }' "$T/out")
 check "stats agrees with compile on kernels and planned peak ($row vs $kernels $peak)" test "$row" = "$kernels $peak"
 
 # --- dumps -------------------------------------------------------------------
-run 0 "$LDMC" compile "${TINY[@]}" --target cpu --dump-passes '.*' --dump-dir dumps/all --pass-stats
+run 0 "$LDMC" compile "${TINY[@]}" --target llvm-cpu --dump-passes '.*' --dump-dir dumps/all --pass-stats
 cp "$T/out" stats.txt
 check "the dump folder is created" test -d dumps/all
 ls dumps/all > files.txt
@@ -108,7 +108,7 @@ LDMC_DUMP_PASSES=tiling LDMC_DUMP_DIR=envdir run 0 "$LDMC" compile "${TINY[@]}" 
 check "the flags win over the environment" test -f flagdir/000-schedule.txt -a ! -e flagdir/000-tiling.txt
 
 # --- --pass-stats ------------------------------------------------------------
-check "--pass-stats logs the totals" grep -q '^pipeline cpu totals:' stats.txt
+check "--pass-stats logs the totals" grep -q '^pipeline llvm-cpu totals:' stats.txt
 check "no pass lines without --pass-stats" bash -c "! grep -q '^pass ' summary.txt"
 check "each pass starts from the node count the previous one left" $PY -c '
 import re, sys
@@ -127,7 +127,7 @@ run 0 "$LDMC" compile plain/000-input.txt --activation-params 3 --verify-each
 check "the dumped input compiled as a FILE gives the same kernels and peak" \
   grep -q "^planned peak activation memory: $peak bytes" "$T/out"
 out_has "kernels after fusion: $kernels"
-for t in interp cpu-nchw nvptx tpusim; do
+for t in interp llvm-cpu nvptx tpusim; do
   run 0 "$LDMC" compile "${TINY[@]}" --target $t
   k=$(sed -n 's/^kernels after fusion: \([0-9]*\)$/\1/p' "$T/out")
   p=$(sed -n 's/^planned peak activation memory: \([0-9]*\) bytes .*/\1/p' "$T/out")
@@ -170,6 +170,6 @@ run 0 "$LDMC" compile --help
 for f in model channels latent context batch target dump-passes dump-dir pass-stats verify-each kernels out activation-params; do
   check "compile --help lists --$f" grep -Eq "^  --$f( |$)" "$T/out"
 done
-out_has "interp, cpu, cpu-nchw, host, nvptx, tpusim"
+out_has "interp, llvm-cpu, nvptx, tpusim"
 
 summary cli_compile

@@ -10,6 +10,15 @@ T=$(mktemp -d /tmp/ldmc-cli.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 cd "$T" || exit 1
 ST="python3 $LDMC_SRC/tests/cli/st.py"
+
+# Sanitizer builds (-DLDMC_SANITIZE=ON; harmless otherwise): a sanitizer report
+# exits 86 (ASan, LSan) or 87 (UBSan), never 1 or 2, so a test expecting an
+# error exit cannot mistake a report for the error it wanted. run() also fails
+# on 86/87 and on a report in stderr, whatever exit status it expected.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}exitcode=86"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}halt_on_error=1:exitcode=87:print_stacktrace=1"
+LDMC_SANITIZER_EXIT_ASAN=86
+LDMC_SANITIZER_EXIT_UBSAN=87
 n_pass=0
 n_fail=0
 
@@ -31,12 +40,20 @@ run() {
   shift
   "$@" >"$T/out" 2>"$T/err"
   rc=$?
-  if [ "$rc" -eq "$want" ]; then
+  if [ "$rc" -eq "$LDMC_SANITIZER_EXIT_ASAN" ] || [ "$rc" -eq "$LDMC_SANITIZER_EXIT_UBSAN" ] || sanitizer_report "$T/err"; then
+    fail "sanitizer report (exit $rc, expected $want): $*"
+    grep -m 5 -E 'Sanitizer|runtime error' "$T/err" | sed 's/^/    stderr: /' >&2
+  elif [ "$rc" -eq "$want" ]; then
     pass
   else
     fail "exit $rc, expected $want: $*"
     sed 's/^/    stderr: /' "$T/err" | head -n 5 >&2
   fi
+}
+
+# sanitizer_report FILE: whether FILE holds an ASan/LSan/UBSan/TSan report.
+sanitizer_report() {
+  grep -qE '^(==[0-9]+==ERROR: (Address|Leak|Thread|Memory)Sanitizer|SUMMARY: (Address|Leak|Undefined|Thread)Sanitizer)|: runtime error: ' "$1" 2>/dev/null
 }
 
 # One line on stderr containing each of the given strings.

@@ -4,7 +4,8 @@
 # python3's json and holds one kernel event per computed node per step (nodes
 # counted in the text IR that `ldmc run --save-graph` writes); the roofline is
 # well-formed XML; CSV/JSON agree with the totals; the family view; the
-# calibration cache; usage errors.
+# calibration cache; usage errors; --no-calibrate's unknown % of peak;
+# --bf16; a failed profile writes none of its files.
 source "$(dirname "$0")/lib.bash"
 export XDG_CACHE_HOME="$T/cache"
 U=(--model unet --latent 8x8x4 --context 64x8)
@@ -136,5 +137,71 @@ run 2 "$LDMC" profile "${U[@]}" --channels 32 --peak-gflops -3
 err_is_one_line_with "--peak-gflops"
 run 2 "$LDMC" profile "${U[@]}" --channels 33
 check "no trace left by failures" test ! -e t2.json
+
+# --no-calibrate: the peak is unknown, and so is the % of peak: the text says
+# "unknown", JSON has null, the family CSV an empty field (never 0%)
+run 0 "$LDMC" profile "$LDMC_SRC/tests/cli/axpy.txt" --random-inputs --backend interp --steps 1 --no-calibrate \
+  --json nc.json --csv nc.csv
+out_has "unknown % of peak"
+check "no 0.00% of peak without a peak" test "$(grep -c '0\.00% of peak' "$T/out")" -eq 0
+python3 -c '
+import json, sys
+m = json.load(open("nc.json"))["machine"]
+sys.exit(0 if m["percent_of_peak"] is None and m["peak_gflop_s"] is None and m["bandwidth_gb_s"] is None else 1)'
+check "JSON: the unknown peak, bandwidth and percentage are null" test $? -eq 0
+run 0 "$LDMC" profile "${U[@]}" --channels 32,64 --backend interp --warmup 0 --steps 1 --no-calibrate \
+  --csv fnc.csv --json fnc.json
+out_has "% peak is unknown"
+check "family table: unknown, not 0.00%" test "$(grep -c '0\.00%' "$T/out")" -eq 0
+python3 -c '
+import csv, json, sys
+rows = list(csv.DictReader(open("fnc.csv")))
+j = json.load(open("fnc.json"))
+ok = len(rows) == 2 and all(r["percent_of_peak"] == "" for r in rows)
+ok = ok and j["peak_gflop_s"] is None and j["bandwidth_gb_s"] is None
+ok = ok and all(w["percent_of_peak"] is None for w in j["widths"])
+sys.exit(0 if ok else 1)'
+check "family CSV: empty % of peak; JSON: null" test $? -eq 0
+
+# --bf16 as on ldmc run: GEMM operands packed as bf16 (half the packed bytes) where the CPU has avx512_bf16
+run 0 "$LDMC" profile "$LDMC_SRC/tests/cli/axpy.txt" --random-inputs --backend llvm-cpu --steps 1 --no-calibrate --json p32.json
+run 0 "$LDMC" profile "$LDMC_SRC/tests/cli/axpy.txt" --random-inputs --backend llvm-cpu --steps 1 --no-calibrate --json p16.json --bf16
+out_has "on llvm-cpu (--bf16)"
+python3 - "$(grep -cw avx512_bf16 /proc/cpuinfo)" <<'EOF2'
+import json, sys
+a, b = json.load(open("p32.json")), json.load(open("p16.json"))
+packed = lambda d: sum(k["bytes_written"] for k in d["kernels"] if k["name"] == "pack")
+ok = a["bf16"] is False and b["bf16"] is True
+ok = ok and a["per_step"]["kernel_mac_flops"] == b["per_step"]["kernel_mac_flops"] == 36
+if int(sys.argv[1]) > 0:  # bf16 panels: 2 bytes an element instead of 4
+    ok = ok and packed(a) > 0 and packed(b) * 2 == packed(a)
+sys.exit(0 if ok else 1)
+EOF2
+check "--bf16 reaches the backend (JSON bf16, packed bytes halved on avx512_bf16)" test $? -eq 0
+run 0 "$LDMC" profile --help
+out_has "--bf16"
+
+# a failed profile leaves none of its files: here the roofline (a path under
+# a regular file) fails after the CSV, JSON and trace were written; a file
+# already at a requested path stays as it was
+echo keep >old.csv
+echo "not a folder" >plain
+run 1 "$LDMC" profile "$LDMC_SRC/tests/cli/axpy.txt" --random-inputs --backend interp --steps 1 --no-calibrate \
+  --csv old.csv --json f.json --trace f.trace.json --roofline plain/r.svg
+err_is_one_line_with "plain/r.svg"
+check "the CSV already there is untouched" grep -qx keep old.csv
+check "no JSON, no trace written" test ! -e f.json -a ! -e f.trace.json
+check "no temporary files left" test -z "$(ls -a | grep -e ldmc-partial -e '\.tmp\.')"
+# a bad input (a tensor of the wrong shape) after outputs were requested
+$ST write bad.safetensors x F32 3,2 1,2,3,4,5,6 y F32 2,3 0.5,-1,2,3,0,-2
+run 1 "$LDMC" profile "$LDMC_SRC/tests/cli/axpy.txt" --inputs bad.safetensors --backend interp --no-calibrate \
+  --csv g.csv --json g.json --trace g.trace.json --roofline g.svg
+err_is_one_line_with "'x'"
+check "a bad input writes no file" test ! -e g.csv -a ! -e g.json -a ! -e g.trace.json -a ! -e g.svg
+# the family view: its roofline fails after both widths ran and the CSV and JSON were written
+run 1 "$LDMC" profile "${U[@]}" --channels 32,64 --backend interp --warmup 0 --steps 1 --no-calibrate \
+  --csv h.csv --json h.json --roofline plain/h.svg
+check "family: no CSV, no JSON" test ! -e h.csv -a ! -e h.json
+check "family: no temporary files left" test -z "$(ls -a | grep -e ldmc-partial -e '\.tmp\.')"
 
 summary profile

@@ -34,11 +34,11 @@ check "kernel counts are positive integers, prepack kernels among them" awk -F, 
 
 run 0 "$LDMC" stats --model unet --channels 32,64 --latent 16x16x4 --context 64x8 --batch 2 --format json
 cp "$T/out" s.json
-check "JSON: target cpu, and the CSV's figures" $PY - s.json s.csv <<'PY'
+check "JSON: target llvm-cpu, and the CSV's figures" $PY - s.json s.csv <<'PY'
 import csv, json, sys
 d = json.load(open(sys.argv[1]))
 rows = list(csv.DictReader(open(sys.argv[2])))
-assert d["target"] == "cpu", d["target"]
+assert d["target"] == "llvm-cpu", d["target"]
 for j, r in zip(d["widths"], rows):
     assert j["channels"] == int(r["channels"])
     for k in ("kernels", "prepack_kernels", "planned_peak_bytes"):
@@ -77,7 +77,7 @@ run 0 "$LDMC" stats --channels 32,64 --latent 16x16x4 --context 64x8 --format js
 check "JSON names the target" grep -q '"target": "interp"' "$T/out"
 
 run 0 "$LDMC" stats --channels 32 --latent 16x16x4 --context 64x8
-out_has "target cpu" "act sum MiB" "unfused peak MiB" "kernels" "planned peak MiB" "norm cost"
+out_has "target llvm-cpu" "act sum MiB" "unfused peak MiB" "kernels" "planned peak MiB" "norm cost"
 check "the table's kernel column matches" awk -v k="$(sed -n 's/^kernels after fusion: \([0-9]*\)$/\1/p' compile32.txt)" '
   $1 == "32" && $7 == k { found = 1 } END { exit !found }' "$T/out"
 
@@ -86,13 +86,13 @@ check "stats writes no dumps, even with LDMC_DUMP_PASSES set" test -z "$(ls quie
 
 # --- errors and help --------------------------------------------------------------
 run 2 "$LDMC" stats --channels 32 --target bogus
-err_is_one_line_with "ldmc stats: " "unknown target 'bogus'" "cpu-nchw"
+err_is_one_line_with "ldmc stats: " "unknown target 'bogus'" "llvm-cpu"
 check "no stdout on a usage error" test ! -s "$T/out"
 run 2 "$LDMC" stats --channels 32 --target
 err_is_one_line_with "'--target' needs a value"
 run 0 "$LDMC" stats --help
 check "help lists --target" grep -Eq '^  --target NAME ' "$T/out"
-out_has "interp, cpu, cpu-nchw, host, nvptx, tpusim"
+out_has "interp, llvm-cpu, nvptx, tpusim"
 for col in params gflops_per_step other_gflops activation_sum_mib unfused_peak_mib kernels prepack_kernels \
   planned_peak_bytes normalized_cost param_tensors; do
   out_has "$col"
