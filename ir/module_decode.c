@@ -49,57 +49,13 @@ static ldmc_status bad(const char *fmt, ...) {
   return ldmc_error(LDMC_ERR_FORMAT, "%s", msg);
 }
 
-/* Names come from the file: print them with control bytes, backslashes and
- * invalid UTF-8 escaped as \xNN / \\ (at most 96 bytes, then "..."), so a
+/* Names come from the file: quoted (escapes, at most ~96 bytes) so a
  * message never carries raw bytes to the terminal. */
-static size_t utf8_len(const unsigned char *p) {
-  unsigned char c = p[0];
-  size_t n;
-  uint32_t cp;
-  if (c < 0x80) return 1;
-  if (c >= 0xc2 && c <= 0xdf) n = 2, cp = c & 0x1f;
-  else if (c >= 0xe0 && c <= 0xef) n = 3, cp = c & 0x0f;
-  else if (c >= 0xf0 && c <= 0xf4) n = 4, cp = c & 0x07;
-  else return 0;
-  for (size_t i = 1; i < n; i++) {
-    if ((p[i] & 0xc0) != 0x80) return 0;
-    cp = cp << 6 | (p[i] & 0x3f);
-  }
-  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
-    return 0;
-  return n;
-}
-
 typedef struct qname {
-  char s[400];
+  char s[100];
 } qname;
 
-static const char *quote(const char *name, qname *q) {
-  const unsigned char *p = (const unsigned char *)(name ? name : "");
-  size_t w = 0, used = 0;
-  while (*p && w + 8 < sizeof q->s) {
-    if (used >= 96) {
-      memcpy(q->s + w, "...", 3);
-      w += 3;
-      break;
-    }
-    size_t n = utf8_len(p);
-    if (n == 1 && *p == '\\') {
-      q->s[w++] = '\\';
-      q->s[w++] = '\\';
-    } else if (n == 0 || (n == 1 && (*p < 0x20 || *p == 0x7f))) {
-      w += (size_t)snprintf(q->s + w, sizeof q->s - w, "\\x%02x", *p);
-      n = 1;
-    } else {
-      memcpy(q->s + w, p, n);
-      w += n;
-    }
-    p += n;
-    used += n;
-  }
-  q->s[w] = 0;
-  return q->s;
-}
+static const char *quote(const char *name, qname *q) { return ldmc_quote(name, q->s, sizeof q->s); }
 
 static void owner_str(const dec *d, bool is_node, int32_t owner, char *buf, size_t n) {
   if (is_node)

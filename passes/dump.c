@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "passes/pass_util.h"
+#include "support/fileio.h"
 
 static ldmc_status write_file(const char *path, const char *a, const char *b) {
   FILE *f = fopen(path, "w");
@@ -91,25 +92,9 @@ char *ldmc_graph_to_dot(const ldmc_graph *g, const ldmc_plan *plan) {
 /* mkdir -p dir: a missing dump folder is created (as XLA's --xla_dump_to
  * does); an error names the component that could not be made. */
 static ldmc_status make_dirs(const char *dir) {
-  char path[4096];
-  size_t n = strlen(dir);
-  if (n >= sizeof path) return ldmc_error(LDMC_ERR_IO, "dump folder '%.64s...': path too long", dir);
-  memcpy(path, dir, n + 1);
-  for (size_t i = 1; i <= n; i++) {
-    if (path[i] != '/' && path[i] != '\0') continue;
-    char save = path[i];
-    path[i] = '\0';
-    struct stat st;
-    if (stat(path, &st) != 0) {
-      if (mkdir(path, 0777) != 0 && errno != EEXIST)
-        return ldmc_error(LDMC_ERR_IO, "cannot create dump folder '%s' (for LDMC_DUMP_DIR / --dump-dir '%s'): %s", path,
-                          dir, strerror(errno));
-    } else if (!S_ISDIR(st.st_mode)) {
-      return ldmc_error(LDMC_ERR_IO, "dump folder '%s' (for LDMC_DUMP_DIR / --dump-dir '%s'): not a directory", path, dir);
-    }
-    path[i] = save;
-  }
-  return LDMC_OK;
+  ldmc_status st = ldmc_make_dirs(dir, 0777);
+  if (st != LDMC_OK) ldmc_error_prefix("dump folder (for LDMC_DUMP_DIR / --dump-dir '%s'): ", dir);
+  return st;
 }
 
 ldmc_status ldmc_dump_graph(const ldmc_graph *g, const ldmc_plan *plan, const char *dir, int seq, const char *tag) {

@@ -204,6 +204,9 @@ typedef struct ldmc_plan_stats {
 } ldmc_plan_stats;
 ldmc_status ldmc_plan_stats_compute(const ldmc_graph *g, const char *target_name, int32_t n_activation_params,
                                     ldmc_plan_stats *out);
+/* The figures of a plan made from `before` (optimized into `after`). */
+void ldmc_plan_stats_fill(const ldmc_graph *before, const ldmc_graph *after, const ldmc_plan *plan, double seconds,
+                          ldmc_plan_stats *out);
 
 /* Sum of the result bytes of every node but parameters and constants: the
  * memory a graph needs if nothing is freed, fused or reused. */

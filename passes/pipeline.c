@@ -76,6 +76,20 @@ ldmc_status ldmc_compile_plan(ldmc_graph *g, const ldmc_target *t, const ldmc_pi
   return LDMC_OK;
 }
 
+void ldmc_plan_stats_fill(const ldmc_graph *before, const ldmc_graph *after, const ldmc_plan *plan, double seconds,
+                          ldmc_plan_stats *out) {
+  memset(out, 0, sizeof *out);
+  out->nodes_before = before->n_nodes;
+  out->input_naive_bytes = ldmc_graph_intermediate_bytes(before);
+  out->nodes_after = after->n_nodes;
+  out->kernels = plan->n_kernels;
+  out->arena_bytes = plan->arena_bytes;
+  out->naive_bytes = plan->naive_bytes;
+  out->prepacked_bytes = plan->prepacked_bytes;
+  for (int32_t k = 0; k < plan->n_kernels; k++) out->prepack_kernels += plan->kernels[k].kind == LDMC_KERNEL_PREPACK;
+  out->compile_seconds = seconds;
+}
+
 ldmc_status ldmc_plan_stats_compute(const ldmc_graph *g, const char *target_name, int32_t n_activation_params,
                                     ldmc_plan_stats *out) {
   memset(out, 0, sizeof *out);
@@ -90,17 +104,8 @@ ldmc_status ldmc_plan_stats_compute(const ldmc_graph *g, const char *target_name
                           .n_activation_params = n_activation_params < 0 ? 0 : n_activation_params};
   ldmc_status s = ldmc_compile_plan(c, t, &o, &plan);
   clock_gettime(CLOCK_MONOTONIC, &b);
-  if (s == LDMC_OK) {
-    out->nodes_before = g->n_nodes;
-    out->input_naive_bytes = ldmc_graph_intermediate_bytes(g);
-    out->nodes_after = c->n_nodes;
-    out->kernels = plan->n_kernels;
-    out->arena_bytes = plan->arena_bytes;
-    out->naive_bytes = plan->naive_bytes;
-    out->prepacked_bytes = plan->prepacked_bytes;
-    for (int32_t k = 0; k < plan->n_kernels; k++) out->prepack_kernels += plan->kernels[k].kind == LDMC_KERNEL_PREPACK;
-    out->compile_seconds = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
-  }
+  if (s == LDMC_OK)
+    ldmc_plan_stats_fill(g, c, plan, (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec), out);
   ldmc_plan_free(plan);
   ldmc_graph_free(c);
   return s;

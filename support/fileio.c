@@ -342,3 +342,24 @@ ldmc_status ldmc_file_write_atomic(const char *path, const void *data, size_t le
   }
   return ldmc_atomic_commit(f);
 }
+
+ldmc_status ldmc_make_dirs(const char *dir, unsigned mode) {
+  char path[4096];
+  size_t n = strlen(dir);
+  if (n >= sizeof path) return ldmc_error(LDMC_ERR_IO, "folder '%.64s...': path too long", dir);
+  memcpy(path, dir, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (path[i] != '/' && path[i] != '\0') continue;
+    char save = path[i];
+    path[i] = '\0';
+    struct stat st;
+    if (stat(path, &st) != 0) {
+      if (mkdir(path, (mode_t)mode) != 0 && errno != EEXIST)
+        return ldmc_error(LDMC_ERR_IO, "cannot create folder '%s': %s", path, strerror(errno));
+    } else if (!S_ISDIR(st.st_mode)) {
+      return ldmc_error(LDMC_ERR_IO, "'%s' is not a folder", path);
+    }
+    path[i] = save;
+  }
+  return LDMC_OK;
+}

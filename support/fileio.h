@@ -52,4 +52,9 @@ void ldmc_file_install_signal_cleanup(void);
 /* One-shot atomic write of a buffer. */
 ldmc_status ldmc_file_write_atomic(const char *path, const void *data, size_t len);
 
+/* mkdir -p: creates the missing folders of dir with mode (existing ones are
+ * kept). The error names the component that could not be made, or that is
+ * not a folder. */
+ldmc_status ldmc_make_dirs(const char *dir, unsigned mode);
+
 #endif

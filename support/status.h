@@ -2,6 +2,8 @@
 #ifndef LDMC_SUPPORT_STATUS_H
 #define LDMC_SUPPORT_STATUS_H
 
+#include <stddef.h>
+
 typedef enum ldmc_status {
   LDMC_OK = 0,
   LDMC_ERR_INVALID, /* bad argument, ill-typed graph, wrong shape */
@@ -28,5 +30,10 @@ const char *ldmc_status_name(ldmc_status s);
     ldmc_status ldmc_try_s_ = (expr);      \
     if (ldmc_try_s_ != LDMC_OK) return ldmc_try_s_; \
   } while (0)
+
+/* s (a name read from a file) with control bytes and invalid UTF-8 as \xNN
+ * and backslashes as \\, truncated with "..." to fit len; returns buf. So a
+ * message never carries raw bytes to the terminal. */
+const char *ldmc_quote(const char *s, char *buf, size_t len);
 
 #endif

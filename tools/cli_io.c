@@ -182,12 +182,12 @@ int ldmc_tool_check_output(const ldmc_cli_cmd *c, const char *flag, const char *
                           exts[i]);
   const char *ext = ext_of(path);
   char q[256];
-  ldmc_tool_quote(path, q, sizeof q);
+  ldmc_quote(path, q, sizeof q);
   if (!ext)
     return ldmc_cli_usage_error(c, "%s%s%s: no file extension; ldmc %s writes %s here (nothing was written)",
                                 flag ? flag : "", flag ? " " : "", q, c->name, want);
   char qe[64];
-  ldmc_tool_quote(ext, qe, sizeof qe);
+  ldmc_quote(ext, qe, sizeof qe);
   return ldmc_cli_usage_error(c, "%s%s%s: ldmc %s cannot write '%s' files here, only %s (nothing was written)",
                               flag ? flag : "", flag ? " " : "", q, c->name, qe, want);
 }
@@ -218,8 +218,8 @@ int ldmc_tool_check_distinct(const ldmc_cli_cmd *c, int n, const char *const *wh
     for (int j = i + 1; paths[i] && j < n; j++)
       if (paths[j] && ldmc_tool_same_file(paths[i], paths[j])) {
         char qa[256], qb[256];
-        ldmc_tool_quote(paths[i], qa, sizeof qa);
-        ldmc_tool_quote(paths[j], qb, sizeof qb);
+        ldmc_quote(paths[i], qa, sizeof qa);
+        ldmc_quote(paths[j], qb, sizeof qb);
         return ldmc_cli_usage_error(c, "%s %s and %s %s are the same file: one would overwrite the other "
                                        "(nothing was written)", what[i], qa, what[j], qb);
       }
@@ -229,7 +229,7 @@ int ldmc_tool_check_distinct(const ldmc_cli_cmd *c, int n, const char *const *wh
 void ldmc_tool_print_wrote(FILE *f, const char *path, const char *what) {
   struct stat st;
   char q[512];
-  ldmc_tool_quote(path, q, sizeof q);
+  ldmc_quote(path, q, sizeof q);
   if (stat(path, &st) == 0)
     fprintf(f, "wrote %s: %lld bytes, %s\n", q, (long long)st.st_size, what);
   else
@@ -242,7 +242,7 @@ void ldmc_tool_describe(const ldmc_module *m, ldmc_file_kind kind, char *buf, si
   int32_t nt = kind == LDMC_KIND_TEXT ? 0 : m->tensors.n;
   int w = snprintf(buf, len, "%s", ldmc_file_kind_name(kind));
   if (g && w >= 0 && (size_t)w < len)
-    w += snprintf(buf + w, len - (size_t)w, ": graph '%s' (%d nodes)", ldmc_tool_quote(g->name, name, sizeof name),
+    w += snprintf(buf + w, len - (size_t)w, ": graph '%s' (%d nodes)", ldmc_quote(g->name, name, sizeof name),
                   (int)g->n_nodes);
   if ((nt || kind != LDMC_KIND_TEXT) && w >= 0 && (size_t)w < len)
   {
@@ -253,51 +253,3 @@ void ldmc_tool_describe(const ldmc_module *m, ldmc_file_kind kind, char *buf, si
 
 /* ---- quoting names from files ---- */
 
-/* Length of the valid UTF-8 sequence at p (1..4), 0 if invalid. */
-static size_t utf8_len(const unsigned char *p) {
-  unsigned char c = p[0];
-  size_t n;
-  uint32_t cp;
-  if (c < 0x80) return 1;
-  if (c >= 0xc2 && c <= 0xdf) n = 2, cp = c & 0x1f;
-  else if (c >= 0xe0 && c <= 0xef) n = 3, cp = c & 0x0f;
-  else if (c >= 0xf0 && c <= 0xf4) n = 4, cp = c & 0x07;
-  else return 0;
-  for (size_t i = 1; i < n; i++) {
-    if ((p[i] & 0xc0) != 0x80) return 0;
-    cp = cp << 6 | (p[i] & 0x3f);
-  }
-  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
-    return 0;
-  return n;
-}
-
-const char *ldmc_tool_quote(const char *s, char *buf, size_t len) {
-  size_t w = 0;
-  if (!len) return buf;
-  const unsigned char *p = (const unsigned char *)(s ? s : "");
-  while (*p) {
-    size_t n = utf8_len(p);
-    char tmp[8];
-    size_t k;
-    if (n == 1 && (*p < 0x20 || *p == 0x7f || *p == '\\')) {
-      k = *p == '\\' ? (size_t)snprintf(tmp, sizeof tmp, "\\\\") : (size_t)snprintf(tmp, sizeof tmp, "\\x%02x", *p);
-      n = 1;
-    } else if (n == 0) {
-      k = (size_t)snprintf(tmp, sizeof tmp, "\\x%02x", *p);
-      n = 1;
-    } else {
-      memcpy(tmp, p, n);
-      k = n;
-    }
-    if (w + k + 4 > len) { /* no room: end with "..." */
-      if (len >= 4) snprintf(buf + (w + 4 > len ? len - 4 : w), 4, "...");
-      return buf;
-    }
-    memcpy(buf + w, tmp, k);
-    w += k;
-    p += n;
-  }
-  buf[w] = 0;
-  return buf;
-}

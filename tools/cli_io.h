@@ -53,9 +53,6 @@ void ldmc_tool_print_wrote(FILE *f, const char *path, const char *what);
 /* What ldmc_tool_save(kind, m) writes, for that line: "ldmc module: graph 'unet'
  * (1234 nodes) and 686 tensors", "text IR: graph 'axpy' (8 nodes)". */
 void ldmc_tool_describe(const ldmc_module *m, ldmc_file_kind kind, char *buf, size_t len);
-/* A name from a file made safe to print: non-printable bytes, invalid UTF-8
- * and backslashes escaped (\xNN, \\); truncated with "..." to fit len. */
-const char *ldmc_tool_quote(const char *s, char *buf, size_t len);
 
 /* A non-owning view of t under its own name (for merging tensor sets). */
 ldmc_status ldmc_tool_tensor_view(const ldmc_tensor *t, ldmc_tensor *out);

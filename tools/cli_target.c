@@ -93,17 +93,8 @@ ldmc_status ldmc_cli_target_plan_stats(const ldmc_cli_target *ct, const ldmc_gra
   ldmc_plan *plan = NULL;
   ldmc_status s = ldmc_cli_target_plan(ct, &c, &co, NULL, &plan);
   clock_gettime(CLOCK_MONOTONIC, &b);
-  if (s == LDMC_OK) {
-    out->nodes_before = g->n_nodes;
-    out->input_naive_bytes = ldmc_graph_intermediate_bytes(g);
-    out->nodes_after = c->n_nodes;
-    out->kernels = plan->n_kernels;
-    out->arena_bytes = plan->arena_bytes;
-    out->naive_bytes = plan->naive_bytes;
-    out->prepacked_bytes = plan->prepacked_bytes;
-    for (int32_t k = 0; k < plan->n_kernels; k++) out->prepack_kernels += plan->kernels[k].kind == LDMC_KERNEL_PREPACK;
-    out->compile_seconds = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
-  }
+  if (s == LDMC_OK)
+    ldmc_plan_stats_fill(g, c, plan, (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec), out);
   ldmc_plan_free(plan);
   ldmc_graph_free(c);
   return s;

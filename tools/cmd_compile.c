@@ -12,6 +12,7 @@
 #include "backends/llvm_cpu/llvm_cpu.h"
 #include "models/unet.h"
 #include "passes/passes.h"
+#include "support/fileio.h"
 #include "tools/cli_args.h"
 #include "tools/cli_io.h"
 #include "tools/cli_target.h"
@@ -78,23 +79,7 @@ static void print_kernel_summary(const ldmc_plan *p, const ldmc_graph *g, bool a
 
 /* mkdir -p: the dump folder is made on demand, as XLA's --xla_dump_to does. */
 static int make_dirs(const ldmc_cli_cmd *c, const char *dir) {
-  char path[4096];
-  size_t n = strlen(dir);
-  if (n >= sizeof path) return ldmc_cli_fail(c, "--dump-dir: path too long");
-  memcpy(path, dir, n + 1);
-  for (size_t i = 1; i <= n; i++) {
-    if (path[i] != '/' && path[i] != '\0') continue;
-    char save = path[i];
-    path[i] = '\0';
-    struct stat st;
-    if (stat(path, &st) != 0) {
-      if (mkdir(path, 0777) != 0 && errno != EEXIST)
-        return ldmc_cli_fail(c, "cannot create dump folder '%s': %s", path, strerror(errno));
-    } else if (!S_ISDIR(st.st_mode)) {
-      return ldmc_cli_fail(c, "dump folder '%s': not a directory", path);
-    }
-    path[i] = save;
-  }
+  if (ldmc_make_dirs(dir, 0777) != LDMC_OK) return ldmc_cli_fail(c, "dump folder: %s", ldmc_last_error());
   return LDMC_CLI_CONTINUE;
 }
 

@@ -15,7 +15,7 @@ static ldmc_status merge_tensors(ldmc_module *m, ldmc_tensor_set *extra, const c
     char q[256];
     if (old)
       return ldmc_error(LDMC_ERR_INVALID, "%s: tensor '%s' is already in the input", extra_path,
-                        ldmc_tool_quote(extra->items[i].name, q, sizeof q));
+                        ldmc_quote(extra->items[i].name, q, sizeof q));
     ldmc_tensor view;
     LDMC_TRY(ldmc_tool_tensor_view(&extra->items[i], &view));
     ldmc_status s = ldmc_tensor_set_add(&m->tensors, &view);

@@ -49,11 +49,11 @@ static ldmc_status assemble_feed(const ldmc_graph *g, const ldmc_tensor_set *inp
                                  const ldmc_tensor_set *module, const char *module_path, bool random, uint64_t seed,
                                  ldmc_tensor_set *feed, ldmc_tensor_set *generated) {
   char q[256], qg[256]; /* names come from files: printed escaped */
-  ldmc_tool_quote(g->name, qg, sizeof qg);
+  ldmc_quote(g->name, qg, sizeof qg);
   for (int32_t i = 0; inputs && i < inputs->n; i++)
     if (ldmc_graph_find_param(g, inputs->items[i].name) < 0)
       return ldmc_error(LDMC_ERR_INVALID, "%s: tensor '%s' matches no parameter of graph '%s'", inputs_path,
-                        ldmc_tool_quote(inputs->items[i].name, q, sizeof q), qg);
+                        ldmc_quote(inputs->items[i].name, q, sizeof q), qg);
   uint64_t state = seed;
   for (int32_t i = 0; i < g->n_nodes; i++) {
     const ldmc_node *p = &g->nodes[i];
@@ -73,7 +73,7 @@ static ldmc_status assemble_feed(const ldmc_graph *g, const ldmc_tensor_set *inp
     if (!src) {
       char shape[160];
       ldmc_shape_str(&p->shape, shape, sizeof shape);
-      return ldmc_error(LDMC_ERR_INVALID, "no input for parameter '%s' (%s%s)%s%s", ldmc_tool_quote(p->attrs.name, q, sizeof q),
+      return ldmc_error(LDMC_ERR_INVALID, "no input for parameter '%s' (%s%s)%s%s", ldmc_quote(p->attrs.name, q, sizeof q),
                         ldmc_dtype_name(p->dtype), shape, inputs_path ? " in " : "", inputs_path ? inputs_path : "");
     }
     if (src->raw_dtype[0] || src->dtype != p->dtype || !ldmc_shape_equal(&src->shape, &p->shape)) {
@@ -83,7 +83,7 @@ static ldmc_status assemble_feed(const ldmc_graph *g, const ldmc_tensor_set *inp
       bool from_inputs = inputs && src == ldmc_tensor_set_find(inputs, p->attrs.name);
       const char *where = from_inputs ? inputs_path : module_path;
       return ldmc_error(LDMC_ERR_INVALID, "%s%stensor '%s': parameter %%%d of graph '%s' is %s%s, found %s%s",
-                        where ? where : "", where ? ": " : "", ldmc_tool_quote(p->attrs.name, q, sizeof q), (int)i, qg,
+                        where ? where : "", where ? ": " : "", ldmc_quote(p->attrs.name, q, sizeof q), (int)i, qg,
                         ldmc_dtype_name(p->dtype), want, ldmc_tool_dtype_str(src), got);
     }
     ldmc_tensor view;

@@ -341,18 +341,9 @@ static bool disk_store(const char *path, const char *key, LLVMMemoryBufferRef ob
 /* mkdir -p; the folders it creates get mode 0700. A world-writable folder is
  * refused: its entries are code this process would run. */
 static bool mkdir_p(const char *dir, char *why, size_t why_len) {
-  char p[KC_PATH];
-  snprintf(p, sizeof p, "%s", dir);
-  for (char *c = p + 1;; c++) {
-    if (*c != '/' && *c) continue;
-    char save = *c;
-    *c = 0;
-    if (mkdir(p, 0700) != 0 && errno != EEXIST) {
-      snprintf(why, why_len, "cannot create %s: %s", p, strerror(errno));
-      return false;
-    }
-    *c = save;
-    if (!save) break;
+  if (ldmc_make_dirs(dir, 0700) != LDMC_OK) {
+    snprintf(why, why_len, "%s", ldmc_last_error());
+    return false;
   }
   struct stat st;
   if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
