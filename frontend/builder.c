@@ -200,6 +200,7 @@ static void store_scalar(ldmc_dtype dt, double v, uint8_t *p) {
     case LDMC_I32: { int32_t x = (int32_t)v; memcpy(p, &x, 4); break; }
     case LDMC_I64: { int64_t x = (int64_t)v; memcpy(p, &x, 8); break; }
     case LDMC_PRED: p[0] = v != 0.0; break;
+    case LDMC_F64: memcpy(p, &v, 8); break;
     default: break;
   }
 }

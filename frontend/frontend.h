@@ -78,4 +78,21 @@ ldmc_value ldmc_upsample_nearest(ldmc_builder *b, ldmc_value x, int factor);
 const ldmc_shape *ldmc_value_shape(const ldmc_builder *b, ldmc_value v);
 ldmc_dtype ldmc_value_dtype(const ldmc_builder *b, ldmc_value v);
 
+/* ---- reverse-mode autodiff (frontend/grad.c; rules in frontend/vjp_*.c) ---- */
+typedef struct ldmc_grad_opts {
+  const char *output;    /* name of the differentiated output; NULL: the graph's first output */
+  /* How the output's cotangent enters: LDMC_GRAD_SCALAR needs a rank-0 output
+   * (cotangent 1); LDMC_GRAD_SUM differentiates sum(output); LDMC_GRAD_COTANGENT
+   * adds a parameter "cotangent.<output>" of the output's type as the last input. */
+  enum { LDMC_GRAD_SCALAR, LDMC_GRAD_SUM, LDMC_GRAD_COTANGENT } seed;
+  const char *wrt_regex; /* POSIX extended regex over parameter names; NULL: every float parameter */
+} ldmc_grad_opts;
+
+/* Returns in *out a new graph with g's parameters (plus the cotangent one) and
+ * outputs, then one output "grad.<parameter name>" per differentiated
+ * parameter, in parameter order, each of its parameter's dtype and shape.
+ * Parameters the output does not depend on get zeros. Only nodes on a path
+ * from a differentiated parameter to the output get backward nodes. */
+ldmc_status ldmc_grad(const ldmc_graph *g, const ldmc_grad_opts *o, ldmc_graph **out);
+
 #endif

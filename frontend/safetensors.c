@@ -28,7 +28,7 @@ static const st_dtype k_dtypes[] = {
     {"BOOL", 1, 0, LDMC_PRED},   {"U8", 1, 1, -1},        {"I8", 1, 2, -1},      {"F8_E5M2", 1, 3, -1},
     {"F8_E4M3", 1, 4, -1},       {"I16", 2, 5, -1},       {"U16", 2, 6, -1},     {"F16", 2, 7, LDMC_F16},
     {"BF16", 2, 8, LDMC_BF16},   {"I32", 4, 9, LDMC_I32}, {"U32", 4, 10, -1},    {"F32", 4, 11, LDMC_F32},
-    {"F64", 8, 12, -1},          {"I64", 8, 13, LDMC_I64}, {"U64", 8, 14, -1},
+    {"F64", 8, 12, LDMC_F64},    {"I64", 8, 13, LDMC_I64}, {"U64", 8, 14, -1},
 };
 #define N_DTYPES (sizeof k_dtypes / sizeof k_dtypes[0])
 

@@ -15,8 +15,8 @@ ldmc_status ldmc_module_save(const char *path, const ldmc_module *m);
 ldmc_status ldmc_module_load(const char *path, ldmc_module *out);
 
 /* ---- safetensors ----
- * Dtypes ldmc computes with map to ldmc_dtype (F32, BF16, F16, I32, I64, and
- * BOOL -> pred); the spec's others (U8, I8, I16, U16, U32, U64, F64, F8_E5M2,
+ * Dtypes ldmc computes with map to ldmc_dtype (F32, BF16, F16, F64, I32, I64,
+ * and BOOL -> pred); the spec's others (U8, I8, I16, U16, U32, U64, F8_E5M2,
  * F8_E4M3) are kept as raw bytes with ldmc_tensor.raw_dtype set. Tensors keep
  * the order of the file's JSON header. */
 #define LDMC_SAFETENSORS_MAX_HEADER 100000000u /* bytes, as the reference reader */

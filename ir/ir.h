@@ -20,11 +20,12 @@ typedef enum ldmc_dtype {
   LDMC_I32,
   LDMC_I64,
   LDMC_PRED,
+  LDMC_F64, /* appended: the numbers of the dtypes above stay as they were */
   LDMC_DTYPE_COUNT
 } ldmc_dtype;
 
 /* dtype classes, used as bit masks over (1 << dtype) */
-#define LDMC_DT_FLOAT ((1u << LDMC_F32) | (1u << LDMC_BF16) | (1u << LDMC_F16))
+#define LDMC_DT_FLOAT ((1u << LDMC_F32) | (1u << LDMC_BF16) | (1u << LDMC_F16) | (1u << LDMC_F64))
 #define LDMC_DT_INT ((1u << LDMC_I32) | (1u << LDMC_I64))
 #define LDMC_DT_NUMERIC (LDMC_DT_FLOAT | LDMC_DT_INT)
 #define LDMC_DT_PRED (1u << LDMC_PRED)
@@ -120,6 +121,7 @@ enum {
   LDMC_OPF_SOURCE = 1u << 0,      /* no operands carry data in (parameter, constant, iota) */
   LDMC_OPF_ELEMENTWISE = 1u << 1, /* out[i] depends on in[i] only, all shapes equal */
   LDMC_OPF_COMPOSITE = 1u << 2,   /* has a decomposition into primitives */
+  LDMC_OPF_DIFFERENTIABLE = 1u << 3, /* float result differentiable in its float operands: has a VJP rule */
 };
 
 typedef struct ldmc_flops {
@@ -223,7 +225,7 @@ typedef struct ldmc_tensor {
   size_t nbytes;
   bool owns_data;
   /* Non-empty for tensors of a safetensors dtype ldmc does not compute with
-   * ("F64", "U8", "F8_E4M3", ...): data holds those raw bytes, nbytes =
+   * ("U8", "U64", "F8_E4M3", ...): data holds those raw bytes, nbytes =
    * numel x ldmc_raw_dtype_size(raw_dtype), and dtype is LDMC_DTYPE_COUNT so
    * dtype-dispatching code refuses it instead of misreading it. */
   char raw_dtype[12];

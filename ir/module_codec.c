@@ -14,7 +14,7 @@ static const struct {
   const char *name;
   size_t size;
 } k_raw_dtypes[] = {{"U8", 1}, {"I8", 1}, {"I16", 2}, {"U16", 2}, {"U32", 4},
-                    {"U64", 8}, {"F64", 8}, {"F8_E5M2", 1}, {"F8_E4M3", 1}};
+                    {"U64", 8}, {"F8_E5M2", 1}, {"F8_E4M3", 1}};
 
 size_t ldmc_raw_dtype_size(const char *name) {
   for (size_t i = 0; i < sizeof k_raw_dtypes / sizeof k_raw_dtypes[0]; i++)

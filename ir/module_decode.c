@@ -186,6 +186,9 @@ static ldmc_status read_tensor_meta(dec *d, int32_t i) {
   if (has_dt) {
     if (!ldmc_dtype_parse(pt->dtype, strlen(pt->dtype), &t->dtype)) return bad("%s: unknown dtype '%s'", what, quote(pt->dtype, &q));
     esize = ldmc_dtype_size(t->dtype);
+  } else if (strcmp(pt->raw_dtype, "F64") == 0) { /* written before f64 was an ldmc dtype: same bytes */
+    t->dtype = LDMC_F64;
+    esize = 8;
   } else {
     esize = strlen(pt->raw_dtype) < sizeof t->raw_dtype ? ldmc_raw_dtype_size(pt->raw_dtype) : 0;
     if (!esize) return bad("%s: unknown raw dtype '%s'", what, quote(pt->raw_dtype, &q));

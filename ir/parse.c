@@ -168,6 +168,12 @@ static ldmc_status parse_element(parser *P, ldmc_dtype dt, uint8_t *dst) {
       }
       break;
     }
+    case LDMC_F64: {
+      double d;
+      if (!ldmc_tok_double(TOK, &d)) return fail(P, "f64 number");
+      memcpy(dst, &d, 8);
+      break;
+    }
     case LDMC_PRED:
       if (ldmc_tok_is(TOK, LDMC_TK_IDENT, "true")) *dst = 1;
       else if (ldmc_tok_is(TOK, LDMC_TK_IDENT, "false")) *dst = 0;
@@ -318,7 +324,7 @@ static ldmc_status grow_operands(parser *P) {
 static ldmc_status parse_type(parser *P, node_ctx *c) {
   ldmc_token dt_tok = *TOK;
   if (TOK->kind != LDMC_TK_IDENT || !ldmc_dtype_parse(TOK->p, TOK->len, &c->dtype))
-    return fail(P, "dtype (f32, bf16, f16, i32, i64, pred)");
+    return fail(P, "dtype (f32, bf16, f16, f64, i32, i64, pred)");
   next(P);
   LDMC_TRY(expect_punct(P, '[', "'['"));
   c->shape.rank = 0;

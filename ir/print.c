@@ -87,6 +87,7 @@ static void sb_element(sbuf *b, ldmc_dtype dt, const uint8_t *p) {
     case LDMC_I32: { int32_t v; memcpy(&v, p, 4); sb_printf(b, "%" PRId32, v); break; }
     case LDMC_I64: { int64_t v; memcpy(&v, p, 8); sb_printf(b, "%" PRId64, v); break; }
     case LDMC_PRED: sb_str(b, *p ? "true" : "false"); break;
+    case LDMC_F64: { double d; memcpy(&d, p, 8); sb_real(b, d, 17); break; } /* 17 digits: round-trips */
     default: sb_str(b, "?"); break;
   }
 }

@@ -3,8 +3,9 @@
  * shared by the constant folder (passes/eval.c) and the reference interpreter
  * (backends/interp/), so a folded constant is bit for bit what the
  * interpreter computes:
- *  - floats (f32, bf16, f16) are computed in double and rounded once on store
- *    (nearest even; bf16 and f16 through a round-to-odd f32, so one rounding);
+ *  - floats (f32, bf16, f16, f64) are computed in double and rounded once on
+ *    store (nearest even; bf16 and f16 through a round-to-odd f32, so one
+ *    rounding; f64 stores the double as it is);
  *  - integers (i32, i64) exactly in 64 bits, wrapping to the result's width:
  *    division truncates toward zero, x / 0 is 0, INT_MIN / -1 is INT_MIN;
  *  - max and min propagate NaN; compare is IEEE (NaN unordered: only ne);

@@ -132,7 +132,7 @@ int64_t ldmc_scalar_geti(const ldmc_tensor *t, int64_t i) {
   }
 }
 
-/* f32: one rounding of the double; bf16/f16: through a round-to-odd f32 (support/half.h) */
+/* f64: the double; f32: one rounding of it; bf16/f16: through a round-to-odd f32 (support/half.h) */
 void ldmc_scalar_setf(ldmc_tensor *t, int64_t i, double v) {
   if (ldmc_dtype_is_float(t->dtype)) ldmc_tensor_set_elem(t, i, v);
   else ldmc_scalar_seti(t, i, ldmc_scalar_float_to_int(v, t->dtype == LDMC_PRED ? LDMC_I64 : t->dtype));
@@ -144,6 +144,8 @@ void ldmc_scalar_seti(ldmc_tensor *t, int64_t i, int64_t v) {
     case LDMC_I32: { int32_t x = (int32_t)(uint32_t)(uint64_t)v; memcpy(p + 4 * i, &x, 4); break; }
     case LDMC_I64: memcpy(p + 8 * i, &v, 8); break;
     case LDMC_PRED: p[i] = v != 0; break;
+    /* f64 is the last rounding: nearest even, not the odd pre-rounding the narrower floats need */
+    case LDMC_F64: ldmc_tensor_set_elem(t, i, (double)v); break;
     default: ldmc_tensor_set_elem(t, i, i64_round_odd(v)); break;
   }
 }

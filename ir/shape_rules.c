@@ -68,7 +68,7 @@ ldmc_status ldmc_rule_len(const ldmc_type_query *q, const ldmc_ints *v, int n, c
 }
 
 static const char *mask_str(uint32_t mask) {
-  if (mask == LDMC_DT_FLOAT) return "a float dtype (f32, bf16, f16)";
+  if (mask == LDMC_DT_FLOAT) return "a float dtype (f32, bf16, f16, f64)";
   if (mask == LDMC_DT_INT) return "an integer dtype (i32, i64)";
   if (mask == LDMC_DT_NUMERIC) return "a numeric dtype (not pred)";
   if (mask == LDMC_DT_PRED) return "pred";

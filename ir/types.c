@@ -7,8 +7,8 @@
 #include "ir/ir.h"
 #include "support/half.h"
 
-static const char *const k_dtype_names[] = {"f32", "bf16", "f16", "i32", "i64", "pred"};
-static const size_t k_dtype_sizes[] = {4, 2, 2, 4, 8, 1};
+static const char *const k_dtype_names[] = {"f32", "bf16", "f16", "i32", "i64", "pred", "f64"};
+static const size_t k_dtype_sizes[] = {4, 2, 2, 4, 8, 1, 8};
 _Static_assert(sizeof k_dtype_names / sizeof k_dtype_names[0] == LDMC_DTYPE_COUNT, "dtype names");
 _Static_assert(sizeof k_dtype_sizes / sizeof k_dtype_sizes[0] == LDMC_DTYPE_COUNT, "dtype sizes");
 
@@ -144,6 +144,7 @@ double ldmc_tensor_get(const ldmc_tensor *t, int64_t i) {
     case LDMC_I32: { int32_t v; memcpy(&v, p + 4 * i, 4); return v; }
     case LDMC_I64: { int64_t v; memcpy(&v, p + 8 * i, 8); return (double)v; }
     case LDMC_PRED: return p[i] ? 1.0 : 0.0;
+    case LDMC_F64: { double v; memcpy(&v, p + 8 * i, 8); return v; }
     default: return 0;
   }
 }
@@ -166,6 +167,7 @@ void ldmc_tensor_set_elem(ldmc_tensor *t, int64_t i, double v) {
       break;
     }
     case LDMC_PRED: p[i] = v != 0.0; break;
+    case LDMC_F64: memcpy(p + 8 * i, &v, 8); break;
     default: break;
   }
 }

@@ -18,6 +18,7 @@
 typedef struct dctx {
   ldmc_graph *g;
   const char *scope;
+  ldmc_dtype ct; /* computed in: f32, or f64 for f64 composites (never narrowed) */
   bool failed;
 } dctx;
 
@@ -34,11 +35,11 @@ static int32_t emit(dctx *c, ldmc_op op, ldmc_dtype dt, const ldmc_shape *shape,
 static const ldmc_shape *shape_of(dctx *c, int32_t v) { return &c->g->nodes[v].shape; }
 static ldmc_dtype dtype_of(dctx *c, int32_t v) { return c->g->nodes[v].dtype; }
 
-static int32_t un(dctx *c, ldmc_op op, int32_t x) { return x < 0 ? -1 : emit(c, op, LDMC_F32, NULL, 1, &x, NULL); }
+static int32_t un(dctx *c, ldmc_op op, int32_t x) { return x < 0 ? -1 : emit(c, op, c->ct, NULL, 1, &x, NULL); }
 
 static int32_t bin(dctx *c, ldmc_op op, int32_t x, int32_t y) {
   int32_t o[2] = {x, y};
-  return emit(c, op, LDMC_F32, NULL, 2, o, NULL);
+  return emit(c, op, c->ct, NULL, 2, o, NULL);
 }
 
 static int32_t convert(dctx *c, int32_t x, ldmc_dtype dt) {
@@ -71,6 +72,7 @@ static int32_t splat(dctx *c, ldmc_dtype dt, double v, const ldmc_shape *s) {
     case LDMC_F16: { uint16_t h = ldmc_f32_to_f16((float)v); memcpy(buf, &h, 2); break; }
     case LDMC_I32: { int32_t i = (int32_t)v; memcpy(buf, &i, 4); break; }
     case LDMC_I64: { int64_t i = (int64_t)v; memcpy(buf, &i, 8); break; }
+    case LDMC_F64: memcpy(buf, &v, 8); break;
     default: buf[0] = v != 0; break;
   }
   ldmc_attrs at = {0};
@@ -87,7 +89,7 @@ static int32_t reduce(dctx *c, ldmc_reduce_kind kind, int32_t x, int n, const in
   at.reduce = kind;
   at.dims.n = n;
   for (int i = 0; i < n; i++) at.dims.v[i] = dims[i];
-  return emit(c, LDMC_OP_REDUCE, LDMC_F32, NULL, 1, &x, &at);
+  return emit(c, LDMC_OP_REDUCE, c->ct, NULL, 1, &x, &at);
 }
 
 /* Dims 0..rank-1 without the listed (sorted) ones: the map that broadcasts a
@@ -125,11 +127,11 @@ static int32_t normalize(dctx *c, int32_t x, int n, const int64_t *red, double e
   int32_t sum = reduce(c, LDMC_REDUCE_SUM, x, n, red);
   if (sum < 0) return -1;
   ldmc_shape rs = *shape_of(c, sum);
-  int32_t mean = bin(c, LDMC_OP_DIV, sum, splat(c, LDMC_F32, (double)cnt, &rs));
+  int32_t mean = bin(c, LDMC_OP_DIV, sum, splat(c, c->ct, (double)cnt, &rs));
   int32_t d = bin(c, LDMC_OP_SUB, x, bcast(c, mean, &s, nk, keep));
   int32_t var = bin(c, LDMC_OP_DIV, reduce(c, LDMC_REDUCE_SUM, bin(c, LDMC_OP_MUL, d, d), n, red),
-                    splat(c, LDMC_F32, (double)cnt, &rs));
-  int32_t r = un(c, LDMC_OP_RSQRT, bin(c, LDMC_OP_ADD, var, splat(c, LDMC_F32, eps, &rs)));
+                    splat(c, c->ct, (double)cnt, &rs));
+  int32_t r = un(c, LDMC_OP_RSQRT, bin(c, LDMC_OP_ADD, var, splat(c, c->ct, eps, &rs)));
   return bin(c, LDMC_OP_MUL, d, bcast(c, r, &s, nk, keep));
 }
 
@@ -137,13 +139,13 @@ static int32_t normalize(dctx *c, int32_t x, int n, const int64_t *red, double e
 static int32_t affine(dctx *c, int32_t y, int32_t gamma, int32_t beta, int n, const int64_t *map) {
   if (y < 0) return -1;
   ldmc_shape s = *shape_of(c, y);
-  int32_t g = bcast(c, convert(c, gamma, LDMC_F32), &s, n, map);
-  int32_t b = bcast(c, convert(c, beta, LDMC_F32), &s, n, map);
+  int32_t g = bcast(c, convert(c, gamma, c->ct), &s, n, map);
+  int32_t b = bcast(c, convert(c, beta, c->ct), &s, n, map);
   return bin(c, LDMC_OP_ADD, bin(c, LDMC_OP_MUL, y, g), b);
 }
 
 static int32_t group_norm(dctx *c, const ldmc_node *n, const int32_t *ops) {
-  int32_t x = convert(c, ops[0], LDMC_F32);
+  int32_t x = convert(c, ops[0], c->ct);
   if (x < 0) return -1;
   ldmc_shape s = *shape_of(c, x);
   int64_t G = n->attrs.groups, K = s.dims[1] / (G > 0 ? G : 1);
@@ -155,7 +157,7 @@ static int32_t group_norm(dctx *c, const ldmc_node *n, const int32_t *ops) {
 }
 
 static int32_t layer_norm(dctx *c, const ldmc_node *n, const int32_t *ops) {
-  int32_t x = convert(c, ops[0], LDMC_F32);
+  int32_t x = convert(c, ops[0], c->ct);
   if (x < 0) return -1;
   int r = shape_of(c, x)->rank, ax = (int)n->attrs.axis, k = 0;
   int64_t red[LDMC_MAX_RANK];
@@ -171,17 +173,17 @@ static int32_t dot(dctx *c, int32_t l, int32_t r, int nb, int64_t lc, int64_t rc
   at.lhs_contract.v[0] = lc;
   at.rhs_contract.v[0] = rc;
   int32_t o[2] = {l, r};
-  return emit(c, LDMC_OP_DOT_GENERAL, LDMC_F32, NULL, 2, o, &at);
+  return emit(c, LDMC_OP_DOT_GENERAL, c->ct, NULL, 2, o, &at);
 }
 
 static int32_t attention(dctx *c, const ldmc_node *n, const int32_t *ops) {
-  int32_t q = convert(c, ops[0], LDMC_F32), k = convert(c, ops[1], LDMC_F32), v = convert(c, ops[2], LDMC_F32);
+  int32_t q = convert(c, ops[0], c->ct), k = convert(c, ops[1], c->ct), v = convert(c, ops[2], c->ct);
   if (q < 0 || k < 0 || v < 0) return -1;
   int r = shape_of(c, q)->rank;
   int32_t logits = dot(c, q, k, r - 2, r - 1, r - 1); /* [..., N, M] */
   if (logits < 0) return -1;
   const ldmc_shape ls = *shape_of(c, logits); /* copy: emitting nodes may move the node array */
-  int32_t scaled = bin(c, LDMC_OP_MUL, logits, splat(c, LDMC_F32, n->attrs.scale, &ls));
+  int32_t scaled = bin(c, LDMC_OP_MUL, logits, splat(c, c->ct, n->attrs.scale, &ls));
   return dot(c, softmax(c, scaled, r - 1), v, r - 2, r - 1, r - 2); /* [..., N, E] */
 }
 
@@ -208,19 +210,19 @@ static int32_t lower(dctx *c, const ldmc_node *n, const int32_t *ops) {
   int32_t x = ops[0], y = -1;
   switch (n->op) {
     case LDMC_OP_SILU:
-      x = convert(c, x, LDMC_F32);
+      x = convert(c, x, c->ct);
       y = bin(c, LDMC_OP_MUL, x, un(c, LDMC_OP_LOGISTIC, x));
       break;
     case LDMC_OP_GELU: {
-      x = convert(c, x, LDMC_F32);
+      x = convert(c, x, c->ct);
       if (x < 0) return -1;
       const ldmc_shape xs = *shape_of(c, x), *s = &xs; /* copy: emitting nodes may move the node array */
-      int32_t e = un(c, LDMC_OP_ERF, bin(c, LDMC_OP_MUL, x, splat(c, LDMC_F32, M_SQRT1_2, s)));
-      y = bin(c, LDMC_OP_MUL, bin(c, LDMC_OP_MUL, x, bin(c, LDMC_OP_ADD, e, splat(c, LDMC_F32, 1.0, s))),
-              splat(c, LDMC_F32, 0.5, s));
+      int32_t e = un(c, LDMC_OP_ERF, bin(c, LDMC_OP_MUL, x, splat(c, c->ct, M_SQRT1_2, s)));
+      y = bin(c, LDMC_OP_MUL, bin(c, LDMC_OP_MUL, x, bin(c, LDMC_OP_ADD, e, splat(c, c->ct, 1.0, s))),
+              splat(c, c->ct, 0.5, s));
       break;
     }
-    case LDMC_OP_SOFTMAX: y = softmax(c, convert(c, x, LDMC_F32), (int)n->attrs.axis); break;
+    case LDMC_OP_SOFTMAX: y = softmax(c, convert(c, x, c->ct), (int)n->attrs.axis); break;
     case LDMC_OP_GROUP_NORM: y = group_norm(c, n, ops); break;
     case LDMC_OP_LAYER_NORM: y = layer_norm(c, n, ops); break;
     case LDMC_OP_ATTENTION: y = attention(c, n, ops); break;
@@ -268,7 +270,7 @@ ldmc_status ldmc_decompose_composites(const ldmc_graph *in, uint64_t keep_ops_ma
     bool lowered = (unsigned)n->op < LDMC_OP_COUNT && (ldmc_op_table[n->op].flags & LDMC_OPF_COMPOSITE) &&
                    !((keep_ops_mask >> n->op) & 1u);
     if (lowered) {
-      dctx c = {.g = g, .scope = n->scope};
+      dctx c = {.g = g, .scope = n->scope, .ct = n->dtype == LDMC_F64 ? LDMC_F64 : LDMC_F32};
       map[i] = lower(&c, n, ops);
       if (map[i] >= 0 && (g->nodes[map[i]].dtype != n->dtype || !ldmc_shape_equal(&g->nodes[map[i]].shape, &n->shape))) {
         ldmc_error(LDMC_ERR_INTERNAL, "the decomposition changed the result type");

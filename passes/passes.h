@@ -29,6 +29,11 @@ typedef struct ldmc_target {
   int channel_block;        /* > 0: convolution weights repacked channel-blocked (informational) */
   bool host;                /* caches and vector width read from this machine on first lookup */
   bool internal;            /* a study for the passes' tests: not offered to users */
+  /* The executing backend's GEMM microkernel (0: none; tiling then uses a
+   * generic cache rule): register tile mr x nr, depth block kc, column block
+   * nc; contraction tiles are split until each thread has 4 of them. */
+  int gemm_mr, gemm_nr, gemm_kc, gemm_nc;
+  int threads; /* threads the kernels' tiles are spread over (0: 1) */
 } ldmc_target;
 
 int ldmc_target_count(void);
@@ -38,6 +43,9 @@ const ldmc_target *ldmc_target_get(int i);
  * backend yet), "cpu-nhwc" (internal: NHWC layout study); NULL with a message
  * listing the user-facing names. */
 const ldmc_target *ldmc_target_find(const char *name);
+/* Sets a CPU target's vector width and the GEMM blocking llvm-cpu uses at it
+ * (64: AVX-512, 32: AVX2, 4: scalar). */
+void ldmc_target_set_gemm(ldmc_target *t, int vector_bytes);
 
 /* ---- the plan: compile-time decisions --------------------------------------- */
 typedef enum ldmc_kernel_kind {
@@ -64,6 +72,7 @@ typedef struct ldmc_kernel {
   int32_t *inputs;
   int n_tile;       /* tile sizes (tiling pass); meaning depends on kind, see docs/passes.md */
   int64_t tile[4];
+  int64_t reg_tile[2]; /* contraction on a GEMM-microkernel target: the mr x nr register tile inside a tile */
   int32_t inplace_of; /* input node whose buffer the output reuses (buffer assignment), else -1 */
   /* Set by the backend that executes the plan, before buffer assignment: the
    * bytes of temporaries its steps for this kernel need (packed panels, f32
@@ -95,6 +104,7 @@ typedef struct ldmc_plan {
   int64_t prepacked_bytes; /* outputs of prepack kernels (stored with the weights, not in the arena) */
   int64_t scratch_bytes;   /* sum of the kernels' scratch (part of arena_bytes where it is placed) */
   const char *executed_by; /* backend that lowered this plan and runs exactly it (NULL: a plan nothing ran) */
+  int32_t threads;         /* threads its tiles were planned for (0: not stated) */
 } ldmc_plan;
 
 ldmc_plan *ldmc_plan_new(void);

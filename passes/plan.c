@@ -98,8 +98,8 @@ char *ldmc_plan_print(const ldmc_plan *p, const ldmc_graph *g) {
     ldmc_textbuf_printf(&b, "schedule: simulated live peak %" PRId64 " bytes (root order: %" PRId64 ")\n",
                         p->peak_scheduled, p->peak_in_root_order);
   if (p->executed_by)
-    ldmc_textbuf_printf(&b, "executed by: %s (the kernels, order, tiles and offsets below are what it runs)\n",
-                        p->executed_by);
+    ldmc_textbuf_printf(&b, "executed by: %s on %d thread%s (the kernels, order, tiles and offsets below are what it runs)\n",
+                        p->executed_by, (int)p->threads, p->threads == 1 ? "" : "s");
   if (p->assigned)
     ldmc_textbuf_printf(&b, "arena: %" PRId64 " bytes (live peak %" PRId64 ", naive sum %" PRId64
                         ", kernel scratch %" PRId64 ")\n",
@@ -114,6 +114,7 @@ char *ldmc_plan_print(const ldmc_plan *p, const ldmc_graph *g) {
     if (kr->n_tile) {
       ldmc_textbuf_printf(&b, " tile=");
       for (int t = 0; t < kr->n_tile; t++) ldmc_textbuf_printf(&b, "%s%" PRId64, t ? "x" : "", kr->tile[t]);
+      if (kr->reg_tile[0] > 0) ldmc_textbuf_printf(&b, " regs=%" PRId64 "x%" PRId64, kr->reg_tile[0], kr->reg_tile[1]);
     }
     if (p->assigned && p->offset && kr->root < p->n_nodes && p->offset[kr->root] >= 0)
       ldmc_textbuf_printf(&b, " @%" PRId64 "+%" PRId64, p->offset[kr->root], p->size[kr->root]);

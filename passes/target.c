@@ -42,8 +42,20 @@ static void fill_host(ldmc_target *t) {
   if (l3 > 0) t->l3_bytes = l3;
 #if defined(__x86_64__)
   __builtin_cpu_init();
-  t->vector_bytes = __builtin_cpu_supports("avx512f") ? 64 : __builtin_cpu_supports("avx2") ? 32 : 16;
+  t->vector_bytes = __builtin_cpu_supports("avx512f") ? 64 : __builtin_cpu_supports("avx2") ? 32 : 4;
 #endif
+  ldmc_target_set_gemm(t, t->vector_bytes);
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  t->threads = cpus > 0 ? (int)cpus : 1;
+}
+
+void ldmc_target_set_gemm(ldmc_target *t, int vector_bytes) {
+  t->vector_bytes = vector_bytes;
+  /* llvm-cpu's microkernels (backends/llvm_cpu/target.c): as many
+   * accumulator registers as the register file holds, kc x nc of B in L2 */
+  if (vector_bytes >= 64) t->gemm_mr = 14, t->gemm_nr = 32, t->gemm_kc = 256, t->gemm_nc = 512;
+  else if (vector_bytes >= 32) t->gemm_mr = 6, t->gemm_nr = 16, t->gemm_kc = 256, t->gemm_nc = 512;
+  else t->gemm_mr = 4, t->gemm_nr = 4, t->gemm_kc = 256, t->gemm_nc = 256;
 }
 
 int ldmc_target_count(void) { return N_TARGETS; }

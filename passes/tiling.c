@@ -5,7 +5,9 @@
  * vector width in elements.
  *   contraction  {mt, nt, kt}: output rows x output cols x reduction depth of
  *                the (implicit) GEMM; convolution as M = N*spatial, N = Cout,
- *                K = Cin/groups * window
+ *                K = Cin/groups * window. On a target with a GEMM microkernel
+ *                (gemm_kc > 0: llvm-cpu) the GEMM and the blocks are the ones
+ *                that backend runs (tile_gemm), plus its mr x nr register tile
  *   attention    {br, bc}: query rows x key/value columns per block (flash style)
  *   norm         {rows, cols}: rows of the normalized set per block x its length
  *   elementwise, reduction, copy  {elems}: elements per block
@@ -52,6 +54,82 @@ static void gemm_dims(const ldmc_graph *g, const ldmc_node *n, int64_t *M, int64
   for (int s = 2; s < r->shape.rank; s++) *K *= r->shape.dims[a->kernel_dims.v[s]];
 }
 
+/* weight[i]: node i has the same value every run (parameters past the
+ * activation ones, constants, and what derives only from them, rng excluded) */
+static bool *mark_weights(const ldmc_graph *g, const ldmc_pass_ctx *ctx) {
+  bool *w = calloc((size_t)g->n_nodes + 1, 1);
+  if (!w) return NULL;
+  int32_t n_act = ctx->params_are_weights ? ctx->n_activation_params : INT32_MAX, param = 0;
+  for (int32_t i = 0; i < g->n_nodes; i++) {
+    const ldmc_node *n = &g->nodes[i];
+    if (n->op == LDMC_OP_PARAMETER) w[i] = param++ >= n_act;
+    else if (n->op == LDMC_OP_RNG_NORMAL || n->op == LDMC_OP_RNG_UNIFORM) w[i] = false;
+    else {
+      w[i] = true;
+      for (int k = 0; k < n->n_operands && w[i]; k++) w[i] = w[n->operands[k]];
+    }
+  }
+  return w;
+}
+
+static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* The GEMM llvm-cpu runs for a contraction core, per batch item: dot_general
+ * M = lhs free, N = rhs free, K = contracted, nb = batch; convolution (an
+ * implicit GEMM over NCHW) M = output channels per group, N = output
+ * positions, K = input channels per group x window, nb = images x groups. */
+static void kernel_gemm_dims(const ldmc_graph *g, const ldmc_node *n, int64_t *M, int64_t *N, int64_t *K,
+                             int64_t *nb) {
+  const ldmc_node *l = &g->nodes[n->operands[0]], *r = &g->nodes[n->operands[1]];
+  const ldmc_attrs *a = &n->attrs;
+  *M = *N = *K = *nb = 1;
+  if (n->op == LDMC_OP_DOT_GENERAL) {
+    for (int k = 0; k < a->lhs_batch.n; k++) *nb *= l->shape.dims[a->lhs_batch.v[k]];
+    for (int k = 0; k < a->lhs_contract.n; k++) *K *= l->shape.dims[a->lhs_contract.v[k]];
+    *M = ldmc_node_numel(l) / max64(1, *K * *nb);
+    *N = ldmc_node_numel(r) / max64(1, *K * *nb);
+    return;
+  }
+  int64_t G = a->groups > 0 ? a->groups : 1;
+  *nb = n->shape.dims[a->output_dims.v[0]] * G;
+  *M = n->shape.dims[a->output_dims.v[1]] / G;
+  *N = ldmc_node_numel(n) / max64(1, *nb * *M);
+  *K = l->shape.dims[a->input_dims.v[1]] / G;
+  for (int s = 2; s < r->shape.rank; s++) *K *= r->shape.dims[a->kernel_dims.v[s]];
+}
+
+/* A target with a GEMM microkernel: mt rows (a multiple of mr) x nt columns
+ * (a multiple of nr, at most nc) x kt depth (at most kc), split until every
+ * thread has 4 tiles. Splitting rows packs B once more per row block (free
+ * for prepacked weights); splitting columns reads A once more, cheap unless A
+ * streams from memory; packing costs about twice a read, so columns are
+ * halved while mt < 2 nt (down to 4 panels), then rows. */
+static void tile_gemm(const ldmc_graph *g, const ldmc_target *t, const bool *weight, const ldmc_node *core,
+                      ldmc_kernel *kr) {
+  int64_t M, N, K, nb;
+  kernel_gemm_dims(g, core, &M, &N, &K, &nb);
+  int64_t mr = t->gemm_mr, nr = t->gemm_nr;
+  int64_t nt = min64(round_up(max64(N, 1), nr), t->gemm_nc), mt = round_up(max64(M, 1), mr);
+  int64_t kt = min64(t->gemm_kc, round_up(max64(K, 1), 2)); /* even: bf16 packs k in pairs */
+  int64_t want = 4 * (int64_t)(t->threads > 0 ? t->threads : 1);
+  bool b_pre = core->op == LDMC_OP_DOT_GENERAL && K > 0 && weight && weight[core->operands[1]];
+  bool a_big = (double)M * (double)K * (double)ldmc_dtype_size(core->dtype) > 8e6;
+  while (nb * cdiv(M, mt) * cdiv(N, nt) < want) {
+    bool can_n = !b_pre && nt > 4 * nr, can_m = mt > 4 * mr;
+    if (can_n && (!can_m || (!a_big && mt < 2 * nt))) nt = round_up(nt / 2, nr);
+    else if (can_m) mt = round_up(mt / 2, mr);
+    else break;
+  }
+  if (mt > 64 * mr) mt = 64 * mr; /* bounds B repacking against A reuse */
+  kr->n_tile = 3;
+  kr->tile[0] = mt;
+  kr->tile[1] = nt;
+  kr->tile[2] = kt;
+  kr->reg_tile[0] = mr;
+  kr->reg_tile[1] = nr;
+}
+
 static void tile_contraction(const ldmc_graph *g, const ldmc_target *t, const ldmc_node *core, ldmc_kernel *kr) {
   int64_t M, N, K;
   gemm_dims(g, core, &M, &N, &K);
@@ -68,6 +146,15 @@ static void tile_contraction(const ldmc_graph *g, const ldmc_target *t, const ld
   kr->tile[0] = mt;
   kr->tile[1] = nt;
   kr->tile[2] = kt;
+}
+
+/* llvm-cpu's flash attention: one vector of queries per block against
+ * 16 keys with 512-bit vectors (16 scores and 16 probabilities in registers),
+ * 8 keys below */
+static void tile_attention_lanes(const ldmc_target *t, ldmc_kernel *kr) {
+  kr->n_tile = 2;
+  kr->tile[0] = max64(1, t->vector_bytes / 4);
+  kr->tile[1] = t->vector_bytes >= 64 ? 16 : 8;
 }
 
 static void tile_attention(const ldmc_graph *g, const ldmc_target *t, const ldmc_node *n, ldmc_kernel *kr) {
@@ -116,6 +203,8 @@ static bool run_tiling(ldmc_graph *g, const ldmc_pass_ctx *ctx) {
     return ldmc_pass_fail(ctx, ldmc_error(LDMC_ERR_INVALID, "tiling: needs the fusion plan of this graph"));
   static const ldmc_target none = {.name = "none", .vector_bytes = 16, .l1_bytes = 32 << 10, .l2_bytes = 512 << 10};
   const ldmc_target *t = ctx->target ? ctx->target : &none;
+  bool *weight = t->gemm_kc > 0 ? mark_weights(g, ctx) : NULL;
+  if (t->gemm_kc > 0 && !weight) return ldmc_pass_fail(ctx, ldmc_error(LDMC_ERR_NOMEM, "tiling: out of memory"));
   for (int32_t k = 0; k < p->n_kernels; k++) {
     ldmc_kernel *kr = &p->kernels[k];
     const ldmc_node *core = NULL;
@@ -126,14 +215,34 @@ static bool run_tiling(ldmc_graph *g, const ldmc_pass_ctx *ctx) {
         core = &g->nodes[kr->nodes[j]];
     }
     kr->n_tile = 0;
+    kr->reg_tile[0] = kr->reg_tile[1] = 0;
     switch (kr->kind) {
-      case LDMC_KERNEL_CONTRACTION: if (core) tile_contraction(g, t, core, kr); break;
-      case LDMC_KERNEL_ATTENTION: if (core) tile_attention(g, t, core, kr); break;
-      case LDMC_KERNEL_NORM: if (core) tile_norm(t, core, kr); break;
+      case LDMC_KERNEL_PREPACK: /* weights only, run when bound: its core still needs its blocks */
+        if (core && core->op == LDMC_OP_ATTENTION && t->gemm_kc > 0) {
+          tile_attention_lanes(t, kr);
+          break;
+        }
+        if (!core || (core->op != LDMC_OP_DOT_GENERAL && core->op != LDMC_OP_CONVOLUTION)) {
+          if (t->gemm_kc == 0) tile_loop(g, t, kr);
+          break;
+        }
+        /* fall through */
+      case LDMC_KERNEL_CONTRACTION:
+        if (core && t->gemm_kc > 0 && ldmc_dtype_is_float(core->dtype)) tile_gemm(g, t, weight, core, kr);
+        else if (core) tile_contraction(g, t, core, kr);
+        break;
+      case LDMC_KERNEL_ATTENTION:
+        if (core && t->gemm_kc > 0) tile_attention_lanes(t, kr);
+        else if (core) tile_attention(g, t, core, kr);
+        break;
       case LDMC_KERNEL_ALIAS: break;
-      default: tile_loop(g, t, kr); break;
+      /* llvm-cpu splits loops and norms by its own work rule, read from no
+       * plan: no tile is claimed for them there */
+      case LDMC_KERNEL_NORM: if (core && t->gemm_kc == 0) tile_norm(t, core, kr); break;
+      default: if (t->gemm_kc == 0) tile_loop(g, t, kr); break;
     }
   }
+  free(weight);
   return true;
 }
 

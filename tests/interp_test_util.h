@@ -22,10 +22,10 @@
 #define SHAPE0 ((ldmc_shape){0})
 #define VALS(...) ((double[]){__VA_ARGS__})
 
-static const ldmc_dtype k_floats[] = {LDMC_F32, LDMC_BF16, LDMC_F16};
+static const ldmc_dtype k_floats[] = {LDMC_F32, LDMC_BF16, LDMC_F16, LDMC_F64};
 static const ldmc_dtype k_ints[] = {LDMC_I32, LDMC_I64};
-static const ldmc_dtype k_numeric[] = {LDMC_F32, LDMC_BF16, LDMC_F16, LDMC_I32, LDMC_I64};
-static const ldmc_dtype k_all[] = {LDMC_F32, LDMC_BF16, LDMC_F16, LDMC_I32, LDMC_I64, LDMC_PRED};
+static const ldmc_dtype k_numeric[] = {LDMC_F32, LDMC_BF16, LDMC_F16, LDMC_F64, LDMC_I32, LDMC_I64};
+static const ldmc_dtype k_all[] = {LDMC_F32, LDMC_BF16, LDMC_F16, LDMC_F64, LDMC_I32, LDMC_I64, LDMC_PRED};
 #define NELEM(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static inline int64_t th_numel(const ldmc_shape *s) {
@@ -128,7 +128,7 @@ static inline void th_release(int n, ldmc_tensor *ts) {
 
 /* Unit roundoff of a float dtype (half an ulp at 1). */
 static inline double th_eps(ldmc_dtype dt) {
-  return dt == LDMC_BF16 ? 0x1p-8 : dt == LDMC_F16 ? 0x1p-11 : dt == LDMC_F32 ? 0x1p-24 : 0.0;
+  return dt == LDMC_BF16 ? 0x1p-8 : dt == LDMC_F16 ? 0x1p-11 : dt == LDMC_F32 ? 0x1p-24 : dt == LDMC_F64 ? 0x1p-53 : 0.0;
 }
 
 /* Checks every element of t against want within |want| * rel + abs; prints
@@ -150,9 +150,11 @@ static inline int th_expect(const char *label, const ldmc_tensor *t, const doubl
 }
 
 /* Expected values rounded like a float dtype would (for exact comparisons
- * of values that are representable or whose rounding is not a tie). */
+ * of values that are representable or whose rounding is not a tie). f64:
+ * within 1e-15 (a few ulps), as values given to 16-17 digits and computed in
+ * another order differ by that much. */
 static inline int th_expect_dt(const char *label, const ldmc_tensor *t, const double *want, int64_t n) {
-  double rel = ldmc_dtype_is_float(t->dtype) ? th_eps(t->dtype) * 1.0000001 : 0.0;
+  double rel = t->dtype == LDMC_F64 ? 1e-15 : ldmc_dtype_is_float(t->dtype) ? th_eps(t->dtype) * 1.0000001 : 0.0;
   double abs_tol = t->dtype == LDMC_F16 ? 0x1p-25 : t->dtype == LDMC_F32 ? 1e-44 : 0.0;
   return th_expect(label, t, want, n, rel, abs_tol);
 }

@@ -133,8 +133,11 @@ static void build_tensor_module(ldmc_module *m) {
   for (int i = 0; i < 16; i++) r8[i] = (float)i * 0.25f;
   ldmc_shape s8 = {8, {1, 2, 1, 2, 1, 2, 1, 2}};
   add_tensor(&m->tensors, "rank8", LDMC_F32, s8, r8);
-  uint64_t f64[2] = {0x7ff0000000000001ull, 0x400921fb54442d18ull};
-  add_raw_tensor(&m->tensors, "raw.f64", "F64", S1(2), f64, sizeof f64);
+  /* signalling NaN with a payload, pi, the smallest subnormal, -0 */
+  uint64_t f64[4] = {0x7ff0000000000001ull, 0x400921fb54442d18ull, 1, 0x8000000000000000ull};
+  add_tensor(&m->tensors, "f64", LDMC_F64, S2(2, 2), f64);
+  uint64_t u64[2] = {UINT64_MAX, 1};
+  add_raw_tensor(&m->tensors, "raw.u64", "U64", S1(2), u64, sizeof u64);
   uint8_t u8[3] = {0, 128, 255};
   add_raw_tensor(&m->tensors, "raw.u8", "U8", S1(3), u8, 3);
   /* 2.5 Mi floats = 10 MiB: three 4 MiB chunks; half noise, half zeros */
@@ -164,8 +167,10 @@ static void test_tensor_round_trip(void) {
   /* decoded tensors are owned and 64-byte aligned */
   for (int32_t i = 0; st == LDMC_OK && i < back.tensors.n; i++)
     CHECK(back.tensors.items[i].owns_data && (uintptr_t)back.tensors.items[i].data % 64 == 0);
-  ldmc_tensor *raw = st == LDMC_OK ? ldmc_tensor_set_find(&back.tensors, "raw.f64") : NULL;
-  CHECK(raw && strcmp(raw->raw_dtype, "F64") == 0 && raw->dtype == LDMC_DTYPE_COUNT);
+  ldmc_tensor *raw = st == LDMC_OK ? ldmc_tensor_set_find(&back.tensors, "raw.u64") : NULL;
+  CHECK(raw && strcmp(raw->raw_dtype, "U64") == 0 && raw->dtype == LDMC_DTYPE_COUNT);
+  ldmc_tensor *d = st == LDMC_OK ? ldmc_tensor_set_find(&back.tensors, "f64") : NULL;
+  CHECK(d && d->dtype == LDMC_F64 && !d->raw_dtype[0] && d->nbytes == 32);
   /* the 10 MiB tensor went out as 3 chunks of 4, 4 and 2 MiB */
   Ldmc__Header *h = ldmc__header__unpack(NULL, rd64(buf + 16), buf + rd64(buf + 8));
   CHECK(h && h->n_tensors == (size_t)m.tensors.n);
@@ -188,6 +193,45 @@ static void test_tensor_round_trip(void) {
   free(buf);
   ldmc_module_free(&back);
   ldmc_module_free(&m);
+}
+
+/* A tensor written as raw "F64" (before f64 was an ldmc dtype) reads as
+ * f64, bytes unchanged; the file is the encoder's with its header rewritten. */
+static void test_legacy_raw_f64(void) {
+  ldmc_module m = {0}, back;
+  const double v[3] = {0.1, -1.0 / 3, 0x1p-1074};
+  add_tensor(&m.tensors, "w", LDMC_F64, S1(3), v);
+  uint8_t *buf;
+  size_t len;
+  CHECK(ldmc_module_encode(&m, &buf, &len) == LDMC_OK);
+  ldmc_module_free(&m);
+  uint64_t hoff = rd64(buf + 8);
+  Ldmc__Header *h = ldmc__header__unpack(NULL, rd64(buf + 16), buf + hoff);
+  CHECK(h && h->n_tensors == 1 && strcmp(h->tensors[0]->dtype, "f64") == 0);
+  if (!h) {
+    free(buf);
+    return;
+  }
+  char *dt = h->tensors[0]->dtype, *raw = h->tensors[0]->raw_dtype;
+  h->tensors[0]->dtype = "";
+  h->tensors[0]->raw_dtype = "F64";
+  size_t hlen = ldmc__header__get_packed_size(h);
+  uint8_t *old = malloc(hoff + hlen);
+  memcpy(old, buf, hoff);
+  ldmc__header__pack(h, old + hoff);
+  for (int i = 0; i < 8; i++) old[16 + i] = (uint8_t)(hlen >> (8 * i));
+  h->tensors[0]->dtype = dt;
+  h->tensors[0]->raw_dtype = raw;
+  ldmc__header__free_unpacked(h, NULL);
+  ldmc_status st = ldmc_module_decode(old, hoff + hlen, &back);
+  CHECK_MSG(st == LDMC_OK, "%s", ldmc_last_error());
+  if (st == LDMC_OK) {
+    const ldmc_tensor *t = ldmc_tensor_set_find(&back.tensors, "w");
+    CHECK(t && t->dtype == LDMC_F64 && !t->raw_dtype[0] && t->nbytes == 24 && memcmp(t->data, v, 24) == 0);
+    ldmc_module_free(&back);
+  }
+  free(old);
+  free(buf);
 }
 
 /* ---- graphs ---- */
@@ -353,9 +397,14 @@ static ldmc_graph *every_op_graph(void) {
   int32_t att = gadd(g, LDMC_OP_ATTENTION, LDMC_F16, S0(), 3, at, &a, "mid.attn");
   a = (ldmc_attrs){.factor = 2};
   int32_t up = gadd(g, LDMC_OP_UPSAMPLE_NEAREST, LDMC_F32, S0(), 1, &img, &a, NULL);
+  int32_t pd = param(g, "pd", LDMC_F64, S1(3));
+  const double dv[3] = {0.1, 1.0 / 3, 0x1p-1074};
+  int32_t dd[2] = {pd, constant(g, LDMC_F64, S1(3), dv, sizeof dv)};
+  int32_t sum = gadd(g, LDMC_OP_ADD, LDMC_F64, S0(), 2, dd, NULL, NULL);
   ldmc_graph_add_output(g, conv, "conv");
   ldmc_graph_add_output(g, att, "attn \"out\"");
   ldmc_graph_add_output(g, up, "up");
+  ldmc_graph_add_output(g, sum, "f64 sum");
   return g;
 }
 
@@ -499,6 +548,7 @@ static void test_files(void) {
 int main(void) {
   test_layout();
   test_tensor_round_trip();
+  test_legacy_raw_f64();
   test_graph_round_trip();
   test_files();
   return test_summary("test_binary");

@@ -2,7 +2,8 @@
  * with the interpreter's native form (computed from the definitions, not
  * the decomposition) on random inputs over several shapes and dtypes.
  * Tolerance: f32 1e-5 * max(1, |x|); bf16/f16 two units of their roundoff
- * (the decomposition computes in f32, the native form in double); data
+ * (the decomposition computes in f32, the native form in double); f64 1e-13
+ * (both in double, in different orders: far beyond f32's reach); data
  * movement (upsample) exactly. Also: no composite is left, the graph
  * verifies, scopes / outputs / parameters survive, and the keep mask works. */
 #include "interp_test_util.h"
@@ -50,7 +51,7 @@ static void compare(const char *label, ldmc_graph *g, const ldmc_tensor *ins, in
   ldmc_graph_free(d);
 }
 
-static double tol_of(ldmc_dtype dt) { return dt == LDMC_F32 ? 1e-5 : 4 * th_eps(dt); }
+static double tol_of(ldmc_dtype dt) { return dt == LDMC_F32 ? 1e-5 : dt == LDMC_F64 ? 1e-13 : 4 * th_eps(dt); }
 
 /* One composite over fresh parameters of the given types; output "y". */
 static ldmc_graph *one(ldmc_op op, const ldmc_attrs *at, int n, const ldmc_tensor *ins, const char *scope) {

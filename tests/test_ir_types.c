@@ -163,14 +163,16 @@ static void test_half_from_double(void) {
 }
 
 static void test_dtypes_shapes(void) {
-  const char *names[] = {"f32", "bf16", "f16", "i32", "i64", "pred"};
-  size_t sizes[] = {4, 2, 2, 4, 8, 1};
-  for (int i = 0; i < LDMC_DTYPE_COUNT; i++) {
+  const char *names[] = {"f32", "bf16", "f16", "i32", "i64", "pred", "f64"};
+  size_t sizes[] = {4, 2, 2, 4, 8, 1, 8};
+  CHECK(LDMC_DTYPE_COUNT == 7 && LDMC_PRED == 5 && LDMC_F64 == 6); /* numbers of the older dtypes unchanged */
+  for (int i = 0; i < LDMC_DTYPE_COUNT && i < 7; i++) {
     ldmc_dtype d;
     CHECK(strcmp(ldmc_dtype_name((ldmc_dtype)i), names[i]) == 0);
     CHECK(ldmc_dtype_parse(names[i], strlen(names[i]), &d) && d == (ldmc_dtype)i);
     CHECK(ldmc_dtype_size((ldmc_dtype)i) == sizes[i]);
-    CHECK(ldmc_dtype_is_float((ldmc_dtype)i) == (i <= 2));
+    CHECK(ldmc_dtype_is_float((ldmc_dtype)i) == (i <= 2 || i == 6));
+    CHECK(((LDMC_DT_FLOAT >> i) & 1u) == (i <= 2 || i == 6));
   }
   ldmc_dtype d;
   CHECK(!ldmc_dtype_parse("f3", 2, &d) && !ldmc_dtype_parse("f32x", 4, &d) && !ldmc_dtype_parse("f32", 2, &d));
@@ -252,6 +254,13 @@ static void test_attrs_tensors(void) {
   CHECK(ldmc_tensor_alloc(&t, "p", LDMC_PRED, &s) == LDMC_OK);
   ldmc_tensor_set_elem(&t, 4, -0.5);
   CHECK(ldmc_tensor_get(&t, 4) == 1.0 && ldmc_tensor_get(&t, 3) == 0.0 && t.nbytes == 6);
+  ldmc_tensor_release(&t);
+  /* f64 elements are the double itself: no rounding either way */
+  CHECK(ldmc_tensor_alloc(&t, "d", LDMC_F64, &s) == LDMC_OK && t.nbytes == 48);
+  const double dv[6] = {0.1, 1.0 / 3, 1e-300, 0x1p-1074, -0.0, 1.0 + 0x1p-52};
+  for (int i = 0; i < 6; i++) ldmc_tensor_set_elem(&t, i, dv[i]);
+  CHECK(memcmp(t.data, dv, sizeof dv) == 0);
+  for (int i = 0; i < 6; i++) CHECK(memcmp(&(double){ldmc_tensor_get(&t, i)}, &dv[i], 8) == 0);
   ldmc_tensor_release(&t);
   int64_t nd[] = {-2};
   ldmc_shape ns = ldmc_shape_make(1, nd);

@@ -113,7 +113,7 @@ static int64_t fused_count(const ldmc_graph *g, ldmc_llvm_cpu_isa isa) {
   ldmc_graph *opt = NULL;
   ldmc_plan *kp = NULL;
   int64_t n = -1;
-  if (ldmc_lc_pipeline(g, &o, &opt, &kp) == LDMC_OK) {
+  if (ldmc_lc_pipeline(g, &o, t, 2, &opt, &kp) == LDMC_OK) {
     lc_plan_opts po = {.threads = 2, .allow_fallback = true, .n_act_params = INT32_MAX, .kernels = kp};
     lc_plan p;
     if (ldmc_lc_plan_build(opt, t, &po, &p) == LDMC_OK) {

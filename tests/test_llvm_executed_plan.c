@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "backends/backend.h"
+#include "backends/llvm_cpu/lc.h"
 #include "backends/llvm_cpu/llvm_cpu.h"
 #include "models/unet.h"
 #include "passes/passes.h"
@@ -55,6 +56,39 @@ static ldmc_tensor *inputs(const ldmc_graph *g, int *np) {
   return in;
 }
 
+
+/* Every GEMM step runs its kernel's planned blocks: mc x nc x kc from the
+ * tiling pass (clipped to a smaller GEMM), the planned mr x nr register tile. */
+static void check_tiles(const ldmc_graph *g, const ldmc_compile_opts *o, int c) {
+  const lc_target *t;
+  if (ldmc_lc_target_get(LDMC_LLVM_CPU_ISA_AUTO, &t) != LDMC_OK) return;
+  ldmc_graph *opt = NULL;
+  ldmc_plan *kp = NULL;
+  lc_plan p;
+  CHECK_MSG(ldmc_lc_build(g, o, t, o->threads, &opt, &kp, &p) == LDMC_OK, "build: %s", ldmc_last_error());
+  if (!kp) return;
+  int gemms = 0, bad = 0;
+  for (int64_t s = 0; s < p.n_steps; s++) {
+    const lc_step *st = &p.steps[s];
+    if (!st->k || st->k->kind != LC_K_GEMM) continue;
+    const lc_gemm_desc *d = st->k->desc;
+    const ldmc_kernel *kr = &kp->kernels[kp->kernel_of[st->node]];
+    int64_t mcp = (d->M + d->mr - 1) / d->mr * d->mr, ncp = (d->N + d->nr - 1) / d->nr * d->nr;
+    bool ok = kr->n_tile == 3 && d->kc == kr->tile[2] && d->mc == (kr->tile[0] < mcp ? kr->tile[0] : mcp) &&
+              d->nc == (kr->tile[1] < ncp ? kr->tile[1] : ncp) && d->mr == kr->reg_tile[0] && d->nr == kr->reg_tile[1];
+    if (!ok && bad++ < 3)
+      fprintf(stderr, "  %%%d: runs %lldx%dx%d regs %dx%d, planned tile %lldx%lldx%lld regs %lldx%lld\n", (int)st->node,
+              (long long)d->mc, d->nc, d->kc, d->mr, d->nr, (long long)kr->tile[0], (long long)kr->tile[1],
+              (long long)kr->tile[2], (long long)kr->reg_tile[0], (long long)kr->reg_tile[1]);
+    gemms++;
+  }
+  CHECK_MSG(gemms > 0 && bad == 0, "c=%d: %d of %d GEMM steps run blocks other than the plan's", c, bad, gemms);
+  printf("c=%d: %d GEMM steps run the planned tiles\n", c, gemms);
+  ldmc_lc_plan_free(&p);
+  ldmc_plan_free(kp);
+  ldmc_graph_free(opt);
+}
+
 static void one(int c, int hw, int batch, int threads) {
   ldmc_unet_config cfg;
   ldmc_unet_config_default(&cfg, c);
@@ -70,6 +104,7 @@ static void one(int c, int hw, int batch, int threads) {
   ldmc_graph *opt = NULL;
   ldmc_plan *kp = NULL;
   CHECK_MSG(be->plan(g, &o, &opt, &kp) == LDMC_OK, "plan: %s", ldmc_last_error());
+  check_tiles(g, &o, c);
   setenv("LDMC_LLVM_CPU_POISON", "1", 1);
   ldmc_executable *e = NULL, *ref = NULL;
   ldmc_status st = be->compile(g, &o, &e);

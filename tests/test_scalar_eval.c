@@ -16,7 +16,7 @@
 #include "passes/passes.h"
 #include "test_util.h"
 
-static const ldmc_dtype k_dtypes[] = {LDMC_F32, LDMC_BF16, LDMC_F16, LDMC_I32, LDMC_I64, LDMC_PRED};
+static const ldmc_dtype k_dtypes[] = {LDMC_F32, LDMC_BF16, LDMC_F16, LDMC_F64, LDMC_I32, LDMC_I64, LDMC_PRED};
 #define N_DT ((int)(sizeof k_dtypes / sizeof k_dtypes[0]))
 
 static const double k_fvals[] = {0.0, -0.0, 1.0, -1.0, 0.5, -2.5, 2.5, 3.0, 0.1, -7.75, 100.0, 1e-40, -1e-45,

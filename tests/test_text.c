@@ -1,7 +1,9 @@
 /* Text form: printer and parser. Oracles: hand-written expected text and
  * hand-computed node fields, hand-derived error positions, published half
  * precision values (bf16(0.1) = 0.10009765625, f16(0.1) = 0.0999755859375),
+ * f64 bit patterns (17-digit literals must give the same bits back),
  * and a structural comparison of graphs that does not go through text. */
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
@@ -231,6 +233,13 @@ static ldmc_graph *build_every_op(void) {
   a = (ldmc_attrs){0};
   a.factor = 2;
   int32_t up = add(g, LDMC_OP_UPSAMPLE_NEAREST, LDMC_F32, S0(), 1, &img, &a, NULL);
+  /* f64 last, so the ids spot-checked below stay put */
+  int32_t pd = param(g, "pd", LDMC_F64, S1(10));
+  double f64v[10] = {0.1, 1.0 / 3, 1e-300, 0x1p-1074, 0x0.fffffffffffffp-1022, DBL_MAX, -0.0, INFINITY, NAN,
+                     1 + 0x1p-52};
+  int32_t cd = constant(g, LDMC_F64, S1(10), f64v, sizeof f64v, NULL);
+  add2(g, LDMC_OP_ADD, pd, cd);
+  add(g, LDMC_OP_CONVERT, LDMC_F64, S0(), 1, &x, NULL, NULL);
   ldmc_graph_add_output(g, conv, "conv");
   ldmc_graph_add_output(g, att, "attn \"out\"");
   ldmc_graph_add_output(g, up, "up");
@@ -272,6 +281,10 @@ static void test_every_op_round_trip(void) {
   CHECK(strstr(t1, "i32[1,3,1] constant() value={-2147483648, 2147483647, 0}") != NULL);
   CHECK(strstr(t1, "value={-9223372036854775808, 9223372036854775807}") != NULL);
   CHECK(strstr(t1, "pred[3] constant() value={true, false, true}") != NULL);
+  CHECK(strstr(t1, "f64[10] constant() value={0.10000000000000001, 0.33333333333333331, 1e-300, "
+                   "4.9406564584124654e-324, 2.2250738585072009e-308, 1.7976931348623157e+308, -0, inf, nan, "
+                   "1.0000000000000002}\n") != NULL);
+  CHECK(strstr(t1, "f64[10] add(%") != NULL && strstr(t1, "f64[2,3] convert(%0)\n") != NULL);
   CHECK(strstr(t1, "f32[0,3] constant() value={}\n") != NULL);
   CHECK(strstr(t1, "parameter() name=\"y.weird \\\"name\\\"\\n\"\n") != NULL);
   CHECK(strstr(t1, "f32[2,4] gather(%0, %24) axis=1\n") != NULL);
@@ -440,6 +453,48 @@ static void test_parse_fields(void) {
   ldmc_graph_free(g);
 }
 
+/* f64 literals print with 17 significant digits and parse back to the same
+ * bits: hand-picked values (0.1, 1/3, subnormals, the extremes) and random
+ * bit patterns, the bits themselves being the oracle. */
+static void test_f64_literals(void) {
+  const char *text = "graph g { %c = f64[3] constant() value={0.1, 4.9406564584124654e-324, -1e-300} return %c \"c\" }";
+  ldmc_graph *g = NULL;
+  CHECK_MSG(ldmc_graph_parse(text, strlen(text), &g) == LDMC_OK, "%s", ldmc_last_error());
+  if (g) {
+    const double want[3] = {0.1, 0x1p-1074, -1e-300};
+    CHECK(g->nodes[0].dtype == LDMC_F64 && g->nodes[0].attrs.value.nbytes == 24 &&
+          memcmp(g->nodes[0].attrs.value.data, want, 24) == 0);
+  }
+  ldmc_graph_free(g);
+  enum { N = 4096 };
+  double *v = malloc(N * sizeof *v);
+  uint64_t r = 0x2545f4914f6cdd1dull;
+  for (int i = 0; i < N; i++) {
+    r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+    uint64_t bits = i < N / 4 ? (r & 0x800fffffffffffffull) : r; /* a quarter subnormal (or zero) */
+    memcpy(&v[i], &bits, 8);
+    if (isnan(v[i])) v[i] = 1.0 / 3;
+  }
+  g = ldmc_graph_new("f64");
+  constant(g, LDMC_F64, S1(N), v, N * sizeof *v, NULL);
+  char *t = ldmc_graph_print(g);
+  ldmc_graph *h = NULL;
+  CHECK_MSG(t && ldmc_graph_parse(t, strlen(t), &h) == LDMC_OK, "%s", ldmc_last_error());
+  size_t bad = 0;
+  if (h)
+    for (int i = 0; i < N; i++) bad += memcmp((const double *)h->nodes[0].attrs.value.data + i, &v[i], 8) != 0;
+  CHECK_MSG(h && bad == 0, "%zu of %d f64 literals did not round-trip bit for bit", bad, N);
+  /* f32 text of 0.1 is not the f64 0.1: the dtype decides the precision */
+  const char *t32 = "graph g { %c = f32[] constant() value=0.10000000000000001 return %c \"c\" }";
+  ldmc_graph *k = NULL;
+  CHECK(ldmc_graph_parse(t32, strlen(t32), &k) == LDMC_OK && *(const float *)k->nodes[0].attrs.value.data == 0.1f);
+  ldmc_graph_free(k);
+  free(t);
+  free(v);
+  ldmc_graph_free(h);
+  ldmc_graph_free(g);
+}
+
 /* ---- malformed inputs, each with its exact message ---- */
 typedef struct bad_case {
   const char *text;
@@ -456,7 +511,7 @@ static const bad_case k_bad[] = {
     {G "}", "2:1: expected node or 'return', found \"}\""},
     {G "  @", "2:3: expected node or 'return', found \"@\""},
     {G "  %0 f32[] parameter()", "2:6: expected '=', found \"f32\""},
-    {G "  %0 = f33[2] parameter()", "2:8: expected dtype (f32, bf16, f16, i32, i64, pred), found \"f33\""},
+    {G "  %0 = f33[2] parameter()", "2:8: expected dtype (f32, bf16, f16, f64, i32, i64, pred), found \"f33\""},
     {G "  %0 = f32[1,1,1,1,1,1,1,1,1] parameter()", "2:27: expected ']' (rank is at most 8), found \",\""},
     {G "  %0 = f32[-1] parameter()", "2:12: expected dimension (an integer >= 0), found \"-1\""},
     {G "  %0 = f32[99999999999999999999] parameter()",
@@ -612,6 +667,7 @@ int main(void) {
   test_print_exact();
   test_parse_fields();
   test_every_op_round_trip();
+  test_f64_literals();
   test_malformed();
   test_hostile();
   return test_summary("test_text");

@@ -56,7 +56,7 @@ void ldmc_tool_describe(const ldmc_module *m, ldmc_file_kind kind, char *buf, si
 
 /* A non-owning view of t under its own name (for merging tensor sets). */
 ldmc_status ldmc_tool_tensor_view(const ldmc_tensor *t, ldmc_tensor *out);
-/* "f32" or the raw safetensors dtype name ("F64") of a tensor. */
+/* "f32" or the raw safetensors dtype name ("U8") of a tensor. */
 const char *ldmc_tool_dtype_str(const ldmc_tensor *t);
 /* "1.5 KiB" style sizes. */
 void ldmc_tool_format_bytes(double bytes, char *buf, size_t len);

@@ -102,7 +102,11 @@ ldmc_status ldmc_cli_target_plan_stats(const ldmc_cli_target *ct, const ldmc_gra
 
 const char *ldmc_cli_target_executor(const ldmc_cli_target *ct, const ldmc_plan *plan) {
   static char s[160];
-  if (plan && plan->executed_by) snprintf(s, sizeof s, "executed by %s", plan->executed_by);
+  if (plan && plan->executed_by && plan->threads > 0)
+    snprintf(s, sizeof s, "executed by %s on %d thread%s", plan->executed_by, (int)plan->threads,
+             plan->threads == 1 ? "" : "s");
+  else if (plan && plan->executed_by)
+    snprintf(s, sizeof s, "executed by %s", plan->executed_by);
   else if (ct->be) snprintf(s, sizeof s, "a plan study: %s runs the graph as built, node by node", ct->be->name);
   else snprintf(s, sizeof s, "planning only: no backend executes target %s yet", ct->t->name);
   return s;

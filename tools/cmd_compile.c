@@ -195,6 +195,8 @@ int ldmc_cmd_compile(int argc, char **argv) {
       {"pass-stats", NULL, "log each pass run: wall time and node-count change", NULL},
       {"verify-each", NULL, "run the verifier after every pass (always on in debug builds)", NULL},
       {"kernels", NULL, "list every kernel (order, fused ops, inputs, tile, arena offset)", NULL},
+      {"threads", "N", "threads the executing backend plans for, as `ldmc run --threads N` runs\n"
+                       "(llvm-cpu: tiles and per-thread scratch; default: OpenMP's thread count)", NULL},
       {"out", "FILE", "write the optimized graph (text IR or .ldmc by extension);\n"
                       "with --emit, the emitted file instead (-o FILE is the same)", NULL},
       {"emit", "obj|asm|llvm", "also compile the graph as built with the llvm-cpu backend (which runs\n"
@@ -267,8 +269,9 @@ int ldmc_cmd_compile(int argc, char **argv) {
   int64_t batch = 0;
   if ((rc = ldmc_cli_int(&c, "batch", 1, LDMC_UNET_CLI_BATCH_MAX, &batch)) != LDMC_CLI_CONTINUE) return rc;
 
-  int64_t n_act = -1;
+  int64_t n_act = -1, threads = 0;
   if ((rc = ldmc_cli_int(&c, "activation-params", 0, INT32_MAX, &n_act)) != LDMC_CLI_CONTINUE) return rc;
+  if ((rc = ldmc_cli_int(&c, "threads", 1, 4096, &threads)) != LDMC_CLI_CONTINUE) return rc;
   if ((rc = check_dumps(&c, false)) != LDMC_CLI_CONTINUE) return rc;
   ldmc_graph *g = NULL;
   double t0 = now_s();
@@ -310,7 +313,7 @@ int ldmc_cmd_compile(int argc, char **argv) {
   };
   ldmc_plan *plan = NULL;
   t0 = now_s();
-  ldmc_compile_opts co = {.bf16 = ldmc_cli_has(&c, "bf16"), .params_are_weights = n_act >= 0,
+  ldmc_compile_opts co = {.threads = (int)threads, .bf16 = ldmc_cli_has(&c, "bf16"), .params_are_weights = n_act >= 0,
                           .n_activation_params = (int32_t)(n_act < 0 ? 0 : n_act)};
   ldmc_status s = ldmc_cli_target_plan(&ct, &g, &co, &o, &plan); /* what the target's backend executes */
   double t_compile = now_s() - t0;

@@ -55,6 +55,7 @@ static inline double ldmc_interp_getf(const ldmc_tensor *t, int64_t i) {
     case LDMC_I32: { int32_t v; memcpy(&v, p + 4 * i, 4); return v; }
     case LDMC_I64: { int64_t v; memcpy(&v, p + 8 * i, 8); return (double)v; }
     case LDMC_PRED: return p[i] ? 1.0 : 0.0;
+    case LDMC_F64: { double v; memcpy(&v, p + 8 * i, 8); return v; }
     default: return 0;
   }
 }
@@ -66,6 +67,7 @@ static inline void ldmc_interp_setf(ldmc_tensor *t, int64_t i, double v) {
     case LDMC_F32: { float f = (float)v; memcpy(p + 4 * i, &f, 4); break; }
     case LDMC_BF16: { uint16_t h = ldmc_f32_to_bf16(ldmc_interp_f32_round_odd(v)); memcpy(p + 2 * i, &h, 2); break; }
     case LDMC_F16: { uint16_t h = ldmc_f32_to_f16(ldmc_interp_f32_round_odd(v)); memcpy(p + 2 * i, &h, 2); break; }
+    case LDMC_F64: memcpy(p + 8 * i, &v, 8); break; /* the double itself: no rounding */
     default: break; /* integer stores go through ldmc_interp_seti */
   }
 }
@@ -88,6 +90,8 @@ static inline void ldmc_interp_seti(ldmc_tensor *t, int64_t i, int64_t v) {
     case LDMC_I32: { int32_t x = (int32_t)(uint32_t)(uint64_t)v; memcpy(p + 4 * i, &x, 4); break; }
     case LDMC_I64: memcpy(p + 8 * i, &v, 8); break;
     case LDMC_PRED: p[i] = v != 0; break;
+    /* f64 is the last rounding: nearest even, not the odd pre-rounding the narrower floats need */
+    case LDMC_F64: ldmc_interp_setf(t, i, (double)v); break;
     default: ldmc_interp_setf(t, i, ldmc_interp_i64_round_odd(v)); break;
   }
 }

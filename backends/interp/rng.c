@@ -6,8 +6,8 @@
  *              0x9E3779B9, 0xBB67AE85; 10 rounds.
  *   key        the i64 scalar operand: {low 32 bits, high 32 bits}
  *   counter    element index i (row-major): {lo32(i), hi32(i), 0, 0}
- *   uniform    (w0 >> 8) * 2^-24, in [0, 1); exact in f32; bf16/f16 round it
- *              toward zero so that it stays below 1
+ *   uniform    (w0 >> 8) * 2^-24, in [0, 1); exact in f32 and f64; bf16/f16
+ *              round it toward zero so that it stays below 1
  *   normal     Box-Muller on u1 = (w0 >> 8) * 2^-24, u2 = (w1 >> 8) * 2^-24:
  *              sqrt(-2 ln(1 - u1)) * cos(2 pi u2)   (1 - u1 > 0, so no log(0))
  * w0..w3 are the Philox output words for that counter. */
@@ -44,14 +44,15 @@ void ldmc_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t o
   out[3] = c3;
 }
 
-/* u is a non-negative float with 24 significant bits at most: f32 holds it
- * exactly; the half types truncate it (round toward zero). */
+/* u is a non-negative float with 24 significant bits at most: f32 and f64
+ * hold it exactly; the half types truncate it (round toward zero). */
 static void store_uniform(ldmc_tensor *t, int64_t i, float u) {
   uint8_t *p = (uint8_t *)t->data;
   uint32_t bits;
   uint16_t h;
   switch (t->dtype) {
     case LDMC_F32: memcpy(p + 4 * i, &u, 4); return;
+    case LDMC_F64: { double d = u; memcpy(p + 8 * i, &d, 8); return; } /* the f32 value, exactly */
     case LDMC_BF16:
       memcpy(&bits, &u, 4);
       h = (uint16_t)(bits >> 16);

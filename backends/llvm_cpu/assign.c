@@ -369,6 +369,7 @@ ldmc_status ldmc_lc_assign_planned(lc_plan *p, ldmc_plan *kp) {
       }
     kp->prepacked_bytes = (int64_t)p->persist_bytes;
     kp->executed_by = "llvm-cpu";
+    kp->threads = p->threads > 0 ? p->threads : 1;
     st = verify(&a);
   }
   if (st == LDMC_OK) st = ldmc_plan_check_buffers(kp, g);

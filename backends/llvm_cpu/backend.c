@@ -179,10 +179,12 @@ static ldmc_status lc_plan_only(const ldmc_graph *g, const ldmc_compile_opts *o,
 }
 
 /* What the lowering generates code for: every op of ops.def in every dtype
- * and layout it allows, except convolutions with more than two spatial dims
- * (lc_compile refuses those, naming the node). Nothing runs on the
- * interpreter. */
+ * and layout it allows, except f64 and convolutions with more than two
+ * spatial dims (lc_compile refuses those, naming the node). A node reading an
+ * f64 value follows the f64 node making it, so the graph is refused either
+ * way. Nothing runs on the interpreter. */
 static bool lc_supports(const ldmc_node *n) {
+  if (n->dtype == LDMC_F64) return false;
   switch (n->op) {
     case LDMC_OP_CONVOLUTION: return n->shape.rank >= 2 && n->shape.rank <= 4;
     default: return true;

@@ -406,7 +406,8 @@ ldmc_status ldmc_lc_plan_build(const ldmc_graph *g, const lc_target *t, const lc
 /* Runs the pass pipeline of the "cpu-nchw" target over a copy of g and gives
  * the optimized graph and its plan (caller frees both): the fusion groups and
  * kernel order the backend lowers. */
-ldmc_status ldmc_lc_pipeline(const ldmc_graph *g, const ldmc_compile_opts *o, ldmc_graph **out,
+ldmc_status ldmc_lc_pipeline(const ldmc_graph *g, const ldmc_compile_opts *o, const lc_target *t, int threads,
+                             ldmc_graph **out,
                              struct ldmc_plan **plan);
 /* Lowers the pipeline plan's kernels in its order (plan_kernels.c). */
 ldmc_status ldmc_lc_lower_kernels(lc_plan *p, const struct ldmc_plan *kp);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backends/llvm_cpu/lc.h"
+#include "passes/passes.h"
 
 #define new_out ldmc_lc_new_out
 #define dense ldmc_lc_dense
@@ -335,11 +336,18 @@ ldmc_status ldmc_lc_lower_attention_into(lc_plan *p, int32_t id, lc_ref out, con
   lc_attn_desc *d = calloc(1, sizeof *d);
   if (!d) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
   d->dt = (uint8_t)n->dtype;
-  /* one query vector per tile, 16 keys per block (16 scores + 16 P in
-   * zmm registers), 8 output columns per P v group (8 FMA chains);
-   * LDMC_LLVM_CPU_ATTN=nq,bc,ec overrides (tuning) */
-  d->nq = 1;
-  d->bc = W == 16 ? 16 : 8;
+  /* the plan's block (tiling pass): br queries (one vector of W per tile)
+   * by bc keys (16 scores + 16 P in zmm registers); ec output columns per
+   * P v group (FMA chains) refine it; LDMC_LLVM_CPU_ATTN=nq,bc,ec overrides
+   * both (tuning only) */
+  int32_t kid = p->kp && id < p->kp->n_nodes ? p->kp->kernel_of[id] : -1;
+  const ldmc_kernel *kr = kid >= 0 ? &p->kp->kernels[kid] : NULL;
+  if (!kr || (kr->kind != LDMC_KERNEL_ATTENTION && kr->kind != LDMC_KERNEL_PREPACK) || kr->n_tile != 2 || kr->tile[0] < W || kr->tile[0] % W ||
+      kr->tile[0] > 4 * W || kr->tile[1] < 1 || kr->tile[1] * (kr->tile[0] / W) > 48)
+    return ldmc_error(LDMC_ERR_INTERNAL, "llvm-cpu: %%%d attention: no attention block of this target in the plan",
+                      (int)id);
+  d->nq = (int)(kr->tile[0] / W);
+  d->bc = (int)kr->tile[1];
   d->ec = W == 16 ? 8 : 4;
   const char *env = getenv("LDMC_LLVM_CPU_ATTN");
   int nq, bc, ec;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "backends/llvm_cpu/lc.h"
+#include "passes/passes.h"
 
 /* Merges dims list[0..n) of a tensor (dims, strides) into one (size, stride). */
 static bool merge(const int64_t *dims, const int64_t *st, const int64_t *list, int n, int64_t *size, int64_t *stride) {
@@ -162,30 +163,24 @@ static ldmc_status emit_gemm_steps(lc_plan *p, int32_t id, lc_gemm_desc *d, lc_r
   d->bf16 = bf16;
   int64_t Kp = bf16 ? (d->K + 1) & ~(int64_t)1 : d->K;
   size_t esz = bf16 ? 2 : 4;
-  d->mr = t->mr, d->nr = t->nr, d->kc = t->kc;
-  int64_t ncp = (d->N + t->nr - 1) / t->nr * t->nr;
-  d->nc = (int)(ncp < t->nc ? ncp : t->nc);
-  /* Tile (mc rows, nc columns): the whole of M and nc columns, split until
-   * there are 4 tiles per thread. Splitting rows repacks B once more per row
-   * block (a convolution's im2col, an activation; prepacked B costs nothing);
-   * splitting columns reads A once more, which is cheap unless A streams from
-   * memory. Packing costs about twice a read, so columns are halved while
-   * mc < 2 nc (down to 4 panels), then rows. */
-  int64_t mcp = (d->M + d->mr - 1) / d->mr * d->mr, want = 4 * (int64_t)(p->threads > 0 ? p->threads : 1);
-  bool b_pre = !d->conv && d->K > 0 && prepackable(p, b_node, b_ref);
-  bool a_big = (double)d->M * (double)d->K * (double)esz > 8e6;
-  int64_t nb12 = d->nb1 * d->nb2;
-  d->mc = mcp;
-  while (nb12 * ((d->M + d->mc - 1) / d->mc) * ((d->N + d->nc - 1) / d->nc) < want) {
-    bool can_n = !b_pre && d->nc > 4 * d->nr, can_m = d->mc > 4 * d->mr;
-    if (can_n && (!can_m || (!a_big && d->mc < 2 * (int64_t)d->nc)))
-      d->nc = (int)((d->nc / 2 + d->nr - 1) / d->nr * d->nr);
-    else if (can_m)
-      d->mc = (d->mc / 2 + d->mr - 1) / d->mr * d->mr;
-    else
-      break;
+  /* the tiling pass's blocks (passes/tiling.c, from the target description):
+   * mc x nc x kc per tile, the mr x nr register tile inside; a GEMM smaller
+   * than the tile (a phase of an lhs-dilated convolution) runs it clipped */
+  int32_t kid = p->kp && id < p->kp->n_nodes ? p->kp->kernel_of[id] : -1; /* prepacked weights lower in a consumer */
+  const ldmc_kernel *kr = kid >= 0 ? &p->kp->kernels[kid] : NULL;
+  if (!kr || (kr->kind != LDMC_KERNEL_CONTRACTION && kr->kind != LDMC_KERNEL_PREPACK) || kr->n_tile != 3 || kr->reg_tile[0] != t->mr ||
+      kr->reg_tile[1] != t->nr || kr->tile[0] % t->mr || kr->tile[1] % t->nr || kr->tile[2] < 1 ||
+      kr->tile[2] > t->kc || (kr->tile[2] & 1)) {
+    free(d);
+    return ldmc_error(LDMC_ERR_INTERNAL, "llvm-cpu: %%%d %s: no contraction tile of this target in the plan", (int)id,
+                      ldmc_op_name(n->op));
   }
-  if (d->mc > 64 * d->mr) d->mc = 64 * d->mr; /* bound B repacking vs A reuse */
+  d->mr = t->mr, d->nr = t->nr;
+  int64_t mcp = (d->M + d->mr - 1) / d->mr * d->mr, ncp = (d->N + t->nr - 1) / t->nr * t->nr;
+  d->mc = kr->tile[0] < mcp ? kr->tile[0] : mcp;
+  d->nc = (int)(kr->tile[1] < ncp ? kr->tile[1] : ncp);
+  d->kc = (int)kr->tile[2];
+  bool b_pre = !d->conv && d->K > 0 && prepackable(p, b_node, b_ref);
   /* A in place when it is contiguous f32 along k without cache-set aliasing of rows */
   bool direct = !bf16 && d->dt == LDMC_F32 && (d->a_st[3] == 1 || d->K == 1) && gcd64(d->a_st[2] * 4, 4096) < 2048;
   if (d->K == 1) d->a_st[3] = 1;

@@ -167,11 +167,21 @@ ldmc_status ldmc_lc_lower_kernels(lc_plan *p, const ldmc_plan *kp) {
   return st;
 }
 
-ldmc_status ldmc_lc_pipeline(const ldmc_graph *g, const ldmc_compile_opts *o, ldmc_graph **out, ldmc_plan **plan) {
+ldmc_status ldmc_lc_pipeline(const ldmc_graph *g, const ldmc_compile_opts *o, const lc_target *lt, int threads,
+                             ldmc_graph **out, ldmc_plan **plan) {
   *out = NULL;
   *plan = NULL;
-  const ldmc_target *t = ldmc_target_find("llvm-cpu");
-  if (!t) return LDMC_ERR_INTERNAL;
+  const ldmc_target *host = ldmc_target_find("llvm-cpu");
+  if (!host) return LDMC_ERR_INTERNAL;
+  /* the description of what runs: this ISA level's vectors and GEMM blocking, this thread count */
+  ldmc_target tt = *host, *t = &tt;
+  ldmc_target_set_gemm(t, lt->W * 4);
+  t->threads = threads > 0 ? threads : 1;
+  if (t->gemm_mr != lt->mr || t->gemm_nr != lt->nr || t->gemm_kc != lt->kc || t->gemm_nc != lt->nc)
+    return ldmc_error(LDMC_ERR_INTERNAL,
+                      "llvm-cpu: the target description's GEMM blocking (%dx%d, kc %d, nc %d) is not the backend's "
+                      "(%dx%d, kc %d, nc %d)",
+                      t->gemm_mr, t->gemm_nr, t->gemm_kc, t->gemm_nc, lt->mr, lt->nr, lt->kc, lt->nc);
   ldmc_graph *c = ldmc_graph_clone(g);
   if (!c) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory copying graph '%s'", g->name);
   ldmc_pipeline_opts po = {0};
@@ -193,12 +203,29 @@ ldmc_status ldmc_lc_pipeline(const ldmc_graph *g, const ldmc_compile_opts *o, ld
   return LDMC_OK;
 }
 
+/* The kernels compute floats in f32, so f64 (for double-precision checks on
+ * the interpreter) is refused rather than run at f32 precision: the first
+ * node making or reading an f64 value, by its id in g. lc_supports agrees. */
+static ldmc_status refuse_f64(const ldmc_graph *g) {
+  for (int32_t i = 0; i < g->n_nodes; i++) {
+    const ldmc_node *n = &g->nodes[i];
+    bool f64 = n->dtype == LDMC_F64;
+    for (int k = 0; k < n->n_operands && !f64; k++)
+      f64 = n->operands[k] >= 0 && n->operands[k] < i && g->nodes[n->operands[k]].dtype == LDMC_F64;
+    if (f64)
+      return ldmc_error(LDMC_ERR_UNSUPPORTED, "llvm-cpu: %%%d %s: f64 is not supported (kernels compute in f32); "
+                        "run f64 graphs on the interp backend", (int)i, ldmc_op_name(n->op));
+  }
+  return LDMC_OK;
+}
+
 ldmc_status ldmc_lc_build(const ldmc_graph *g, const ldmc_compile_opts *o, const lc_target *t, int threads,
                           ldmc_graph **opt, ldmc_plan **kp, lc_plan *p) {
   *opt = NULL;
   *kp = NULL;
   memset(p, 0, sizeof *p);
-  LDMC_TRY(ldmc_lc_pipeline(g, o, opt, kp));
+  LDMC_TRY(refuse_f64(g));
+  LDMC_TRY(ldmc_lc_pipeline(g, o, t, threads, opt, kp));
   lc_plan_opts po = {.threads = threads,
                      .allow_fallback = false, /* every node has generated code, or the compile fails naming it */
                      .n_act_params = o && o->params_are_weights ? o->n_activation_params : INT32_MAX,

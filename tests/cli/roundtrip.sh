@@ -47,7 +47,7 @@ $ST write w.safetensors a.f32 F32 2,2 1.5,-2,3.25,1e-3 b.i64 I64 3 -5,0,7 c.f16 
 run 0 "$LDMC" inspect w.safetensors
 out_has "w.safetensors: safetensors" "tensors: 7 (15 elements, 63 B)"
 tr -s ' ' <"$T/out" >listing.txt # columns are padded; compare words
-for line in "a.f32 f32 [2,2]" "b.i64 i64 [3]" "c.f16 f16 []" "d.f64 F64 [2]" "e.bool pred [2]" "f.i32 i32 [0]" \
+for line in "a.f32 f32 [2,2]" "b.i64 i64 [3]" "c.f16 f16 []" "d.f64 f64 [2]" "e.bool pred [2]" "f.i32 i32 [0]" \
   "g.u8 U8 [3]"; do
   check "inspect lists '$line'" grep -qxF -- " $line" listing.txt
 done
