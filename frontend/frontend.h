@@ -95,4 +95,53 @@ typedef struct ldmc_grad_opts {
  * from a differentiated parameter to the output get backward nodes. */
 ldmc_status ldmc_grad(const ldmc_graph *g, const ldmc_grad_opts *o, ldmc_graph **out);
 
+/* ---- training step graph (frontend/train_step.c; docs/training.md) ---- */
+/* One training step as one graph: forward, loss, backward (ldmc_grad), global
+ * gradient-norm clipping, AdamW as torch.optim.AdamW, optional EMA. Built of
+ * ordinary ops, so every pass and backend runs it like any other graph. */
+typedef struct ldmc_train_opts {
+  const char *loss;      /* rank-0 float output that is minimized; NULL: the first output */
+  int32_t n_data_params; /* the model's first N parameters are per-step data (batch, targets, keys): never trained */
+  const char *wrt_regex; /* POSIX ERE picking the trained parameters among the float ones after the data (NULL:
+                            all of them); the others are frozen inputs */
+  /* AdamW; beta1 = beta2 = eps = 0 selects 0.9, 0.999, 1e-8. Decoupled decay:
+   * p <- p (1 - lr wd), then the Adam update with bias correction. */
+  double beta1, beta2, eps, weight_decay;
+  double clip_norm; /* > 0: gradients scaled by min(1, clip_norm / (global L2 norm + 1e-6)) */
+  double ema_decay; /* > 0: ema.P <- decay ema.P + (1 - decay) P, after the update */
+  /* Trained bf16/f16 parameters enter as f32 master weights, converted to
+   * their dtype where the model reads them: the model computes in its dtype,
+   * the update is applied in f32. */
+  bool master_f32;
+} ldmc_train_opts;
+
+/* Builds in *out the step graph of model. Parameters, in order:
+ *   the N data parameters (as in model); lr f32[]; step f32[] (1-based step
+ *   count, for the bias corrections 1 - beta^step); per trained parameter P,
+ *   in model order: P, adam_m.P, adam_v.P, and ema.P when ema_decay > 0; then
+ *   the frozen parameters (as in model), last so that compiling with
+ *   params_are_weights and n_activation_params = 1 + the largest entry of
+ *   ldmc_train_step_state_pairs treats exactly them as weights.
+ * Outputs: loss (the model's loss output), grad_norm (global L2 norm of the
+ * gradients before clipping), then per trained P: P, adam_m.P, adam_v.P,
+ * [ema.P], each named, typed and shaped exactly as the parameter it replaces,
+ * so a runtime can feed it back (or update that buffer in place).
+ * Dtypes: P is the model's dtype, or f32 with master_f32 for bf16/f16; the
+ * moments and EMA are f32 (f64 for f64 parameters), and so is the update
+ * arithmetic; grad_norm is f32 (f64 if any trained parameter is f64); lr and
+ * step are f32 whatever the model. The model's other outputs are dropped.
+ * A first step takes adam_m = adam_v = 0, ema.P = P, step = 1.
+ * Errors (LDMC_ERR_INVALID, message in ldmc_last_error, *out NULL): no such
+ * or non-scalar loss, n_data_params out of range, nothing to train, a bad
+ * option (betas and ema_decay in [0, 1), eps, weight_decay, clip_norm >= 0 and
+ * finite), a name clash in the step graph; and whatever ldmc_grad reports. */
+ldmc_status ldmc_train_step_build(const ldmc_graph *model, const ldmc_train_opts *o, ldmc_graph **out);
+
+/* The state pairing of a step graph (or any graph): out_to_in[i] (one entry
+ * per output of step) is the index, in parameter (run input) order, of the
+ * parameter named like output i, or -1 when none is (loss, grad_norm). An
+ * output named like a parameter of another dtype or shape is an error
+ * (LDMC_ERR_INVALID, naming both), as it cannot replace it. */
+ldmc_status ldmc_train_step_state_pairs(const ldmc_graph *step, int32_t *out_to_in);
+
 #endif

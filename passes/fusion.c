@@ -14,7 +14,9 @@
  *     only by reshapes and transposes: a permuted store): bias, activation, residual and
  *     scale epilogues, group_norm + silu;
  *   - one core per kernel; copies (concatenate, pad, gather, scatter_add) and
- *     rng stay alone.
+ *     rng stay alone;
+ *   - a kernel reads at most the target's max_kernel_inputs values (a long
+ *     chain of gradient accumulations is split into several kernels).
  * Parameters, constants and splats (a broadcast of a rank-0 constant) belong
  * to no kernel: kernels read them as inputs (splats as their scalar). Nodes
  * that read only weights (ctx->params_are_weights) and constants are prepack
@@ -41,6 +43,9 @@ typedef struct fuse {
   bool *mark;        /* scratch for the epilogue walk */
   int32_t *stack;
   bool *weight;      /* value is the same every run: weights, constants and what only they feed */
+  int32_t *stamp;    /* scratch for counting a kernel's inputs */
+  int32_t cur_stamp;
+  int max_inputs;    /* the target's limit on values one kernel reads (0: none) */
 } fuse;
 
 static bool loop_fusible(ldmc_op op) {
@@ -126,9 +131,26 @@ static bool epilogue_ok(fuse *f, int32_t p, int32_t k) {
   return ok;
 }
 
+/* Distinct values kernel k would read from outside with p joined. */
+static int count_inputs(fuse *f, int32_t p, int32_t k) {
+  const group *K = &f->groups[k];
+  int32_t s = ++f->cur_stamp, n = 0;
+  for (int32_t j = 0; j <= K->n; j++) {
+    const ldmc_node *x = &f->g->nodes[j < K->n ? K->nodes[j] : p];
+    for (int o = 0; o < x->n_operands; o++) {
+      int32_t v = x->operands[o];
+      if (v == p || f->group_of[v] == k || f->stamp[v] == s) continue;
+      f->stamp[v] = s;
+      n++;
+    }
+  }
+  return n;
+}
+
 /* Whether producer p (alone in its group) may join kernel k. */
 static bool may_join(fuse *f, int32_t p, int32_t k) {
   const group *K = &f->groups[k];
+  if (f->max_inputs > 0 && count_inputs(f, p, k) > f->max_inputs) return false; /* the backend could not run it */
   ldmc_kernel_kind pk = seed_kind(f->g->nodes[p].op);
   if (K->kind == LDMC_KERNEL_COPY || K->kind == LDMC_KERNEL_OPAQUE || K->kind == LDMC_KERNEL_ALIAS ||
       K->kind == LDMC_KERNEL_PREPACK)
@@ -227,7 +249,9 @@ static bool run_fusion(ldmc_graph *g, const ldmc_pass_ctx *ctx) {
   f.mark = calloc(n, sizeof *f.mark);
   f.stack = malloc(2 * n * sizeof *f.stack);
   f.weight = calloc(n, sizeof *f.weight);
-  if (!f.group_of || !f.groups || !f.mark || !f.stack || !f.weight)
+  f.stamp = calloc(n, sizeof *f.stamp);
+  f.max_inputs = ctx->target ? ctx->target->max_kernel_inputs : 0;
+  if (!f.group_of || !f.groups || !f.mark || !f.stack || !f.weight || !f.stamp)
     s = ldmc_error(LDMC_ERR_NOMEM, "fusion: out of memory");
   if (s == LDMC_OK) s = build_groups(&f, ctx->target && ctx->target->faithful, ctx);
   if (s == LDMC_OK) {
@@ -259,6 +283,7 @@ static bool run_fusion(ldmc_graph *g, const ldmc_pass_ctx *ctx) {
   free(f.mark);
   free(f.stack);
   free(f.weight);
+  free(f.stamp);
   ldmc_users_free(&f.u);
   if (s != LDMC_OK) {
     ldmc_plan_reset(plan);

@@ -34,6 +34,7 @@ typedef struct ldmc_target {
    * nc; contraction tiles are split until each thread has 4 of them. */
   int gemm_mr, gemm_nr, gemm_kc, gemm_nc;
   int threads; /* threads the kernels' tiles are spread over (0: 1) */
+  int max_kernel_inputs; /* fusion keeps a kernel's outside values at most this many (0: no limit) */
 } ldmc_target;
 
 int ldmc_target_count(void);

@@ -14,9 +14,11 @@ static ldmc_target targets[] = {
     /* the reference runs every op itself and must stay numerically faithful */
     {.name = "interp", .backend = "interp", .vector_bytes = 8, .native_ops = ALL_COMPOSITES, .faithful = true},
     /* what the llvm-cpu backend executes: this machine's caches (sysconf, on
-     * first lookup), NCHW convolutions as implicit GEMMs */
+     * first lookup), NCHW convolutions as implicit GEMMs; at most 10 values
+     * per kernel (its loops load 16 streams, LC_EW_MAX_IN: room for values
+     * read under two index maps) */
     {.name = "llvm-cpu", .backend = "llvm-cpu", .vector_bytes = 64, .l1_bytes = 48 << 10, .l2_bytes = 1 << 20,
-     .l3_bytes = 32 << 20, .native_ops = ALL_COMPOSITES, .host = true},
+     .l3_bytes = 32 << 20, .native_ops = ALL_COMPOSITES, .host = true, .max_kernel_inputs = 10},
     /* a planning study, not executed by any backend: a znver5 core with NHWC
      * convolutions (layout assignment); kept for the layout pass's tests */
     {.name = "cpu-nhwc", .backend = NULL, .vector_bytes = 64, .l1_bytes = 48 << 10, .l2_bytes = 1 << 20,

@@ -173,5 +173,6 @@ int main(void) {
   one(32, 8, 1, 2);
   one(32, 16, 2, 1);
   one(64, 8, 1, 2);
+  one(96, 8, 1, 3); /* a third width, an odd thread count */
   return test_summary("llvm_executed_plan");
 }

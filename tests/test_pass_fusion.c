@@ -290,8 +290,36 @@ static void test_layout(void) {
   ldmc_graph_free(ref);
 }
 
+
+/* A gradient accumulation chain: y = x0 + x1 + ... + x23. The llvm-cpu target
+ * reads at most 10 values per kernel, so fusion splits the chain; a target
+ * without the limit (cpu-nhwc) keeps one kernel reading all 24. */
+static void test_input_limit(void) {
+  char text[4096];
+  int k = snprintf(text, sizeof text, "graph t {\n");
+  for (int i = 0; i < 24; i++) k += snprintf(text + k, sizeof text - (size_t)k, "  %%%d = f32[7] parameter() name=\"x%d\"\n", i, i);
+  k += snprintf(text + k, sizeof text - (size_t)k, "  %%24 = f32[7] add(%%0, %%1)\n");
+  for (int i = 2; i < 24; i++) k += snprintf(text + k, sizeof text - (size_t)k, "  %%%d = f32[7] add(%%%d, %%%d)\n", 23 + i, 22 + i, i);
+  snprintf(text + k, sizeof text - (size_t)k, "  return %%46 \"y\"\n}\n");
+  for (int t = 0; t < 2; t++) {
+    ldmc_graph *g = ptu_parse(text);
+    if (!g) continue;
+    ldmc_plan *p = fuse(g, t ? "cpu-nhwc" : "llvm-cpu");
+    int most = 0, nk = 0;
+    for (int32_t j = 0; j < p->n_kernels; j++) {
+      if (p->kernels[j].n_inputs > most) most = (int)p->kernels[j].n_inputs;
+      nk += p->kernels[j].n_nodes > 0;
+    }
+    if (t == 0) CHECK_MSG(most <= 10 && nk >= 3, "llvm-cpu: %d kernels, one reads %d values (limit 10)", nk, most);
+    else CHECK_MSG(nk == 1 && most == 24, "cpu-nhwc: %d kernels, the widest reads %d values (expected 1, 24)", nk, most);
+    ldmc_plan_free(p);
+    ldmc_graph_free(g);
+  }
+}
+
 int main(void) {
   test_fusion_patterns();
+  test_input_limit();
   test_tiling();
   test_attention();
   test_decompose();

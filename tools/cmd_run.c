@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "backends/backend.h"
+#include "frontend/frontend.h"
 #include "models/unet.h"
 #include "tools/cli_args.h"
 #include "tools/cli_io.h"
@@ -122,6 +123,20 @@ static void print_output(const ldmc_tensor *t) {
   if (bad) printf("  non-finite %lld\n", (long long)bad);
 }
 
+/* --grad: the graph run becomes the graph plus the gradient of sum(OUTPUT). */
+static ldmc_status with_gradient(const ldmc_cli_cmd *c, ldmc_graph **g, const char *output, const char *wrt) {
+  ldmc_grad_opts o = {.output = output, .seed = LDMC_GRAD_SUM, .wrt_regex = wrt};
+  ldmc_graph *gg = NULL;
+  ldmc_status s = ldmc_grad(*g, &o, &gg);
+  if (s != LDMC_OK) {
+    ldmc_cli_fail(c, "--grad %s: %s", output, ldmc_last_error());
+    return s;
+  }
+  ldmc_graph_free(*g);
+  *g = gg;
+  return LDMC_OK;
+}
+
 int ldmc_cmd_run(int argc, char **argv) {
   ldmc_cli_flag flags[] = {
       {"inputs", "FILE", "input tensors (.safetensors), matched to the graph's parameters by name", NULL},
@@ -144,6 +159,10 @@ int ldmc_cmd_run(int argc, char **argv) {
       {"verbose", NULL, "the backend's compile summary on stderr (llvm-cpu: steps, prepack steps, arena)", NULL},
       {"repeat", "N", "after compiling, run the step N times and print `compile_ms=<ms>` and\n"
                       "`run_ms median=<ms> min=<ms>` on stdout; --out holds the last run's outputs", NULL},
+      {"grad", "OUTPUT", "also compute the gradient of sum(OUTPUT) with respect to every float\n"
+                         "parameter (or those --wrt matches), written to --out as grad.<parameter>\n"
+                         "next to the outputs (reverse-mode autodiff, frontend/grad.c)", NULL},
+      {"wrt", "REGEX", "with --grad: only parameters whose name matches this POSIX extended regex", NULL},
       {"model", "NAME", "build a built-in model instead of reading GRAPH (unet)", NULL},
       {"channels", "C", LDMC_UNET_HELP_CHANNELS, NULL},
       {"latent", "HxW[xC]", LDMC_UNET_HELP_LATENT, NULL},
@@ -173,7 +192,9 @@ int ldmc_cmd_run(int argc, char **argv) {
                  "  ldmc run model.ldmc --inputs x.safetensors --out y.safetensors --backend llvm-cpu \\\n"
                  "      --threads 2 --repeat 10   # prints compile_ms=... and run_ms median=... min=...\n"
                  "  ldmc run --model unet --channels 32 --latent 8x8x4 --context 64x8 --init random \\\n"
-                 "      --random-inputs --out y.safetensors\n",
+                 "      --random-inputs --out y.safetensors\n"
+                 "  ldmc run --model unet --channels 32 --latent 8x8x4 --context 64x8 --init random \\\n"
+                 "      --random-inputs --grad out_sample --wrt '^down_blocks\\.0\\.' --out g.safetensors\n",
       .flags = flags,
       .n_flags = (int)(sizeof flags / sizeof flags[0]),
       .min_pos = 0,
@@ -185,6 +206,8 @@ int ldmc_cmd_run(int argc, char **argv) {
   const char *backend_name = ldmc_cli_target_flag(&c, &rc), *save_inputs = ldmc_cli_get(&c, "save-inputs");
   if (rc != LDMC_CLI_CONTINUE) return rc;
   const char *save_graph = ldmc_cli_get(&c, "save-graph");
+  const char *grad_of = ldmc_cli_get(&c, "grad"), *wrt = ldmc_cli_get(&c, "wrt");
+  if (wrt && !grad_of) return ldmc_cli_usage_error(&c, "--wrt needs --grad OUTPUT (see ldmc run --help)");
   bool model_mode = ldmc_cli_has(&c, "model");
   if (model_mode && c.n_pos)
     return ldmc_cli_usage_error(&c, "give either GRAPH or --model, not both (see ldmc run --help)");
@@ -233,6 +256,7 @@ int ldmc_cmd_run(int argc, char **argv) {
       rc = mrc;
       goto done;
     }
+    if (grad_of && with_gradient(&c, &m.graph, grad_of, wrt) != LDMC_OK) goto done;
   } else {
     ldmc_file_kind kind;
     if (ldmc_tool_load(c.pos[0], &m, &kind) != LDMC_OK) {
@@ -243,6 +267,7 @@ int ldmc_cmd_run(int argc, char **argv) {
       ldmc_cli_fail(&c, "%s: %s holds no graph to run", c.pos[0], ldmc_file_kind_name(kind));
       goto done;
     }
+    if (grad_of && with_gradient(&c, &m.graph, grad_of, wrt) != LDMC_OK) goto done;
     int mrc = ldmc_run_check_memory(&c, m.graph); /* before --random-inputs allocates */
     if (mrc != LDMC_CLI_CONTINUE) {
       rc = mrc;

@@ -57,7 +57,7 @@ def _encode(arr, dtype):
         return u.astype("<u2").tobytes()
     if dtype == "I64":
         return np.ascontiguousarray(arr, dtype="<i8").tobytes()
-    return np.ascontiguousarray(arr, dtype={"F32": "<f4", "F16": "<f2"}[dtype]).tobytes()
+    return np.ascontiguousarray(arr, dtype={"F64": "<f8", "F32": "<f4", "F16": "<f2"}[dtype]).tobytes()
 
 
 def st_write(path, tensors, dtype="F32", dtypes=None):
@@ -310,6 +310,8 @@ def main():
     ap.add_argument("--emit-inputs", help="write random inputs (timestep as I64) here")
     ap.add_argument("--shape", default="1x8x8x4", help="BxHxW x tokens for --emit-inputs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--grad", action="store_true",
+                    help="also write grad.<name> of sum(out_sample) for every parameter and float input (autograd)")
     a = ap.parse_args()
     cfg = dict(DEFAULTS)
     cfg.update(json.loads(a.config))
@@ -349,10 +351,20 @@ def main():
     model.load_state_dict({k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in w.items()}, strict=True)
     model = model.to(dt)
     inp = st_read(a.inputs)
-    with torch.no_grad():
-        out = model(torch.from_numpy(inp["sample"]).to(dt), torch.from_numpy(inp["timestep"]).to(dt),
-                    torch.from_numpy(inp["encoder_hidden_states"]).to(dt))
-    st_write(a.out, {"out_sample": out.to(torch.float32).numpy()})
+    xs = {k: torch.from_numpy(np.asarray(inp[k])).to(dt) for k in ("sample", "timestep", "encoder_hidden_states")}
+    if not a.grad:
+        with torch.no_grad():
+            out = model(xs["sample"], xs["timestep"], xs["encoder_hidden_states"])
+        st_write(a.out, {"out_sample": out.to(torch.float32).numpy()})
+        return 0
+    for v in xs.values():
+        v.requires_grad_(True)
+    out = model(xs["sample"], xs["timestep"], xs["encoder_hidden_states"])
+    out.sum().backward()
+    res = {"out_sample": out.detach().to(torch.float32).numpy()}
+    for k, v in list(model.named_parameters()) + list(xs.items()):
+        res["grad." + k] = v.grad.detach().to(torch.float64).numpy()
+    st_write(a.out, res, "F64")
     return 0
 
 
