@@ -33,6 +33,10 @@ typedef struct ldmc_compile_opts {
   /* Optional: dumps, pass statistics and verification for the pass pipeline a
    * backend runs (passes/passes.h; its weight fields are set from the above). */
   const struct ldmc_pipeline_opts *pipeline;
+  /* Donated state (a step executable: training, sampling); NULL: none. Else
+   * one entry per graph output: the index of the parameter whose tensor the
+   * output overwrites every run, or -1. See "donated state" below. */
+  const int32_t *donate;
 } ldmc_compile_opts;
 
 /* A compiled graph. run() takes one input per parameter, in the graph's
@@ -65,6 +69,24 @@ typedef struct ldmc_backend_i {
    * frees both (ldmc_graph_free, ldmc_plan_free). */
   ldmc_status (*plan)(const ldmc_graph *g, const ldmc_compile_opts *o, ldmc_graph **opt, struct ldmc_plan **plan);
 } ldmc_backend_i;
+
+/* ---- donated state ------------------------------------------------------------
+ * Compiled with ldmc_compile_opts.donate, run() writes each donated output's
+ * new value into the data of the input tensor it is paired with, after every
+ * read of the old value, and leaves outputs[o] untouched: a caller binds the
+ * state tensors once and passes the same ones every run, so nothing is
+ * allocated for them and their addresses never change (llvm-cpu computes
+ * them in place; the interpreter, being the reference, copies them back at
+ * the end of the run). The other outputs: a tensor in outputs[o] that already
+ * owns a buffer of the output's dtype and shape is written in place, else one
+ * is allocated, so a loop that keeps its outputs allocates nothing after the
+ * first run. A pair agrees in dtype and shape, a parameter is donated at most
+ * once, and a donated parameter is not a weight (params_are_weights). */
+ldmc_status ldmc_donation_check(const ldmc_graph *g, const ldmc_compile_opts *o);
+/* For run(): output o of g gets bytes `data` (its full size): written into
+ * *out when reuse is set and *out owns a buffer of its type, else into a new
+ * tensor named as the output. */
+ldmc_status ldmc_output_deliver(const ldmc_graph *g, int32_t o, const void *data, bool reuse, ldmc_tensor *out);
 
 int ldmc_backend_count(void);
 const ldmc_backend_i *ldmc_backend_get(int i);

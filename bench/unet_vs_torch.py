@@ -31,18 +31,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def peer_env():
-    env = dict(os.environ)
-    env.pop("OPENBLAS_CORETYPE", None)
-    env.pop("OPENBLAS_L2_SIZE", None)
-    env["ATEN_CPU_CAPABILITY"] = "avx512"
-    return env
+sys.path.insert(0, HERE)
+import peer_env  # noqa: E402
 
-
-if os.environ.get("LDMC_BENCH_ENV") != "1":  # re-exec with the peer's environment before torch loads
-    env = peer_env()
-    env["LDMC_BENCH_ENV"] = "1"
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+peer_env.ensure()  # re-exec with the peers' environment before torch loads
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

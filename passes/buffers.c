@@ -185,6 +185,8 @@ static ldmc_status assign(bctx *c) {
     if (p->kernels[k].kind == LDMC_KERNEL_PREPACK) {
       c->base[k] = -1; /* stored with the weights */
       p->prepacked_bytes += ldmc_node_bytes(&g->nodes[p->kernels[k].root]);
+    } else if (p->kernels[k].donated_to >= 0) {
+      c->base[k] = -1; /* written into the caller's state tensor */
     } else if (p->kernels[k].kind == LDMC_KERNEL_ALIAS || p->kernels[k].view_of >= 0) {
       int32_t src = p->kernels[k].view_of >= 0 ? p->kernels[k].view_of : g->nodes[p->kernels[k].root].operands[0];
       int32_t ks = p->kernel_of[src];

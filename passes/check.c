@@ -10,6 +10,9 @@
  *     the earlier value's last reader, sizes and element sizes match, and
  *     every use of it in that kernel is an elementwise op at the output's
  *     index;
+ *   - a donated kernel (state updated in place) has no arena range, runs
+ *     after every other reader of its parameter's bytes, and reads them only
+ *     elementwise at its output's index;
  *   - a kernel's scratch (the temporaries of the backend steps running it)
  *     is aligned, inside the arena, and overlaps no output live while that
  *     kernel runs (its own output and inputs included). */
@@ -78,6 +81,46 @@ static bool inplace_legal(const chk *c, int32_t k, int32_t x) {
   free(reach);
   const ldmc_node *xn = &c->g->nodes[x];
   return ok && ldmc_node_bytes(xn) == ldmc_node_bytes(root) && ldmc_dtype_size(xn->dtype) == ldmc_dtype_size(root->dtype);
+}
+
+/* Donated kernel k overwrites its parameter's storage: every other kernel
+ * reading the parameter (or a reshape of it, which shares its bytes) runs
+ * before k, and k itself reads it only elementwise at the output's index. */
+static ldmc_status check_donated(const chk *c, int32_t k) {
+  const ldmc_graph *g = c->g;
+  const ldmc_kernel *kr = &c->p->kernels[k];
+  int32_t pn = -1;
+  for (int32_t i = 0, q = 0; i < g->n_nodes && pn < 0; i++)
+    if (g->nodes[i].op == LDMC_OP_PARAMETER && q++ == kr->donated_to) pn = i;
+  if (pn < 0) return fail("buffers: kernel %" PRId64 " is donated to parameter %" PRId64 ", which does not exist", k,
+                          kr->donated_to);
+  const ldmc_node *root = &g->nodes[kr->root];
+  if (ldmc_node_bytes(root) != ldmc_node_bytes(&g->nodes[pn]) || root->dtype != g->nodes[pn].dtype)
+    return fail("buffers: donated kernel %" PRId64 " output does not have parameter %%%" PRId64 "'s type", k, pn);
+  bool *shares = calloc((size_t)g->n_nodes + 1, sizeof *shares);
+  if (!shares) return ldmc_error(LDMC_ERR_NOMEM, "check: out of memory");
+  shares[pn] = true;
+  ldmc_status s = LDMC_OK;
+  for (int32_t i = pn + 1; i < g->n_nodes; i++) /* reshapes of it outside k are its bytes too */
+    if (g->nodes[i].op == LDMC_OP_RESHAPE && shares[g->nodes[i].operands[0]] && c->kof[i] != k) shares[i] = true;
+  for (int32_t i = 0; i < g->n_nodes && s == LDMC_OK; i++) {
+    int32_t ki = c->kof[i];
+    if (ki < 0 || shares[i]) continue;
+    for (int o = 0; o < g->nodes[i].n_operands && s == LDMC_OK; o++) {
+      int32_t x = g->nodes[i].operands[o];
+      if (!shares[x]) continue;
+      if (ki == k) {
+        if (!inplace_legal(c, k, x))
+          s = fail("buffers: donated kernel %" PRId64 " reads its parameter's storage (%%%" PRId64
+                   ") other than elementwise at the output's index",
+                   k, x);
+      } else if (c->pos[ki] > c->pos[k]) {
+        s = fail("buffers: %%%" PRId64 " reads donated state after kernel %" PRId64 " overwrote it", i, k);
+      }
+    }
+  }
+  free(shares);
+  return s;
 }
 
 /* a and b (roots, a defined no later than b) overlap in bytes; is it legal? */
@@ -165,6 +208,11 @@ static ldmc_status check(chk *c) {
     int64_t off = p->offset[r], bytes = ldmc_node_bytes(&g->nodes[r]);
     if (kr->kind == LDMC_KERNEL_PREPACK) {
       if (off >= 0) s = fail("buffers: prepack kernel %" PRId64 " output has an arena offset %" PRId64, k, off);
+      continue;
+    }
+    if (kr->donated_to >= 0) { /* lives in the caller's state: written only after every read of the old value */
+      if (off >= 0) s = fail("buffers: donated kernel %" PRId64 " output has an arena offset %" PRId64, k, off);
+      if (s == LDMC_OK) s = check_donated(c, k);
       continue;
     }
     if (kr->kind == LDMC_KERNEL_ALIAS || kr->view_of >= 0) {

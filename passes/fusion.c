@@ -4,7 +4,8 @@
  * consumers when every user is in that one kernel, it is not a graph output,
  * and the pair is legal:
  *   - loop-fusible ops (elementwise, convert, broadcast_in_dim, reshape,
- *     transpose, slice, iota, upsample_nearest) join elementwise and reduction
+ *     transpose, slice, iota, upsample_nearest, and a gather that reverses an
+ *     axis: a convolution's flipped kernel) join elementwise and reduction
  *     loops, and the epilogue (never the core operands) of contraction, norm
  *     and attention kernels;
  *   - a core op (dot_general, convolution, group_norm, layer_norm, reduce,
@@ -147,11 +148,16 @@ static int count_inputs(fuse *f, int32_t p, int32_t k) {
   return n;
 }
 
+/* A node's kind when it seeds a kernel: a reversing gather is a view. */
+static ldmc_kernel_kind node_kind(const ldmc_graph *g, int32_t i) {
+  return ldmc_node_reverse_axis(g, i) >= 0 ? LDMC_KERNEL_ELEMENTWISE : seed_kind(g->nodes[i].op);
+}
+
 /* Whether producer p (alone in its group) may join kernel k. */
 static bool may_join(fuse *f, int32_t p, int32_t k) {
   const group *K = &f->groups[k];
   if (f->max_inputs > 0 && count_inputs(f, p, k) > f->max_inputs) return false; /* the backend could not run it */
-  ldmc_kernel_kind pk = seed_kind(f->g->nodes[p].op);
+  ldmc_kernel_kind pk = node_kind(f->g, p);
   if (K->kind == LDMC_KERNEL_COPY || K->kind == LDMC_KERNEL_OPAQUE || K->kind == LDMC_KERNEL_ALIAS ||
       K->kind == LDMC_KERNEL_PREPACK)
     return false;
@@ -193,7 +199,7 @@ static ldmc_status build_groups(fuse *f, bool faithful, const ldmc_pass_ctx *ctx
     f->weight[i] = w;
     if (!faithful && is_splat(g, i)) continue;
     group *gr = &f->groups[f->n_groups];
-    gr->kind = w ? LDMC_KERNEL_PREPACK : seed_kind(n->op);
+    gr->kind = w ? LDMC_KERNEL_PREPACK : node_kind(g, i);
     gr->core = is_core_kind(gr->kind) ? i : -1;
     gr->root = i;
     if (!group_push(gr, i)) return ldmc_error(LDMC_ERR_NOMEM, "fusion: out of memory");
@@ -270,12 +276,17 @@ static bool run_fusion(ldmc_graph *g, const ldmc_pass_ctx *ctx) {
       kr->nodes = gr->nodes;
       kr->n_nodes = gr->n;
       kr->inplace_of = -1;
+      kr->donated_to = -1;
       kr->view_of = kr->storage_of = -1;
       kr->scratch_offset = -1;
       gr->nodes = NULL;
     }
   }
   if (s == LDMC_OK) s = ldmc_plan_index(plan, g);
+  for (int32_t o = 0; s == LDMC_OK && ctx->donate && o < g->n_outputs; o++) { /* donated state */
+    int32_t r = g->outputs[o], k = ctx->donate[o] >= 0 ? plan->kernel_of[r] : -1;
+    if (k >= 0 && plan->kernels[k].root == r) plan->kernels[k].donated_to = ctx->donate[o];
+  }
   if (s == LDMC_OK) plan->naive_bytes = ldmc_graph_intermediate_bytes(g);
   for (int32_t k = 0; k < f.n_groups; k++) free(f.groups[k].nodes);
   free(f.groups);

@@ -37,6 +37,11 @@ typedef struct ldmc_target {
   int max_kernel_inputs; /* fusion keeps a kernel's outside values at most this many (0: no limit) */
 } ldmc_target;
 
+/* A gather whose indices are the constant [L-1, ..., 0] along its axis (of
+ * length L) reverses that axis: a view, fused like a slice. Returns the axis,
+ * or -1 for any other node. */
+int ldmc_node_reverse_axis(const ldmc_graph *g, int32_t id);
+
 int ldmc_target_count(void);
 const ldmc_target *ldmc_target_get(int i);
 /* "interp", "llvm-cpu" (this machine's caches, NCHW convolutions: what the
@@ -75,6 +80,8 @@ typedef struct ldmc_kernel {
   int64_t tile[4];
   int64_t reg_tile[2]; /* contraction on a GEMM-microkernel target: the mr x nr register tile inside a tile */
   int32_t inplace_of; /* input node whose buffer the output reuses (buffer assignment), else -1 */
+  int32_t donated_to; /* donated state: index of the parameter whose caller buffer the root overwrites (no arena slot;
+                         runs after every reader of that parameter), else -1 */
   /* Set by the backend that executes the plan, before buffer assignment: the
    * bytes of temporaries its steps for this kernel need (packed panels, f32
    * accumulators, per-thread scratch), live only while the kernel runs. */
@@ -118,6 +125,16 @@ ldmc_status ldmc_plan_index(ldmc_plan *p, const ldmc_graph *g);
 char *ldmc_plan_print(const ldmc_plan *p, const ldmc_graph *g);
 
 /* ---- passes ------------------------------------------------------------------ */
+/* What the remat pass did under a memory budget (docs/passes.md, "remat"). */
+typedef struct ldmc_remat_report {
+  int64_t budget;                  /* the memory_budget it ran under */
+  int64_t peak_before, peak_after; /* planned peak (the buffers pass's arena_bytes) before and after */
+  bool met;                        /* peak_after <= budget */
+  int64_t extra_flops;             /* FLOPs (mac + other, ldmc_graph_flops) the graph gained */
+  int32_t values, nodes_added;     /* values recomputed for late readers; net node growth */
+  int32_t measures;                /* plannings it ran */
+} ldmc_remat_report;
+
 typedef struct ldmc_pass_ctx {
   const ldmc_target *target;
   ldmc_plan *plan;     /* compile-time decisions; plan passes need it, graph passes reset it */
@@ -125,6 +142,9 @@ typedef struct ldmc_pass_ctx {
   ldmc_status *status; /* a pass that fails sets *status (message via ldmc_error) and returns false */
   bool params_are_weights;     /* parameters from index n_activation_params on are weights: */
   int32_t n_activation_params; /* the same every run, so what depends only on them is prepacked */
+  int64_t memory_budget;       /* remat: planned peak to fit, in bytes (0: none) */
+  ldmc_remat_report *remat;    /* remat writes its report here (NULL: not wanted) */
+  const int32_t *donate;       /* per graph output: the parameter index it overwrites (donated state), -1; NULL: none */
 } ldmc_pass_ctx;
 
 typedef bool (*ldmc_pass_fn)(ldmc_graph *g, const ldmc_pass_ctx *ctx);
@@ -146,6 +166,7 @@ extern const ldmc_pass ldmc_pass_attention; /* dot, scale, softmax, dot -> atten
 extern const ldmc_pass ldmc_pass_decompose; /* composites the target lacks -> primitives */
 extern const ldmc_pass ldmc_pass_layout;    /* NHWC convolutions for channels_last targets */
 extern const ldmc_pass ldmc_pass_sink_transposes; /* moves transposes through elementwise ops */
+extern const ldmc_pass ldmc_pass_remat;     /* recomputes cheap values for late readers until ctx->memory_budget fits */
 /* Plan passes */
 extern const ldmc_pass ldmc_pass_fusion;    /* groups nodes into kernels */
 extern const ldmc_pass ldmc_pass_tiling;    /* tile sizes per kernel from the target */
@@ -174,6 +195,9 @@ typedef struct ldmc_pipeline_opts {
   /* ldmc_compile_plan hands these to the passes (see ldmc_pass_ctx) */
   bool params_are_weights;
   int32_t n_activation_params;
+  int64_t memory_budget;     /* > 0: the pipeline runs remat before fusion to fit this planned peak (bytes) */
+  ldmc_remat_report *remat;  /* where remat reports (peaks, extra FLOPs); NULL: not wanted */
+  const int32_t *donate; /* per graph output: the parameter it overwrites in place, -1 (backends/backend.h) */
 } ldmc_pipeline_opts;
 
 typedef struct ldmc_pipeline ldmc_pipeline;

@@ -9,7 +9,7 @@
 static const ldmc_pass *const all_passes[] = {
     &ldmc_pass_simplify, &ldmc_pass_fold,   &ldmc_pass_cse,    &ldmc_pass_dce,      &ldmc_pass_attention,
     &ldmc_pass_decompose, &ldmc_pass_layout, &ldmc_pass_sink_transposes, &ldmc_pass_fusion, &ldmc_pass_tiling,
-    &ldmc_pass_schedule, &ldmc_pass_buffers,
+    &ldmc_pass_schedule, &ldmc_pass_buffers, &ldmc_pass_remat,
 };
 #define N_PASSES ((int)(sizeof all_passes / sizeof all_passes[0]))
 
@@ -23,7 +23,9 @@ const ldmc_pass *ldmc_pass_find(const char *name) {
   return NULL;
 }
 
-ldmc_pipeline *ldmc_pipeline_for_target(const ldmc_target *t) {
+/* remat: after the last cse (which would merge its copies back), before the
+ * plan passes it measures with; only under a memory budget. */
+static ldmc_pipeline *pipeline_for(const ldmc_target *t, bool remat) {
   ldmc_pipeline *p = ldmc_pipeline_new(t ? t->name : "default");
   if (!p) return NULL;
   static const ldmc_pass *const cleanup[] = {&ldmc_pass_simplify, &ldmc_pass_fold, &ldmc_pass_cse, &ldmc_pass_dce};
@@ -39,6 +41,7 @@ ldmc_pipeline *ldmc_pipeline_for_target(const ldmc_target *t) {
     s = ldmc_pipeline_add(p, &ldmc_pass_layout);
     if (s == LDMC_OK) s = ldmc_pipeline_add_fixpoint(p, "layout-cleanup", 5, layout_cleanup);
   }
+  if (s == LDMC_OK && remat) s = ldmc_pipeline_add(p, &ldmc_pass_remat);
   if (s == LDMC_OK) s = ldmc_pipeline_add(p, &ldmc_pass_fusion);
   if (s == LDMC_OK) s = ldmc_pipeline_add(p, &ldmc_pass_tiling);
   if (s == LDMC_OK) s = ldmc_pipeline_add(p, &ldmc_pass_schedule);
@@ -50,11 +53,13 @@ ldmc_pipeline *ldmc_pipeline_for_target(const ldmc_target *t) {
   return p;
 }
 
+ldmc_pipeline *ldmc_pipeline_for_target(const ldmc_target *t) { return pipeline_for(t, false); }
+
 ldmc_status ldmc_compile_plan(ldmc_graph *g, const ldmc_target *t, const ldmc_pipeline_opts *opts,
                               ldmc_plan **plan_out) {
   *plan_out = NULL;
   if (!t) return ldmc_error(LDMC_ERR_INVALID, "compile: no target");
-  ldmc_pipeline *pl = ldmc_pipeline_for_target(t);
+  ldmc_pipeline *pl = pipeline_for(t, opts && opts->memory_budget > 0);
   ldmc_plan *plan = ldmc_plan_new();
   if (!pl || !plan) {
     ldmc_pipeline_free(pl);
@@ -65,6 +70,9 @@ ldmc_status ldmc_compile_plan(ldmc_graph *g, const ldmc_target *t, const ldmc_pi
   if (opts) {
     ctx.params_are_weights = opts->params_are_weights;
     ctx.n_activation_params = opts->n_activation_params;
+    ctx.donate = opts->donate;
+    ctx.memory_budget = opts->memory_budget;
+    ctx.remat = opts->remat;
   }
   ldmc_status s = ldmc_pipeline_run(pl, g, &ctx, opts);
   ldmc_pipeline_free(pl);

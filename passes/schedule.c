@@ -18,6 +18,7 @@ typedef struct sched {
   bool *is_out;        /* [nk] storage holds a graph output: never freed */
   int32_t *rstart, *rlist; /* readers (kernels) of each storage, CSR, duplicates removed */
   int32_t *dstart, *dlist; /* kernel dependencies, CSR */
+  int32_t *estart, *elist; /* order-only dependencies, CSR: a donated kernel after its parameter's readers */
 } sched;
 
 static int32_t owner_of(const sched *s, int32_t k) {
@@ -37,6 +38,81 @@ static void sched_free(sched *s) {
   free(s->rlist);
   free(s->dstart);
   free(s->dlist);
+  free(s->estart);
+  free(s->elist);
+}
+
+/* Donated state: kernel k overwrites parameter P's bytes, so every other
+ * kernel reading P (or a reshape of it) must run first. A reader that
+ * depends on k itself cannot; it is left out here and the buffer checker
+ * reports the plan. */
+static ldmc_status donation_deps(sched *s) {
+  const ldmc_graph *g = s->g;
+  const ldmc_plan *p = s->p;
+  int32_t nk = s->nk, cap = 0, n = 0, *list = NULL;
+  s->estart = calloc((size_t)nk + 2, sizeof *s->estart);
+  bool *shares = calloc((size_t)g->n_nodes + 1, sizeof *shares), *desc = calloc((size_t)nk + 1, sizeof *desc);
+  int32_t *params = malloc(((size_t)ldmc_graph_num_params(g) + 1) * sizeof *params);
+  ldmc_status st = s->estart && shares && desc && params ? LDMC_OK : LDMC_ERR_NOMEM;
+  for (int32_t i = 0, q = 0; st == LDMC_OK && i < g->n_nodes; i++)
+    if (g->nodes[i].op == LDMC_OP_PARAMETER) params[q++] = i;
+  int32_t *from = NULL; /* pairs (k, d) in k order: k runs after d */
+  for (int32_t k = 0; st == LDMC_OK && k < nk; k++) {
+    int32_t pi = p->kernels[k].donated_to;
+    if (pi < 0 || pi >= ldmc_graph_num_params(g)) continue;
+    memset(shares, 0, (size_t)g->n_nodes);
+    shares[params[pi]] = true;
+    for (int32_t i = params[pi] + 1; i < g->n_nodes; i++)
+      if (g->nodes[i].op == LDMC_OP_RESHAPE && shares[g->nodes[i].operands[0]]) shares[i] = true;
+    memset(desc, 0, (size_t)nk);
+    desc[k] = true;
+    for (int32_t k2 = k + 1; k2 < nk; k2++) /* kernels are in root order: dependencies come first */
+      for (int32_t j = s->dstart[k2]; j < s->dstart[k2 + 1] && !desc[k2]; j++) desc[k2] = desc[s->dlist[j]];
+    for (int32_t r = 0; st == LDMC_OK && r < nk; r++) {
+      if (r == k || desc[r]) continue;
+      bool reads = false;
+      for (int32_t j = 0; j < p->kernels[r].n_inputs && !reads; j++) reads = shares[p->kernels[r].inputs[j]];
+      if (!reads) continue;
+      if (n == cap) {
+        cap = cap ? 2 * cap : 64;
+        int32_t *nl = realloc(list, (size_t)cap * sizeof *nl), *nf = realloc(from, (size_t)cap * sizeof *nf);
+        if (nl) list = nl;
+        if (nf) from = nf;
+        if (!nl || !nf) {
+          st = LDMC_ERR_NOMEM;
+          break;
+        }
+      }
+      from[n] = k;
+      list[n++] = r;
+    }
+  }
+  if (st == LDMC_OK) {
+    for (int32_t e = 0; e < n; e++) s->estart[from[e] + 1]++;
+    for (int32_t k = 0; k < nk; k++) s->estart[k + 1] += s->estart[k];
+    s->elist = list ? list : malloc(sizeof *s->elist); /* pairs were appended in k order */
+    list = NULL;
+    if (!s->elist) st = LDMC_ERR_NOMEM;
+  }
+  free(list);
+  free(from);
+  free(shares);
+  free(desc);
+  free(params);
+  return st == LDMC_OK ? LDMC_OK : ldmc_error(LDMC_ERR_NOMEM, "schedule: out of memory");
+}
+
+/* Whether order runs every donated kernel after its parameter's readers. */
+static bool order_keeps_donation(const sched *s, const int32_t *order) {
+  if (!s->estart || s->estart[s->nk] == 0) return true;
+  int32_t *pos = malloc(((size_t)s->nk + 1) * sizeof *pos);
+  if (!pos) return false;
+  for (int32_t t = 0; t < s->nk; t++) pos[order[t]] = t;
+  bool ok = true;
+  for (int32_t k = 0; k < s->nk && ok; k++)
+    for (int32_t j = s->estart[k]; j < s->estart[k + 1] && ok; j++) ok = pos[s->elist[j]] < pos[k];
+  free(pos);
+  return ok;
 }
 
 static ldmc_status sched_init(sched *s, const ldmc_graph *g, const ldmc_plan *p) {
@@ -110,7 +186,9 @@ static ldmc_status sched_init(sched *s, const ldmc_graph *g, const ldmc_plan *p)
   }
   free(cnt);
   free(seen);
-  return LDMC_OK;
+  ldmc_status st = donation_deps(s);
+  if (st != LDMC_OK) sched_free(s);
+  return st;
 }
 
 /* Peak of live bytes when kernels run in `order`: a kernel's output is live
@@ -148,8 +226,10 @@ static ldmc_status greedy(const sched *s, int32_t *order) {
   ldmc_status st = LDMC_OK;
   if (!ndeps || !left || !ready || !ucnt || !done) goto nomem;
   /* users of each kernel (reverse dependencies) */
-  for (int32_t k = 0; k < nk; k++)
+  for (int32_t k = 0; k < nk; k++) {
     for (int32_t j = s->dstart[k]; j < s->dstart[k + 1]; j++) ucnt[s->dlist[j] + 1]++;
+    for (int32_t j = s->estart[k]; j < s->estart[k + 1]; j++) ucnt[s->elist[j] + 1]++;
+  }
   for (int32_t k = 0; k < nk; k++) ucnt[k + 1] += ucnt[k];
   ulist = malloc(((size_t)ucnt[nk] + 1) * sizeof *ulist);
   int32_t *fill = malloc(n1 * sizeof *fill);
@@ -158,12 +238,14 @@ static ldmc_status greedy(const sched *s, int32_t *order) {
     goto nomem;
   }
   memcpy(fill, ucnt, (size_t)nk * sizeof *fill);
-  for (int32_t k = 0; k < nk; k++)
+  for (int32_t k = 0; k < nk; k++) {
     for (int32_t j = s->dstart[k]; j < s->dstart[k + 1]; j++) ulist[fill[s->dlist[j]]++] = k;
+    for (int32_t j = s->estart[k]; j < s->estart[k + 1]; j++) ulist[fill[s->elist[j]]++] = k;
+  }
   free(fill);
   int32_t nready = 0;
   for (int32_t k = 0; k < nk; k++) {
-    ndeps[k] = s->dstart[k + 1] - s->dstart[k];
+    ndeps[k] = s->dstart[k + 1] - s->dstart[k] + s->estart[k + 1] - s->estart[k];
     left[k] = s->rstart[k + 1] - s->rstart[k];
     if (ndeps[k] == 0) ready[nready++] = k;
   }
@@ -233,9 +315,10 @@ static bool run_schedule(ldmc_graph *g, const ldmc_pass_ctx *ctx) {
   st = greedy(&s, gr);
   int32_t *pick = orig;
   int64_t peak_orig = simulate(&s, orig), peak_gr = st == LDMC_OK ? simulate(&s, gr) : INT64_MAX;
-  if (peak_gr < peak_orig) pick = gr;
+  bool orig_ok = order_keeps_donation(&s, orig);
+  if (st == LDMC_OK && (peak_gr < peak_orig || !orig_ok)) pick = gr; /* root order may break donation's order */
   p->peak_in_root_order = peak_orig;
-  p->peak_scheduled = peak_gr < peak_orig ? peak_gr : peak_orig;
+  p->peak_scheduled = pick == gr ? peak_gr : peak_orig;
   sched_free(&s);
   if (st != LDMC_OK) {
     free(orig);

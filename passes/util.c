@@ -238,6 +238,28 @@ bool ldmc_node_scalar_broadcast(const ldmc_graph *g, int32_t id, int32_t *scalar
   return true;
 }
 
+int ldmc_node_reverse_axis(const ldmc_graph *g, int32_t id) {
+  const ldmc_node *n = &g->nodes[id];
+  if (n->op != LDMC_OP_GATHER || n->n_operands != 2) return -1;
+  const ldmc_node *x = &g->nodes[n->operands[0]], *ix = &g->nodes[n->operands[1]];
+  int ax = (int)n->attrs.axis;
+  if (ix->op != LDMC_OP_CONSTANT || ix->shape.rank != 1 || ax < 0 || ax >= x->shape.rank) return -1;
+  int64_t L = x->shape.dims[ax];
+  if (ix->shape.dims[0] != L || !ix->attrs.value.data || (ix->dtype != LDMC_I32 && ix->dtype != LDMC_I64)) return -1;
+  for (int64_t i = 0; i < L; i++) {
+    int64_t v;
+    if (ix->dtype == LDMC_I32) {
+      int32_t w;
+      memcpy(&w, (const char *)ix->attrs.value.data + 4 * i, 4);
+      v = w;
+    } else {
+      memcpy(&v, (const char *)ix->attrs.value.data + 8 * i, 8);
+    }
+    if (v != L - 1 - i) return -1;
+  }
+  return ax;
+}
+
 /* ---- attributes ---- */
 bool ldmc_attrs_equal(ldmc_op op, const ldmc_attrs *a, const ldmc_attrs *b) {
   uint64_t mask = ldmc_op_table[op].attr_mask;

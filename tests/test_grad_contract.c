@@ -7,9 +7,11 @@
  *      g = grad_x sum(ct * f(x, w)), sum(ct * f(g, w)) = <g, g> (and likewise
  *      for w), to ~1e-6 in f32, so 0.1% errors are caught even where the
  *      finite differences are too coarse to;
- *   3. the same gradient graph in f32 on llvm-cpu against the interpreter
- *      (after the IR verifier), reporting any node llvm-cpu's supports()
- *      refuses; only convolutions with more than 2 spatial dims may be.
+ *   3. gc_check_llvm (tests/grad_check.h): the same gradient graph in f32 on
+ *      llvm-cpu at every ISA level the host runs, against the interpreter
+ *      (after the IR verifier), every node in a llvm-cpu kernel; a case with
+ *      a node llvm-cpu's supports() refuses is skipped, and only
+ *      convolutions with more than 2 spatial dims may be.
  * Sanity: a gradient scaled by 1.001 must fail checks 1 (once the finite
  * differences resolve it) and 2. */
 #include <math.h>
@@ -20,6 +22,7 @@
 #include "backends/backend.h"
 #include "frontend/builder_internal.h"
 #include "frontend/frontend.h"
+#define GC_LLVM
 #include "grad_check.h"
 
 /* ---- cases ------------------------------------------------------------------- */
@@ -203,34 +206,13 @@ static void grad_run_free(grad_run *r) {
   memset(r, 0, sizeof *r);
 }
 
-/* Kernels run, and those handed to the interpreter (llvm-cpu compiles with
- * fallback off, so any is a regression). */
-typedef struct kernel_count {
-  int total, interp;
-} kernel_count;
-
-static void on_kernel(void *ctx, const ldmc_kernel_event *ev) {
-  kernel_count *k = ctx;
-  k->total++;
-  k->interp += ev->name && !strcmp(ev->name, "interp");
-}
-
-static bool run_on(const ldmc_backend_i *be, const ldmc_graph *g, const ldmc_tensor *in, int n_in, ldmc_tensor *out,
-                   int n_out) {
+/* Runs g on the interpreter. */
+static bool run_interp(const ldmc_graph *g, const ldmc_tensor *in, int n_in, ldmc_tensor *out, int n_out) {
   ldmc_executable *e = NULL;
-  kernel_count kc = {0};
-  ldmc_profile_hook hook = {.kernel = on_kernel, .ctx = &kc};
-  bool hooked = false;
   memset(out, 0, (size_t)n_out * sizeof *out);
-  ldmc_status st = be->compile(g, NULL, &e);
-  if (st == LDMC_OK && be != &ldmc_backend_interp) {
-    hooked = ldmc_executable_set_profiler(e, &hook) == LDMC_OK;
-    CHECK_MSG(hooked, "%s: %s reports no kernels", g->name, be->name);
-  }
+  ldmc_status st = ldmc_backend_interp.compile(g, NULL, &e);
   if (st == LDMC_OK) st = ldmc_executable_run(e, in, n_in, out, n_out);
-  CHECK_MSG(st == LDMC_OK, "%s on %s: %s", g->name, be->name, ldmc_last_error());
-  CHECK_MSG(!hooked || st != LDMC_OK || (kc.total > 0 && kc.interp == 0),
-            "%s: %s ran %d of %d kernels on the interpreter", g->name, be->name, kc.interp, kc.total);
+  CHECK_MSG(st == LDMC_OK, "%s on interp: %s", g->name, ldmc_last_error());
   ldmc_executable_free(e);
   return st == LDMC_OK;
 }
@@ -255,7 +237,7 @@ static bool grad_run_make(const gc_case *c, uint64_t seed, grad_run *r) {
   r->in[np] = th_random(f->dtype, f->shape, &seed, -1, 1);
   r->n_out = r->gg->n_outputs;
   r->out = calloc((size_t)r->n_out, sizeof *r->out);
-  return r->out && run_on(&ldmc_backend_interp, r->gg, r->in, np + 1, r->out, r->n_out);
+  return r->out && run_interp(r->gg, r->in, np + 1, r->out, r->n_out);
 }
 
 static double sum_abs_prod(const ldmc_tensor *a, const ldmc_tensor *b, double *dot) {
@@ -278,7 +260,7 @@ static double adjoint_defect(const gc_case *c, grad_run *r, int k, double scale)
     ldmc_tensor_set_elem(&v, i, scale * ldmc_tensor_get(&r->out[1 + k], i));
   for (int i = 0; i < np; i++) in[i] = i == k ? v : r->in[i];
   double defect = INFINITY;
-  if (run_on(&ldmc_backend_interp, r->g, in, np, &f, 1)) {
+  if (run_interp(r->g, in, np, &f, 1)) {
     double s, gg;
     double mag = sum_abs_prod(&r->in[np], &f, &s) + sum_abs_prod(&v, &v, &gg);
     defect = mag > 0 ? fabs(s - gg) / mag : fabs(s - gg);
@@ -307,50 +289,13 @@ static double worse(double a, double b) { return isnan(b) || b > a ? b : a; }
 
 /* ---- llvm-cpu --------------------------------------------------------------------- */
 
-static int g_llvm_compared, g_llvm_skipped;
-
-/* Check 3: nodes llvm-cpu refuses are printed; any but a >2-spatial-dim
- * convolution fails. Then both backends run the f32 gradient graph. */
-static void llvm_check(const gc_case *c, const ldmc_backend_i *lc, uint64_t seed) {
-  gc_case c32 = in_dtype(c, LDMC_F32);
-  grad_run r;
-  if (!grad_run_make(&c32, seed, &r)) {
-    grad_run_free(&r);
-    return;
-  }
-  int refused = 0;
-  for (int32_t i = 0; i < r.gg->n_nodes; i++) {
-    const ldmc_node *n = &r.gg->nodes[i];
-    if (lc->supports(n)) continue;
-    char s[160];
-    printf("  llvm-cpu refuses %%%d %s %s%s in '%s'\n", (int)i, ldmc_op_name(n->op), ldmc_dtype_name(n->dtype),
-           ldmc_shape_str(&n->shape, s, sizeof s), c->name);
-    CHECK_MSG(n->op == LDMC_OP_CONVOLUTION && n->shape.rank > 4, "%s: llvm-cpu refuses %s", c->name,
-              ldmc_op_name(n->op));
-    refused++;
-  }
-  if (refused) {
-    g_llvm_skipped++;
-  } else {
-    int np = c->n_params;
-    ldmc_tensor *got = calloc((size_t)r.n_out, sizeof *got);
-    if (got && run_on(lc, r.gg, r.in, np + 1, got, r.n_out)) {
-      for (int k = 0; k < r.n_out; k++) {
-        int64_t n = th_numel(&r.out[k].shape);
-        double mx = 1, worst = 0;
-        for (int64_t e = 0; e < n; e++) mx = fmax(mx, fabs(ldmc_tensor_get(&r.out[k], e)));
-        for (int64_t e = 0; e < n; e++)
-          worst = worse(worst, fabs(ldmc_tensor_get(&got[k], e) - ldmc_tensor_get(&r.out[k], e)));
-        CHECK_MSG(ldmc_shape_equal(&got[k].shape, &r.out[k].shape) && worst <= 1e-5 * mx,
-                  "%s: llvm-cpu output '%s' differs from interp by %.3g (scale %.3g)", c->name, r.gg->output_names[k],
-                  worst, mx);
-      }
-      g_llvm_compared++;
-    }
-    if (got) th_release(r.n_out, got);
-    free(got);
-  }
-  grad_run_free(&r);
+/* Check 3: only a convolution with more than 2 spatial dims (x of rank > 4)
+ * may be refused. */
+static void llvm_check(const gc_case *c, uint64_t seed) {
+  gc_llvm_result r = gc_check_llvm(c, seed);
+  bool conv3d = c->build == build_conv && c->params[0].shape.rank > 4;
+  CHECK_MSG(r == GC_LLVM_PASS || (r == GC_LLVM_SKIPPED && conv3d), "%s: llvm-cpu %s", c->name,
+            r == GC_LLVM_SKIPPED ? "refuses a node" : "gradients differ from interp's");
 }
 
 /* ---- sanity: a 0.1% wrong gradient is caught ------------------------------------------ */
@@ -430,16 +375,13 @@ static void sanity_checks(void) {
 
 int main(void) {
   make_cases();
-  const ldmc_backend_i *lc = ldmc_backend_find("llvm-cpu");
-  CHECK_MSG(lc != NULL, "no llvm-cpu backend: %s", ldmc_last_error());
   for (int i = 0; i < g_n; i++) {
     const gc_case *c = &g_cases[i];
     CHECK_MSG(gc_check(c, 1000 + (uint64_t)i), "%s: gc_check", c->name);
     adjoint_check(c, 2000 + (uint64_t)i);
-    if (lc) llvm_check(c, lc, 3000 + (uint64_t)i);
+    llvm_check(c, 3000 + (uint64_t)i);
   }
   sanity_checks();
-  printf("llvm-cpu: %d gradient graphs compared with interp, %d skipped (refused nodes above)\n", g_llvm_compared,
-         g_llvm_skipped);
+  gc_llvm_summary("test_grad_contract");
   return test_summary("test_grad_contract");
 }

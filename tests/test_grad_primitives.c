@@ -4,8 +4,13 @@
  * gather/scatter_add along several axes with repeated and out-of-range
  * indices, broadcasts, transposes, concatenation, fan-out and a long chain.
  * Values stay away from the kinks of abs/max/min and the integer steps of
- * convert. */
+ * convert. Every case is checked twice: gc_check (finite differences, on the
+ * interpreter) and gc_check_llvm (its f32 gradient graph on llvm-cpu at every
+ * ISA level the host runs, against the interpreter); every case must run on
+ * llvm-cpu (none skipped). Builders take their dtypes from the parameters,
+ * so one builder serves both. */
 #include "frontend/builder_internal.h" /* ldmc_builder_node: scatter_add has no builder function */
+#define GC_LLVM
 #include "grad_check.h"
 
 typedef struct spec {
@@ -25,10 +30,17 @@ typedef struct spec {
 
 static uint64_t g_seed;
 
+/* Both checks of a case. */
+static void check_case(const gc_case *c) {
+  uint64_t seed = ++g_seed;
+  CHECK_MSG(gc_check(c, seed), "gradient check %s", c->name);
+  CHECK_MSG(gc_check_llvm(c, seed) == GC_LLVM_PASS, "llvm-cpu gradients of %s", c->name);
+}
+
 static void run_case(const char *name, gc_build_fn fn, void *user, int n, const gc_param *ps) {
   gc_case c = {.name = name, .n_params = n, .build = fn, .user = user};
   for (int i = 0; i < n; i++) c.params[i] = ps[i];
-  CHECK_MSG(gc_check(&c, ++g_seed), "gradient check %s", name);
+  check_case(&c);
 }
 #define RUN(name, fn, user, ...) \
   run_case(name, fn, user, NELEM(((gc_param[]){__VA_ARGS__})), (gc_param[]){__VA_ARGS__})
@@ -71,7 +83,7 @@ static ldmc_value b_scatter_add(ldmc_builder *b, const ldmc_value *p, void *u) {
   ldmc_attrs at = {0};
   at.axis = ((spec *)u)->axis;
   ldmc_value ops[3] = {p[0], p[1], p[2]};
-  ldmc_value s = ldmc_builder_node(b, LDMC_OP_SCATTER_ADD, GC_DT, NULL, 3, ops, &at);
+  ldmc_value s = ldmc_builder_node(b, LDMC_OP_SCATTER_ADD, ldmc_value_dtype(b, p[0]), NULL, 3, ops, &at);
   return ldmc_mul(b, s, s); /* squared: the cotangent of x and updates depends on the sum */
 }
 static ldmc_value b_broadcast(ldmc_builder *b, const ldmc_value *p, void *u) {
@@ -93,15 +105,15 @@ static ldmc_value b_select(ldmc_builder *b, const ldmc_value *p, void *u) {
   ldmc_value pr = ldmc_compare_values(b, LDMC_CMP_LT, p[0], p[1]);
   return ldmc_select(b, pr, ldmc_mul(b, p[0], p[2]), ldmc_unary(b, LDMC_OP_SIN, p[1]));
 }
-/* f32 x -> f64 (mixed precision), times y */
+/* x converted to y's dtype (mixed precision: f32/bf16/f16 -> f64), times y */
 static ldmc_value b_convert_up(ldmc_builder *b, const ldmc_value *p, void *u) {
   (void)u;
-  return ldmc_mul(b, ldmc_convert(b, p[0], GC_DT), p[1]);
+  return ldmc_mul(b, ldmc_convert(b, p[0], ldmc_value_dtype(b, p[1])), p[1]);
 }
 /* convert through i32 carries no gradient: f = x * i32(x) */
 static ldmc_value b_convert_int(ldmc_builder *b, const ldmc_value *p, void *u) {
   (void)u;
-  return ldmc_mul(b, p[0], ldmc_convert(b, ldmc_convert(b, p[0], LDMC_I32), GC_DT));
+  return ldmc_mul(b, p[0], ldmc_convert(b, ldmc_convert(b, p[0], LDMC_I32), ldmc_value_dtype(b, p[0])));
 }
 /* x used three times */
 static ldmc_value b_fanout(ldmc_builder *b, const ldmc_value *p, void *u) {
@@ -160,14 +172,19 @@ static void test_binary(void) {
   RUN("pow both operands [3,5]", b_binary, &pw, PP(3, 5), PR(3, 5));
   RUN("pow scalar exponent [7]", b_binary, &pw, PP(7), PS);
   RUN("select with compare predicate [3,7]", b_select, NULL, PR(3, 7), PR(3, 7), PR(3, 7));
-  gc_case up = {.name = "convert f32 -> f64 [5,3]", .n_params = 2, .build = b_convert_up};
-  up.params[0] = (gc_param){LDMC_F32, SHAPE(5, 3), NULL, false};
-  up.params[1] = (gc_param)PR(5, 3);
-  CHECK(gc_check(&up, ++g_seed));
+  /* x in f32, bf16, f16; on llvm-cpu (llvm_keep_narrow) bf16 and f16 -> f32 */
+  static const struct { ldmc_dtype dt; const char *name; } ups[] = {
+      {LDMC_F32, "convert f32 -> f64 [5,3]"}, {LDMC_BF16, "convert bf16 -> f64 [5,3]"}, {LDMC_F16, "convert f16 -> f64 [5,3]"}};
+  for (int i = 0; i < NELEM(ups); i++) {
+    gc_case up = {.name = ups[i].name, .n_params = 2, .build = b_convert_up, .llvm_keep_narrow = true};
+    up.params[0] = (gc_param){ups[i].dt, SHAPE(5, 3), NULL, false};
+    up.params[1] = (gc_param)PR(5, 3);
+    check_case(&up);
+  }
   static const double v[] = {0.3, 1.6, 2.4, -0.7, -1.2, 0.55, 3.3};
   gc_case ci = {.name = "convert through i32 [7]", .n_params = 1, .build = b_convert_int};
   ci.params[0] = (gc_param){GC_DT, SHAPE(7), v, false};
-  CHECK(gc_check(&ci, ++g_seed));
+  check_case(&ci);
 }
 
 static void test_reduce(void) {
@@ -251,7 +268,30 @@ static void test_graphs(void) {
   RUN("chain of 10 ops", b_chain, NULL, PR(3, 5), PP(5));
 }
 
+/* gc_check_llvm's measure: |got - want| / max(1, max |want|), NaN only on one
+ * side or another shape: INFINITY. */
+static void test_llvm_measure(void) {
+  static const double want[] = {0.5, -2.0, 0.25}, near[] = {0.5, -2.0 + 1e-5, 0.25}, far[] = {0.5, -2.0, 0.25 + 4e-5};
+  ldmc_tensor w = th_tensor(LDMC_F32, SHAPE(3), want), a = th_tensor(LDMC_F32, SHAPE(3), near),
+              f = th_tensor(LDMC_F32, SHAPE(3), far), n = th_tensor(LDMC_F32, SHAPE(3), want),
+              s = th_tensor(LDMC_F32, SHAPE(1, 3), want);
+  int64_t at;
+  CHECK(gc_llvm_err(&w, &w, &at) == 0.0);
+  double e = gc_llvm_err(&a, &w, &at);
+  CHECK_MSG(e <= gc_llvm_tol(LDMC_F32) && at == 1, "err %g at %lld", e, (long long)at);
+  e = gc_llvm_err(&f, &w, &at);
+  CHECK_MSG(e > gc_llvm_tol(LDMC_F32) && at == 2, "err %g at %lld", e, (long long)at);
+  ldmc_tensor_set_elem(&n, 0, NAN);
+  CHECK(isinf(gc_llvm_err(&n, &w, &at)) && at == 0);
+  CHECK(isinf(gc_llvm_err(&w, &n, &at)));
+  CHECK(gc_llvm_err(&n, &n, &at) == 0.0);
+  CHECK(isinf(gc_llvm_err(&s, &w, &at)) && at < 0);
+  ldmc_tensor ts[5] = {w, a, f, n, s};
+  th_release(5, ts);
+}
+
 int main(void) {
+  test_llvm_measure();
   test_unary();
   test_binary();
   test_reduce();
@@ -259,5 +299,6 @@ int main(void) {
   test_gather_scatter();
   test_shapes();
   test_graphs();
+  gc_llvm_summary("test_grad_primitives");
   return test_summary("test_grad_primitives");
 }

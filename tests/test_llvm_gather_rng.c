@@ -20,6 +20,7 @@
 #include "backends/backend.h"
 #include "backends/llvm_cpu/llvm_cpu.h"
 #include "frontend/frontend.h"
+#include "passes/passes.h"
 #include "test_util.h"
 
 static uint64_t g_rng = 0x243f6a8885a308d3ull;
@@ -377,6 +378,53 @@ static void test_concat_time(void) {
             t200);
 }
 
+
+/* A gather whose indices reverse an axis (a convolution's flipped kernel in
+ * an input gradient) is a view: fused into its consumer's loop, no gather
+ * kernel, exact on every axis, through a transpose, and as a product's
+ * operand (copied first: products read forward strides only). */
+static void test_reverse(void) {
+  const int64_t dims[3] = {3, 5, 7};
+  for (int ax = 0; ax < 3; ax++) {
+    ldmc_builder *b = ldmc_builder_new("reverse");
+    ldmc_value x = ldmc_parameter(b, "x", LDMC_F32, 3, dims);
+    int32_t idx[7];
+    for (int i = 0; i < dims[ax]; i++) idx[i] = (int32_t)(dims[ax] - 1 - i);
+    ldmc_value ix = ldmc_constant(b, LDMC_I32, 1, &dims[ax], idx);
+    ldmc_value r = ldmc_gather(b, x, ix, ax);
+    ldmc_value y = ldmc_unary(b, LDMC_OP_NEG, ldmc_transpose(b, r, (int64_t[]){2, 0, 1}));
+    ldmc_graph *g = finish(b, y);
+    if (!g) continue;
+    char name[64];
+    snprintf(name, sizeof name, "reverse axis %d, transposed, negated", ax);
+    check_exact(g, 0, name);
+    ldmc_plan *plan = NULL;
+    ldmc_pipeline_opts po = {0};
+    ldmc_graph *c = ldmc_graph_clone(g);
+    CHECK(c && ldmc_compile_plan(c, ldmc_target_find("llvm-cpu"), &po, &plan) == LDMC_OK);
+    int kernels = 0, gather_kernels = 0;
+    for (int32_t k = 0; plan && k < plan->n_kernels; k++) {
+      kernels++;
+      gather_kernels += plan->kernels[k].kind == LDMC_KERNEL_COPY;
+    }
+    CHECK_MSG(kernels == 1 && gather_kernels == 0, "%s: %d kernels (%d copies), expected the reverse fused into one loop",
+              name, kernels, gather_kernels);
+    ldmc_plan_free(plan);
+    ldmc_graph_free(c);
+    ldmc_graph_free(g);
+  }
+  /* reversed rows of a matrix product's operand */
+  ldmc_builder *b = ldmc_builder_new("reverse_dot");
+  ldmc_value a = ldmc_parameter(b, "a", LDMC_F32, 2, (int64_t[]){9, 13});
+  ldmc_value w = ldmc_parameter(b, "w", LDMC_F32, 2, (int64_t[]){13, 11});
+  int32_t idx[13];
+  for (int i = 0; i < 13; i++) idx[i] = 12 - i;
+  ldmc_value ra = ldmc_gather(b, a, ldmc_constant(b, LDMC_I32, 1, (int64_t[]){13}, idx), 1);
+  ldmc_graph *g = finish(b, ldmc_matmul(b, ra, w));
+  if (g) check_close(g, 1e-6, "reversed operand of a product");
+  ldmc_graph_free(g);
+}
+
 int main(void) {
   if (getenv("LDMC_TEST_CONCAT_N")) {
     test_concat_time();
@@ -384,6 +432,7 @@ int main(void) {
   }
   test_rng();
   test_gather_scatter();
+  test_reverse();
   test_misc();
   test_dilated_conv();
   test_concat_time();

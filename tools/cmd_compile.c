@@ -11,6 +11,7 @@
 
 #include "backends/llvm_cpu/llvm_cpu.h"
 #include "models/unet.h"
+#include "models/unet_train.h"
 #include "passes/passes.h"
 #include "support/fileio.h"
 #include "tools/cli_args.h"
@@ -177,6 +178,30 @@ done:
   return rc;
 }
 
+/* --train: where the step's work and state are, from the step graph as built. */
+static void print_train_summary(const ldmc_train_step_stats *ts, const ldmc_train_opts *o, int64_t batch) {
+  printf("training step: AdamW (lr and step are inputs), clip ");
+  if (o->clip_norm > 0) printf("%g", o->clip_norm);
+  else printf("none");
+  printf(", EMA ");
+  if (o->ema_decay > 0) printf("%g", o->ema_decay);
+  else printf("none");
+  printf("; batch %" PRId64 "\n", batch);
+  const ldmc_flops *f = ts->flops;
+  double fwd = (double)(f[LDMC_TRAIN_FORWARD].mac + f[LDMC_TRAIN_FORWARD].other);
+  for (int p = 0; p < LDMC_TRAIN_PHASES; p++) {
+    double tot = (double)(f[p].mac + f[p].other);
+    printf("  %-9s %12.4f GFLOP (%.4f multiply-add, %.4f other), %" PRId64 " nodes",
+           ldmc_train_phase_name((ldmc_train_phase)p), tot / 1e9, (double)f[p].mac / 1e9, (double)f[p].other / 1e9, ts->nodes[p]);
+    if (p != LDMC_TRAIN_FORWARD && fwd > 0) printf(", %.3fx forward", tot / fwd);
+    printf("\n");
+  }
+  printf("  (forward: the U-Net and the loss; backward: scope grad.*; optimizer: scope optim.*; as built)\n");
+  printf("trained parameters: %" PRId64 " in %" PRId64 " tensors\n", ts->trained_params, ts->trained_tensors);
+  printf("state between steps: %" PRId64 " bytes (%.2f MiB) = weights %.2f + Adam moments %.2f + EMA %.2f MiB\n",
+         ts->state_bytes, mib(ts->state_bytes), mib(ts->param_bytes), mib(ts->moment_bytes), mib(ts->ema_bytes));
+}
+
 int ldmc_cmd_compile(int argc, char **argv) {
   ldmc_cli_flag flags[] = {
       {"model", "NAME", "built-in model to compile: unet", NULL},
@@ -207,11 +232,23 @@ int ldmc_cmd_compile(int argc, char **argv) {
       {"entry", "NAME", "with --emit: the entry point's name (default: the graph name)", NULL},
       {"activation-params", "N", "only the first N parameters change between runs; later ones are weights\n"
                                  "(kernels reading only weights are prepacked once). Default: 3 for the U-Net\n"
-                                 "(sample, timestep, context), all parameters for a FILE", NULL},
+                                 "(sample, timestep, context), all parameters for a FILE and with --train", NULL},
+      {"train", NULL, "with --model unet: compile the training step instead of the forward pass:\n"
+                      "the U-Net, loss mean((unet(noisy_sample, t, ctx) - target)^2), backward, AdamW\n"
+                      "(docs/training.md), planned with its state donated (updated in place). Also\n"
+                      "prints the FLOPs of forward, backward and optimizer, the trained parameters\n"
+                      "and the state bytes (weights + 2 Adam moments [+ EMA])", NULL},
+      {"ema", "DECAY", "with --train: also keep an EMA of the weights, decay in (0, 1) (e.g. 0.9999)", NULL},
+      {"clip", "NORM", "with --train: clip gradients to global L2 norm NORM > 0 (e.g. 1.0)", NULL},
+      {"memory-budget", "BYTES", "rematerialize: recompute activations for their late readers (the backward\n"
+                                 "pass) instead of keeping them, until the planned peak fits BYTES (a count, or\n"
+                                 "with K, M, G: KiB, MiB, GiB); prints the peak before and after and the extra\n"
+                                 "FLOPs. A budget that cannot be met is reported, not an error", NULL},
   };
   ldmc_cli_cmd c = {
       .name = "compile",
       .usage = "--model unet [--channels C --latent HxW[xC] --context DxT --batch B] [--target NAME] [options]\n"
+               "--model unet --train [--ema DECAY] [--clip NORM] [model flags] [--target NAME] [options]\n"
                "FILE [--target NAME] [options]",
       .summary = "Run the target's pass pipeline (simplify, fold, CSE, DCE, attention, decompose, layout,\n"
                  "fusion, tiling, scheduling, buffer assignment) and print the kernels after fusion\n"
@@ -251,10 +288,33 @@ int ldmc_cmd_compile(int argc, char **argv) {
     return rc;
   const char *model = ldmc_cli_get(&c, "model");
   if ((model != NULL) == (c.n_pos == 1)) return ldmc_cli_usage_error(&c, "give either --model NAME or one graph FILE");
-  static const char *const model_flags[] = {"channels", "latent", "context", "batch"};
+  static const char *const model_flags[] = {"channels", "latent", "context", "batch", "train"};
   for (int i = 0; !model && i < (int)(sizeof model_flags / sizeof model_flags[0]); i++)
     if (ldmc_cli_has(&c, model_flags[i]))
       return ldmc_cli_usage_error(&c, "flag '--%s' needs --model (see ldmc compile --help)", model_flags[i]);
+  const bool train = ldmc_cli_has(&c, "train");
+  int64_t budget = 0;
+  if (ldmc_cli_has(&c, "memory-budget")) {
+    const char *v = ldmc_cli_get(&c, "memory-budget");
+    char *end = NULL;
+    double x = v ? strtod(v, &end) : 0;
+    double unit = end && *end == 'K' ? 1024.0 : end && *end == 'M' ? 1048576.0 : end && *end == 'G' ? 1073741824.0 : 1;
+    if (end && unit > 1) end++;
+    if (!v || end == v || (end && *end) || !(x > 0) || x * unit > 9.0e18)
+      return ldmc_cli_usage_error(&c, "--memory-budget %s: expected a positive byte count, optionally with K, M or G "
+                                  "(KiB, MiB, GiB), e.g. 3G",
+                                  v ? v : "");
+    budget = (int64_t)(x * unit);
+  }
+  ldmc_remat_report remat = {0};
+  ldmc_train_opts topts = {0};
+  if (!train && (ldmc_cli_has(&c, "ema") || ldmc_cli_has(&c, "clip")))
+    return ldmc_cli_usage_error(&c, "flag '--%s' needs --train", ldmc_cli_has(&c, "ema") ? "ema" : "clip");
+  if (train && ldmc_cli_has(&c, "activation-params"))
+    return ldmc_cli_usage_error(&c, "--activation-params does not apply with --train: every weight is trained, "
+                                "so none is constant between steps");
+  if (ldmc_unet_train_opts_from_args(ldmc_cli_get(&c, "ema"), ldmc_cli_get(&c, "clip"), &topts) != LDMC_OK)
+    return ldmc_cli_usage_error(&c, "%s", ldmc_last_error());
   const char *chans = ldmc_cli_get(&c, "channels");
   if (chans && strchr(chans, ','))
     return ldmc_cli_usage_error(&c, "flag '--channels' takes one width here, got '%s' (ldmc stats takes a list)", chans);
@@ -274,13 +334,29 @@ int ldmc_cmd_compile(int argc, char **argv) {
   if ((rc = ldmc_cli_int(&c, "threads", 1, 4096, &threads)) != LDMC_CLI_CONTINUE) return rc;
   if ((rc = check_dumps(&c, false)) != LDMC_CLI_CONTINUE) return rc;
   ldmc_graph *g = NULL;
+  ldmc_train_step_stats tstats;
+  int32_t *donate = NULL; /* --train: the state pairing, planned as updated in place */
   double t0 = now_s();
   if (model) {
     if (strcmp(model, "unet") != 0) return ldmc_cli_usage_error(&c, "unknown model '%s' (models: unet)", model);
     ldmc_unet_config cfg;
     if ((rc = ldmc_unet_cli_config(&c, NULL, &cfg)) != LDMC_CLI_CONTINUE) return rc; /* the shared defaults */
-    if (ldmc_unet_build(&cfg, &g) != LDMC_OK) return ldmc_cli_fail(&c, "building the U-Net: %s", ldmc_last_error());
-    if (n_act < 0) n_act = LDMC_UNET_N_INPUTS;
+    if (train) {
+      if (ldmc_unet_train_step_build(&cfg, &topts, &g) != LDMC_OK)
+        return ldmc_cli_fail(&c, "building the U-Net training step: %s", ldmc_last_error());
+      donate = malloc((size_t)g->n_outputs * sizeof *donate);
+      if (!donate || ldmc_train_step_stats_compute(g, &tstats) != LDMC_OK ||
+          ldmc_train_step_state_pairs(g, donate) != LDMC_OK) {
+        rc = ldmc_cli_fail(&c, "%s", donate ? ldmc_last_error() : "out of memory");
+        ldmc_graph_free(g);
+        free(donate);
+        return rc;
+      }
+      batch = cfg.batch; /* n_act stays -1: the trained state changes every step, nothing is prepacked */
+    } else {
+      if (ldmc_unet_build(&cfg, &g) != LDMC_OK) return ldmc_cli_fail(&c, "building the U-Net: %s", ldmc_last_error());
+      if (n_act < 0) n_act = LDMC_UNET_N_INPUTS;
+    }
   } else {
     ldmc_module m = {0};
     ldmc_file_kind kind;
@@ -293,11 +369,13 @@ int ldmc_cmd_compile(int argc, char **argv) {
   double t_build = now_s() - t0;
   if ((rc = check_dumps(&c, true)) != LDMC_CLI_CONTINUE) {
     ldmc_graph_free(g);
+    free(donate);
     return rc;
   }
   ldmc_graph *built = NULL; /* --emit compiles the graph as built, as `ldmc run --backend llvm-cpu` does */
   if (emit && !(built = ldmc_graph_clone(g))) {
     ldmc_graph_free(g);
+    free(donate);
     return ldmc_cli_fail(&c, "out of memory");
   }
   int32_t nodes_before = g->n_nodes;
@@ -310,13 +388,17 @@ int ldmc_cmd_compile(int argc, char **argv) {
       .log = stdout,
       .params_are_weights = n_act >= 0,
       .n_activation_params = (int32_t)(n_act < 0 ? 0 : n_act),
+      .donate = donate,
+      .memory_budget = budget,
+      .remat = budget > 0 ? &remat : NULL,
   };
   ldmc_plan *plan = NULL;
   t0 = now_s();
   ldmc_compile_opts co = {.threads = (int)threads, .bf16 = ldmc_cli_has(&c, "bf16"), .params_are_weights = n_act >= 0,
-                          .n_activation_params = (int32_t)(n_act < 0 ? 0 : n_act)};
+                          .n_activation_params = (int32_t)(n_act < 0 ? 0 : n_act), .donate = donate};
   ldmc_status s = ldmc_cli_target_plan(&ct, &g, &co, &o, &plan); /* what the target's backend executes */
   double t_compile = now_s() - t0;
+  free(donate);
   if (s != LDMC_OK) {
     ldmc_graph_free(g);
     ldmc_graph_free(built);
@@ -328,6 +410,15 @@ int ldmc_cmd_compile(int argc, char **argv) {
   print_kernel_summary(plan, g, ldmc_cli_has(&c, "kernels"));
   printf("planned peak activation memory: %" PRId64 " bytes (%.2f MiB) in one arena\n", plan->arena_bytes,
          mib(plan->arena_bytes));
+  if (budget > 0) {
+    ldmc_flops fl = ldmc_graph_flops(g);
+    double total = (double)(fl.mac + fl.other);
+    printf("remat: budget %.2f MiB %s: pipeline peak %.2f -> %.2f MiB, %d values recomputed, %.4g extra GFLOP "
+           "(%.2f%% of the graph's)%s\n",
+           mib(budget), remat.met ? "met" : "NOT met", mib(remat.peak_before), mib(remat.peak_after), (int)remat.values,
+           (double)remat.extra_flops / 1e9, total > 0 ? 100.0 * (double)remat.extra_flops / total : 0.0,
+           plan->arena_bytes > remat.peak_after ? " (the executing backend adds its kernel scratch)" : "");
+  }
   printf("  live-bytes lower bound %.2f MiB; naive sum of intermediates %.2f MiB as built (%.1fx the arena),\n"
          "  %.2f MiB after the graph passes\n",
          mib(plan->live_peak_bytes), mib(naive_before),
@@ -345,6 +436,7 @@ int ldmc_cmd_compile(int argc, char **argv) {
            mib(plan->prepacked_bytes));
   printf("schedule: simulated live peak %.2f MiB (kernels in root order: %.2f MiB)\n", mib(plan->peak_scheduled),
          mib(plan->peak_in_root_order));
+  if (train) print_train_summary(&tstats, &topts, batch);
   printf("build %.3f s, pass pipeline %.3f s\n", t_build, t_compile);
   ldmc_status chk = ldmc_plan_check_buffers(plan, g);
   if (chk != LDMC_OK) rc = ldmc_cli_fail(&c, "buffer check failed: %s", ldmc_last_error());

@@ -6,9 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "models/stats.h"
 #include "models/unet.h"
+#include "models/unet_train.h"
 #include "passes/passes.h"
 #include "tools/cli_args.h"
 #include "tools/cli_target.h"
@@ -23,18 +25,51 @@ typedef struct row {
   ldmc_plan_stats plan; /* the pipeline of --target over a copy of the graph */
   double norm_cost;
   ldmc_stats_breakdown by_op, by_block;
+  ldmc_train_step_stats train; /* --train */
 } row;
 
-/* target NULL: FLOPs only (the reference width's row). */
-static ldmc_status measure(const ldmc_unet_config *base, int c, const ldmc_cli_target *target, bool breakdown, row *r) {
+/* The plan columns of a training step, as `ldmc compile --train` plans it:
+ * the state pairing donated (updated in place), nothing a weight. */
+static ldmc_status train_plan_stats(const ldmc_cli_target *ct, const ldmc_graph *g, ldmc_plan_stats *out) {
+  memset(out, 0, sizeof *out);
+  int32_t *donate = malloc((size_t)(g->n_outputs ? g->n_outputs : 1) * sizeof *donate);
+  ldmc_graph *c = ldmc_graph_clone(g);
+  ldmc_status st = donate && c ? ldmc_train_step_state_pairs(g, donate)
+                               : ldmc_error(LDMC_ERR_NOMEM, "stats: out of memory copying graph '%s'", g->name);
+  ldmc_pipeline_opts po = {.donate = donate};
+  ldmc_compile_opts co = {.donate = donate};
+  ldmc_plan *plan = NULL;
+  struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  if (st == LDMC_OK) st = ldmc_cli_target_plan(ct, &c, &co, &po, &plan);
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  if (st == LDMC_OK)
+    ldmc_plan_stats_fill(g, c, plan, (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec), out);
+  ldmc_plan_free(plan);
+  ldmc_graph_free(c);
+  free(donate);
+  return st;
+}
+
+/* target NULL: FLOPs only (the reference width's row). train: the training
+ * step graph instead (nothing is a weight: the trained state changes every step). */
+static ldmc_status measure(const ldmc_unet_config *base, int c, const ldmc_cli_target *target, bool breakdown,
+                           const ldmc_train_opts *train, row *r) {
   ldmc_unet_config cfg = *base;
   cfg.channels = c;
   memset(r, 0, sizeof *r);
   r->channels = c;
   ldmc_graph *g = NULL;
-  LDMC_TRY(ldmc_unet_build(&cfg, &g));
-  ldmc_status st = ldmc_stats_compute(g, ldmc_unet_input_names, LDMC_UNET_N_INPUTS, &r->s);
-  if (st == LDMC_OK && target) st = ldmc_cli_target_plan_stats(target, g, LDMC_UNET_N_INPUTS, false, &r->plan);
+  ldmc_status st;
+  if (train) {
+    LDMC_TRY(ldmc_unet_train_step_build(&cfg, train, &g));
+    st = ldmc_train_step_stats_compute(g, &r->train);
+    if (st == LDMC_OK && target) st = train_plan_stats(target, g, &r->plan);
+  } else {
+    LDMC_TRY(ldmc_unet_build(&cfg, &g));
+    st = ldmc_stats_compute(g, ldmc_unet_input_names, LDMC_UNET_N_INPUTS, &r->s);
+    if (st == LDMC_OK && target) st = ldmc_cli_target_plan_stats(target, g, LDMC_UNET_N_INPUTS, false, &r->plan);
+  }
   if (st == LDMC_OK && breakdown) st = ldmc_stats_by_op(g, &r->by_op);
   if (st == LDMC_OK && breakdown) st = ldmc_stats_by_block(g, &r->by_block);
   ldmc_graph_free(g);
@@ -153,6 +188,104 @@ static int print_json(const ldmc_cli_cmd *c, const row *rows, int n, const ldmc_
   return LDMC_EXIT_OK;
 }
 
+/* ---- --train: the training step's rows ---- */
+static int64_t phase_total(const row *r, ldmc_train_phase p) { return r->train.flops[p].mac + r->train.flops[p].other; }
+static double bwd_ratio(const row *r) {
+  int64_t f = phase_total(r, LDMC_TRAIN_FORWARD);
+  return f > 0 ? (double)phase_total(r, LDMC_TRAIN_BACKWARD) / (double)f : 0.0;
+}
+
+static void print_train_table(const row *rows, int n, const ldmc_unet_config *cfg, const ldmc_train_opts *o,
+                              const char *target, bool breakdown) {
+  printf("U-Net training step (AdamW");
+  if (o->clip_norm > 0) printf(", clip %g", o->clip_norm);
+  if (o->ema_decay > 0) printf(", EMA %g", o->ema_decay);
+  printf(") at latent %" PRId64 "x%" PRId64 "x%d, context %dx%d, batch %" PRId64 ", target %s\n", cfg->height,
+         cfg->width, cfg->in_channels, cfg->context_dim, cfg->context_tokens, cfg->batch, target);
+  printf("%8s %15s %11s %11s %8s %11s %12s %9s %8s %16s\n", "channels", "params", "fwd GFLOP", "bwd GFLOP", "bwd/fwd",
+         "opt GFLOP", "matmul share", "state MiB", "kernels", "planned peak MiB");
+  for (int i = 0; i < n; i++) {
+    const row *r = &rows[i];
+    int64_t all = 0, mac = 0;
+    for (int p = 0; p < LDMC_TRAIN_PHASES; p++)
+      all += phase_total(r, (ldmc_train_phase)p), mac += r->train.flops[p].mac;
+    printf("%8d %15" PRId64 " %11.3f %11.3f %8.3f %11.4f %11.1f%% %9.1f %8d %16.2f\n", r->channels,
+           r->train.trained_params, gf(phase_total(r, LDMC_TRAIN_FORWARD)), gf(phase_total(r, LDMC_TRAIN_BACKWARD)),
+           bwd_ratio(r), gf(phase_total(r, LDMC_TRAIN_OPTIMIZER)), all > 0 ? 100.0 * (double)mac / (double)all : 0.0,
+           mib(r->train.state_bytes), (int)r->plan.kernels, mib(r->plan.arena_bytes));
+  }
+  printf("fwd: the U-Net and the loss; bwd: the gradient nodes (scope grad.*); opt: clipping, AdamW, EMA\n"
+         "(scope optim.*). GFLOP: all FLOPs of the phase (2 x multiply-adds plus elementwise, norms, ...);\n"
+         "matmul share: the multiply-add part of the whole step. params: trained weights. state: weights,\n"
+         "Adam moments (and EMA) carried between steps. kernels, planned peak: the step's plan on target\n"
+         "%s with its state donated (updated in place), as `ldmc compile --model unet --train` prints.\n",
+         target);
+  if (!breakdown) return;
+  for (int i = 0; i < n; i++) {
+    ldmc_model_stats s = {.mac_flops = 0};
+    for (int p = 0; p < LDMC_TRAIN_PHASES; p++)
+      s.mac_flops += rows[i].train.flops[p].mac, s.other_flops += rows[i].train.flops[p].other;
+    printf("\nc=%d\n", rows[i].channels);
+    print_breakdown_table("op", &rows[i].by_op, &s);
+    print_breakdown_table("block", &rows[i].by_block, &s);
+  }
+}
+
+static void print_train_csv(const row *rows, int n) {
+  printf("channels,params,forward_gflops,backward_gflops,optimizer_gflops,backward_forward_ratio,param_tensors,"
+         "forward_mac_flops,forward_other_flops,backward_mac_flops,backward_other_flops,optimizer_mac_flops,"
+         "optimizer_other_flops,state_bytes,kernels,prepack_kernels,planned_peak_bytes\n");
+  for (int i = 0; i < n; i++) {
+    const row *r = &rows[i];
+    const ldmc_flops *f = r->train.flops;
+    printf("%d,%" PRId64 ",%.6f,%.6f,%.6f,%.6f,%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64
+           ",%" PRId64 ",%" PRId64 ",%d,%d,%" PRId64 "\n",
+           r->channels, r->train.trained_params, gf(phase_total(r, LDMC_TRAIN_FORWARD)),
+           gf(phase_total(r, LDMC_TRAIN_BACKWARD)), gf(phase_total(r, LDMC_TRAIN_OPTIMIZER)), bwd_ratio(r),
+           r->train.trained_tensors, f[0].mac, f[0].other, f[1].mac, f[1].other, f[2].mac, f[2].other,
+           r->train.state_bytes, (int)r->plan.kernels, (int)r->plan.prepack_kernels, r->plan.arena_bytes);
+  }
+}
+
+static int print_train_json(const ldmc_cli_cmd *c, const row *rows, int n, const ldmc_unet_config *cfg,
+                            const ldmc_train_opts *o, const char *target, bool breakdown) {
+  json_t *arr = json_array();
+  for (int i = 0; i < n; i++) {
+    const row *r = &rows[i];
+    json_t *ph = json_object();
+    for (int p = 0; p < LDMC_TRAIN_PHASES; p++)
+      json_object_set_new(ph, ldmc_train_phase_name((ldmc_train_phase)p),
+                          json_pack("{s:I,s:I,s:I}", "mac_flops", (json_int_t)r->train.flops[p].mac, "other_flops",
+                                    (json_int_t)r->train.flops[p].other, "nodes", (json_int_t)r->train.nodes[p]));
+    json_t *x = json_pack("{s:i,s:I,s:I,s:o,s:f,s:I,s:I,s:I,s:I,s:i,s:i,s:I}", "channels", r->channels, "params",
+                          (json_int_t)r->train.trained_params, "param_tensors", (json_int_t)r->train.trained_tensors,
+                          "phases", ph, "backward_forward_ratio", bwd_ratio(r), "state_bytes",
+                          (json_int_t)r->train.state_bytes, "param_bytes", (json_int_t)r->train.param_bytes,
+                          "moment_bytes", (json_int_t)r->train.moment_bytes, "ema_bytes",
+                          (json_int_t)r->train.ema_bytes, "kernels", (int)r->plan.kernels, "prepack_kernels",
+                          (int)r->plan.prepack_kernels, "planned_peak_bytes", (json_int_t)r->plan.arena_bytes);
+    if (!x) {
+      json_decref(arr);
+      return ldmc_cli_fail(c, "out of memory writing JSON");
+    }
+    if (breakdown) {
+      json_object_set_new(x, "by_op", breakdown_json(&r->by_op));
+      json_object_set_new(x, "by_block", breakdown_json(&r->by_block));
+    }
+    json_array_append_new(arr, x);
+  }
+  json_t *root = json_pack("{s:s,s:b,s:f,s:f,s:[I,I,i],s:[i,i],s:I,s:s,s:o}", "model", "unet", "train", 1, "clip_norm",
+                           o->clip_norm, "ema_decay", o->ema_decay, "latent", (json_int_t)cfg->height,
+                           (json_int_t)cfg->width, cfg->in_channels, "context", cfg->context_dim,
+                           cfg->context_tokens, "batch", (json_int_t)cfg->batch, "target", target, "widths", arr);
+  char *s = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+  json_decref(root);
+  if (!s) return ldmc_cli_fail(c, "out of memory writing JSON");
+  puts(s);
+  free(s);
+  return LDMC_EXIT_OK;
+}
+
 int ldmc_cmd_stats(int argc, char **argv) {
   ldmc_cli_flag flags[] = {
       {"model", "NAME", "model family: unet (the only one so far; default unet)", NULL},
@@ -166,11 +299,18 @@ int ldmc_cmd_stats(int argc, char **argv) {
       {"target", "NAME", ldmc_cli_target_help("target of the kernels and planned peak columns"),
        NULL},
       {"backend", "NAME", "synonym of --target", NULL},
+      {"train", NULL, "the training step instead of the forward pass: U-Net + MSE loss on epsilon,\n"
+                      "backward, AdamW (docs/training.md); FLOPs split into forward, backward and\n"
+                      "optimizer, trained parameters, state bytes, the step's kernels and planned peak", NULL},
+      {"ema", "DECAY", "with --train: also keep an EMA of the weights, decay in (0, 1) (e.g. 0.9999)", NULL},
+      {"clip", "NORM", "with --train: clip gradients to global L2 norm NORM > 0 (e.g. 1.0)", NULL},
   };
   ldmc_cli_cmd c = {
       .name = "stats",
       .usage = "--model unet --channels 64,96,128 [--latent 64x64x4] [--context 1024x77] [--batch B]\n"
-               "  [--reference 320] [--target llvm-cpu] [--format table|csv|json] [--breakdown]",
+               "  [--reference 320] [--target llvm-cpu] [--format table|csv|json] [--breakdown]\n"
+               "--model unet --train [--ema DECAY] [--clip NORM] --channels 64,96,128 [model flags] [--target T]\n"
+               "  [--format table|csv|json] [--breakdown]",
       .summary = "Parameters, GFLOPs per denoising step, activation memory, kernels after fusion and\n"
                  "planned peak memory of U-Net variants, computed from each variant's IR.",
       .details = "Columns (CSV names in brackets):\n"
@@ -188,7 +328,9 @@ int ldmc_cmd_stats(int argc, char **argv) {
                  "    the planned peak activation memory `ldmc compile` prints.\n"
                  "  norm cost [normalized_cost]: GFLOPs/step / GFLOPs/step at --reference.\n"
                  "The first CSV columns are always channels,params,gflops_per_step,normalized_cost.\n"
-                 "See docs/models.md.\n",
+                 "With --train the rows are the training step's (the legend explains the columns; CSV:\n"
+                 "channels,params,forward_gflops,backward_gflops,optimizer_gflops,... with the exact FLOP\n"
+                 "counts of each phase); --reference does not apply. See docs/models.md, docs/training.md.\n",
       .flags = flags,
       .n_flags = (int)(sizeof flags / sizeof flags[0]),
   };
@@ -201,6 +343,14 @@ int ldmc_cmd_stats(int argc, char **argv) {
   if (!fmt) fmt = "table";
   if (strcmp(fmt, "table") && strcmp(fmt, "csv") && strcmp(fmt, "json"))
     return ldmc_cli_usage_error(&c, "flag '--format' expects table, csv or json, got '%s'", fmt);
+  bool train = ldmc_cli_has(&c, "train");
+  ldmc_train_opts topts = {0};
+  if (!train && (ldmc_cli_has(&c, "ema") || ldmc_cli_has(&c, "clip")))
+    return ldmc_cli_usage_error(&c, "flag '--%s' needs --train", ldmc_cli_has(&c, "ema") ? "ema" : "clip");
+  if (train && ldmc_cli_has(&c, "reference"))
+    return ldmc_cli_usage_error(&c, "--reference normalizes forward GFLOPs; it does not apply with --train");
+  if (ldmc_unet_train_opts_from_args(ldmc_cli_get(&c, "ema"), ldmc_cli_get(&c, "clip"), &topts) != LDMC_OK)
+    return ldmc_cli_usage_error(&c, "%s", ldmc_last_error());
   int64_t ref = 320;
   if ((rc = ldmc_cli_int(&c, "reference", 2, 1 << 20, &ref)) != LDMC_CLI_CONTINUE) return rc;
   const char *chans = ldmc_cli_get(&c, "channels");
@@ -235,24 +385,31 @@ int ldmc_cmd_stats(int argc, char **argv) {
   int done = 0;
   rc = LDMC_EXIT_OK;
   for (; done < n; done++) {
-    if (measure(&cfg, widths[done], &ct, breakdown, &rows[done]) != LDMC_OK) {
+    if (measure(&cfg, widths[done], &ct, breakdown, train ? &topts : NULL, &rows[done]) != LDMC_OK) {
       rc = ldmc_cli_fail(&c, "c=%d, target %s: %s", widths[done], target, ldmc_last_error());
       break;
     }
     if (widths[done] == ref) ref_flops = rows[done].s.mac_flops;
   }
-  if (rc == LDMC_EXIT_OK && ref_flops < 0) {
-    row r;
-    if (measure(&cfg, (int)ref, NULL, false, &r) != LDMC_OK)
-      rc = ldmc_cli_fail(&c, "reference c=%d: %s", (int)ref, ldmc_last_error());
-    ref_flops = r.s.mac_flops;
-    row_free(&r);
-  }
-  if (rc == LDMC_EXIT_OK) {
-    for (int i = 0; i < n; i++) rows[i].norm_cost = ref_flops > 0 ? (double)rows[i].s.mac_flops / (double)ref_flops : 0;
-    if (strcmp(fmt, "csv") == 0) print_csv(rows, n, breakdown);
-    else if (strcmp(fmt, "json") == 0) rc = print_json(&c, rows, n, &cfg, (int)ref, target, breakdown);
-    else print_table(rows, n, &cfg, (int)ref, target, breakdown);
+  if (rc == LDMC_EXIT_OK && train) {
+    if (strcmp(fmt, "csv") == 0) print_train_csv(rows, n);
+    else if (strcmp(fmt, "json") == 0) rc = print_train_json(&c, rows, n, &cfg, &topts, target, breakdown);
+    else print_train_table(rows, n, &cfg, &topts, target, breakdown);
+  } else if (rc == LDMC_EXIT_OK) {
+    if (ref_flops < 0) {
+      row r;
+      if (measure(&cfg, (int)ref, NULL, false, NULL, &r) != LDMC_OK)
+        rc = ldmc_cli_fail(&c, "reference c=%d: %s", (int)ref, ldmc_last_error());
+      ref_flops = r.s.mac_flops;
+      row_free(&r);
+    }
+    if (rc == LDMC_EXIT_OK) {
+      for (int i = 0; i < n; i++)
+        rows[i].norm_cost = ref_flops > 0 ? (double)rows[i].s.mac_flops / (double)ref_flops : 0;
+      if (strcmp(fmt, "csv") == 0) print_csv(rows, n, breakdown);
+      else if (strcmp(fmt, "json") == 0) rc = print_json(&c, rows, n, &cfg, (int)ref, target, breakdown);
+      else print_table(rows, n, &cfg, (int)ref, target, breakdown);
+    }
   }
   for (int i = 0; i < done && i < n; i++) row_free(&rows[i]);
   if (done < n) row_free(&rows[done]);

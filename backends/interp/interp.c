@@ -36,6 +36,7 @@ typedef struct interp_ctx {
   const ldmc_graph *g; /* the executable's graph */
   int32_t *last_use;   /* last node reading each value; n_nodes if it is an output */
   ldmc_profile_hook hook; /* kernel == NULL: not profiled */
+  int32_t *donate;     /* per output: the parameter it overwrites, -1; NULL: no donation */
 } interp_ctx;
 
 /* Each node is one kernel, named by its op (see backend.h). */
@@ -57,6 +58,7 @@ static void interp_destroy(void *context) {
   interp_ctx *c = context;
   if (!c) return;
   free(c->last_use);
+  free(c->donate);
   free(c);
 }
 
@@ -74,7 +76,7 @@ static ldmc_status interp_run(void *context, const ldmc_tensor *inputs, int n_in
                       (int)ldmc_graph_num_params(g), (int)g->n_outputs, n_inputs, n_outputs);
   ldmc_tensor *vals = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof *vals);
   if (!vals) return ldmc_error(LDMC_ERR_NOMEM, "interp: out of memory");
-  memset(outputs, 0, (size_t)n_outputs * sizeof *outputs);
+  if (!c->donate) memset(outputs, 0, (size_t)n_outputs * sizeof *outputs);
   ldmc_status st = LDMC_OK;
   int param = 0;
   const ldmc_tensor *ops_small[16];
@@ -115,12 +117,17 @@ static ldmc_status interp_run(void *context, const ldmc_tensor *inputs, int n_in
     }
     if (c->last_use[i] < 0) ldmc_tensor_release(&vals[i]); /* dead value */
   }
+  /* every node has run, so no old state is read any more: donated values
+   * are copied into their inputs (the reference keeps it simple) */
   for (int k = 0; k < n_outputs && st == LDMC_OK; k++) {
     const ldmc_tensor *v = &vals[g->outputs[k]];
-    st = ldmc_tensor_alloc(&outputs[k], g->output_names[k], v->dtype, &v->shape);
-    if (st == LDMC_OK && v->nbytes) memcpy(outputs[k].data, v->data, v->nbytes);
+    if (c->donate && c->donate[k] >= 0) {
+      if (v->nbytes && inputs[c->donate[k]].data != v->data) memmove(inputs[c->donate[k]].data, v->data, v->nbytes);
+      continue;
+    }
+    st = ldmc_output_deliver(g, k, v->data, c->donate != NULL, &outputs[k]);
   }
-  if (st != LDMC_OK)
+  if (st != LDMC_OK && !c->donate)
     for (int k = 0; k < n_outputs; k++) ldmc_tensor_release(&outputs[k]);
   release_all(vals, g->n_nodes);
   free(vals);
@@ -133,10 +140,11 @@ static const ldmc_executable_i k_interp_exec = {
 static bool interp_supports(const ldmc_node *n) { return (unsigned)n->op < LDMC_OP_COUNT; }
 
 static ldmc_status interp_compile(const ldmc_graph *g, const ldmc_compile_opts *o, ldmc_executable **out) {
-  (void)o; /* threads: OpenMP's default (OMP_NUM_THREADS); no other options apply */
+  /* threads: OpenMP's default (OMP_NUM_THREADS); only donation applies */
   *out = NULL;
   if (!g) return ldmc_error(LDMC_ERR_INVALID, "interp: no graph to compile");
   LDMC_TRY(ldmc_graph_verify(g));
+  LDMC_TRY(ldmc_donation_check(g, o));
   ldmc_executable *e = calloc(1, sizeof *e);
   interp_ctx *c = calloc(1, sizeof *c);
   ldmc_graph *copy = ldmc_graph_clone(g);
@@ -152,6 +160,17 @@ static ldmc_status interp_compile(const ldmc_graph *g, const ldmc_compile_opts *
   for (int32_t i = 0; i < g->n_nodes; i++)
     for (int k = 0; k < g->nodes[i].n_operands; k++) last[g->nodes[i].operands[k]] = i;
   for (int32_t k = 0; k < g->n_outputs; k++) last[g->outputs[k]] = g->n_nodes; /* live to the end */
+  if (o && o->donate) {
+    c->donate = malloc((size_t)(g->n_outputs ? g->n_outputs : 1) * sizeof *c->donate);
+    if (!c->donate) {
+      free(e);
+      free(c);
+      free(last);
+      ldmc_graph_free(copy);
+      return ldmc_error(LDMC_ERR_NOMEM, "interp: out of memory compiling '%s'", g->name);
+    }
+    memcpy(c->donate, o->donate, (size_t)g->n_outputs * sizeof *c->donate);
+  }
   c->g = copy;
   c->last_use = last;
   e->iface = &k_interp_exec;

@@ -20,6 +20,8 @@ typedef struct lc_exe {
   void *arena;          /* plan.arena_bytes: the pipeline's buffer assignment, kernel scratch included */
   size_t arena_alloc, persist_alloc; /* bytes actually allocated for the arena and the prepacked block */
   lc_prof prof; /* backend.h's profiling hook, when set */
+  int32_t *donate; /* per output: the parameter it is written into (donated state), -1; NULL: none */
+  void **bases;    /* per run: each buffer's address (kept, so a run allocates nothing) */
 } lc_exe;
 
 static void exe_destroy(void *ctx) {
@@ -31,6 +33,8 @@ static void exe_destroy(void *ctx) {
   free(x->weights_bound);
   ldmc_lc_prof_free(&x->prof);
   free(x->arena);
+  free(x->donate);
+  free(x->bases);
   pthread_mutex_destroy(&x->mu);
   free(x);
 }
@@ -43,7 +47,8 @@ static ldmc_status exe_run(void *ctx, const ldmc_tensor *inputs, int n_inputs, l
   const ldmc_graph *g = p->g;
   pthread_mutex_lock(&x->mu);
   ldmc_status st = LDMC_OK;
-  void **bases = calloc((size_t)(p->n_bufs ? p->n_bufs : 1), sizeof *bases);
+  if (!x->bases) x->bases = calloc((size_t)(p->n_bufs ? p->n_bufs : 1), sizeof *x->bases);
+  void **bases = x->bases;
   if (!x->arena) {
     x->arena = alloc64(p->arena_bytes);
     x->arena_alloc = x->arena ? p->arena_bytes : 0;
@@ -82,16 +87,13 @@ static ldmc_status exe_run(void *ctx, const ldmc_tensor *inputs, int n_inputs, l
   }
   st = ldmc_lc_exec(p, bases, x->arena, x->threads, false);
   for (int o = 0; o < n_outputs && st == LDMC_OK; o++) {
-    const ldmc_node *n = &g->nodes[g->outputs[o]];
-    st = ldmc_tensor_alloc(&outputs[o], g->output_names[o], n->dtype, &n->shape);
-    if (st != LDMC_OK) break;
+    if (x->donate && x->donate[o] >= 0) continue; /* already in its input's tensor */
     lc_ref r = p->value[g->outputs[o]];
-    if (outputs[o].nbytes) memcpy(outputs[o].data, (char *)bases[r.buf] + r.off, outputs[o].nbytes);
+    st = ldmc_output_deliver(g, o, (char *)bases[r.buf] + r.off, x->donate != NULL, &outputs[o]);
   }
-  if (st != LDMC_OK)
+  if (st != LDMC_OK && !x->donate)
     for (int o = 0; o < n_outputs; o++) ldmc_tensor_release(&outputs[o]);
 done:
-  free(bases);
   pthread_mutex_unlock(&x->mu);
   return st;
 }
@@ -137,6 +139,14 @@ static ldmc_status lc_compile(const ldmc_graph *g, const ldmc_compile_opts *o, l
   x->threads = o && o->threads > 0 ? o->threads : omp_get_max_threads();
   e->iface = &k_exe_iface;
   e->context = x;
+  if (o && o->donate) {
+    x->donate = malloc((size_t)(g->n_outputs ? g->n_outputs : 1) * sizeof *x->donate);
+    if (!x->donate) {
+      ldmc_executable_free(e);
+      return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
+    }
+    memcpy(x->donate, o->donate, (size_t)g->n_outputs * sizeof *x->donate);
+  }
   ldmc_plan *kp = NULL;
   /* the executable's graph is the optimized one: profiler events name its nodes */
   ldmc_status st = ldmc_lc_build(g, o, t, x->threads, &e->graph, &kp, &x->plan);

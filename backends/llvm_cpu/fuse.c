@@ -11,9 +11,15 @@
 #include <string.h>
 
 #include "backends/llvm_cpu/lc.h"
+#include "passes/passes.h"
 
 lc_ref ldmc_lc_new_out(lc_plan *p, int32_t id) {
   const ldmc_node *n = &p->g->nodes[id];
+  int32_t k = p->kp && id < p->kp->n_nodes ? p->kp->kernel_of[id] : -1;
+  if (k >= 0 && p->kp->kernels[k].root == id && p->kp->kernels[k].donated_to >= 0) { /* donated state: in place */
+    for (int32_t i = 0, q = 0; i < p->g->n_nodes; i++)
+      if (p->g->nodes[i].op == LDMC_OP_PARAMETER && q++ == p->kp->kernels[k].donated_to) return p->value[id] = p->value[i];
+  }
   int32_t b = ldmc_lc_plan_new_buf(p, LC_BUF_ARENA, (size_t)ldmc_lc_numel(&n->shape) * ldmc_dtype_size(n->dtype));
   lc_ref r = {b, 0};
   if (b >= 0) p->value[id] = r;
@@ -90,8 +96,13 @@ static bool is_view(ldmc_op op) {
   return op == LDMC_OP_BROADCAST_IN_DIM || op == LDMC_OP_TRANSPOSE || op == LDMC_OP_SLICE || op == LDMC_OP_IOTA;
 }
 
-bool ldmc_lc_fusible(const ldmc_node *n) {
-  return is_view(n->op) || (ldmc_op_table[n->op].flags & LDMC_OPF_ELEMENTWISE);
+/* a view op, or a gather reversing an axis (passes' ldmc_node_reverse_axis) */
+static bool is_view_node(const lc_plan *p, int32_t id) {
+  return is_view(p->g->nodes[id].op) || ldmc_node_reverse_axis(p->g, id) >= 0;
+}
+
+bool ldmc_lc_fusible(const lc_plan *p, int32_t id) {
+  return is_view_node(p, id) || (ldmc_op_table[p->g->nodes[id].op].flags & LDMC_OPF_ELEMENTWISE);
 }
 
 /* ---- the expression builder ---- */
@@ -185,8 +196,13 @@ static void view_map(const lc_plan *p, const ldmc_node *n, const affine *a, affi
   const ldmc_node *x = &p->g->nodes[n->operands[0]];
   const ldmc_attrs *at = &n->attrs;
   memset(o, 0, sizeof *o);
+  int rev = n->op == LDMC_OP_GATHER ? ldmc_node_reverse_axis(p->g, (int32_t)(n - p->g->nodes)) : -1;
   for (int k = 0; k < x->shape.rank; k++) {
     switch (n->op) {
+      case LDMC_OP_GATHER: /* a reversed axis: x_k = L - 1 - i_k */
+        for (int q = 0; q < LDMC_MAX_RANK; q++) o->m[k][q] = k == rev ? -a->m[k][q] : a->m[k][q];
+        o->b[k] = k == rev ? x->shape.dims[k] - 1 - a->b[k] : a->b[k];
+        break;
       case LDMC_OP_BROADCAST_IN_DIM:
         if (x->shape.dims[k] != 1) memcpy(o->m[k], a->m[at->dims.v[k]], sizeof o->m[k]), o->b[k] = a->b[at->dims.v[k]];
         break;
@@ -281,7 +297,7 @@ static int expr(builder *bd, int32_t id, const affine *a) {
     s.off = a->b[ax];
     bd->refs[d->n_in] = (lc_ref){-1, 0};
     r = ew_load(d, s);
-  } else if (is_view(n->op)) {
+  } else if (is_view_node(p, id)) {
     affine o;
     view_map(p, n, a, &o);
     r = expr(bd, n->operands[0], &o);
@@ -379,7 +395,7 @@ bool ldmc_lc_strided_view(lc_plan *p, int32_t id, lc_ref *ref, int64_t *st) {
       if (!reshape_map(&n->shape, &p->g->nodes[n->operands[0]].shape, &a, root->shape.rank, root->shape.dims, &o))
         return false;
     } else {
-      if (!is_view(n->op) || n->op == LDMC_OP_IOTA) return false;
+      if (!is_view_node(p, cur) || n->op == LDMC_OP_IOTA) return false;
       view_map(p, n, &a, &o);
     }
     a = o;
@@ -394,6 +410,8 @@ bool ldmc_lc_strided_view(lc_plan *p, int32_t id, lc_ref *ref, int64_t *st) {
     for (int k = 0; k < root->shape.rank; k++) st[k] += lst[j] * a.m[j][k];
     off += lst[j] * a.b[j];
   }
+  for (int k = 0; k < root->shape.rank; k++)
+    if (st[k] < 0) return false; /* a reversed view: GEMM and attention operands are copied first */
   *ref = p->value[cur];
   ref->off += (size_t)off * ldmc_dtype_size(leaf->dtype);
   return ref->buf >= 0;
@@ -402,8 +420,7 @@ bool ldmc_lc_strided_view(lc_plan *p, int32_t id, lc_ref *ref, int64_t *st) {
 /* An elementwise op or view: stays pending (computed inside its consumers)
  * unless it is an elementwise op with several uses, which is computed once. */
 ldmc_status ldmc_lc_lower_fusible(lc_plan *p, int32_t id) {
-  const ldmc_node *n = &p->g->nodes[id];
   p->pending[id] = 1;
-  if (!is_view(n->op) && p->uses[id] > 1) return materialize(p, id);
+  if (!is_view_node(p, id) && p->uses[id] > 1) return materialize(p, id);
   return LDMC_OK;
 }

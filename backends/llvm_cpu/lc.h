@@ -449,7 +449,7 @@ ldmc_status ldmc_lc_gemm_epilogue_step(lc_plan *p, int32_t core, lc_gemm_desc *d
                                        size_t scratch, int64_t tiles);
 int32_t ldmc_lc_sole_consumer(const lc_plan *p, int32_t id, ldmc_op op);
 /* elementwise fusion (fuse.c) */
-bool ldmc_lc_fusible(const ldmc_node *n);
+bool ldmc_lc_fusible(const lc_plan *p, int32_t id);
 ldmc_status ldmc_lc_lower_fusible(lc_plan *p, int32_t id);
 ldmc_status ldmc_lc_materialize(lc_plan *p, int32_t id); /* computes a pending node into a buffer */
 /* The expression of pending `root` over a box refining the dense index

@@ -98,7 +98,7 @@ static ldmc_status lower_attention(lc_plan *p, int32_t id);
 ldmc_status ldmc_lc_lower_node(lc_plan *p, int32_t id, bool *handled) {
   const ldmc_node *n = &p->g->nodes[id];
   *handled = true;
-  if (ldmc_lc_fusible(n)) return ldmc_lc_lower_fusible(p, id);
+  if (ldmc_lc_fusible(p, id)) return ldmc_lc_lower_fusible(p, id);
   /* everything else reads its operands from buffers (products and attention
    * read views of them in place) */
   if (n->op != LDMC_OP_DOT_GENERAL && n->op != LDMC_OP_ATTENTION)

@@ -168,6 +168,17 @@ ldmc_status ldmc_lc_plan_build(const ldmc_graph *g, const lc_target *t, const lc
   p->cur_kpos = o->kernels->n_kernels; /* after the last kernel: outputs the kernels left pending */
   p->cur_kernel = -1;
   for (int32_t o2 = 0; o2 < g->n_outputs && st == LDMC_OK; o2++) st = ldmc_lc_materialize(p, g->outputs[o2]);
+  for (int32_t k = 0; k < o->kernels->n_kernels && st == LDMC_OK; k++) { /* donated state is written in place */
+    const ldmc_kernel *kr = &o->kernels->kernels[k];
+    if (kr->donated_to < 0) continue;
+    lc_ref v = p->value[kr->root];
+    if (v.buf < 0 || p->bufs[v.buf].kind != LC_BUF_INPUT || p->bufs[v.buf].param != kr->donated_to || v.off != 0)
+      st = ldmc_error(LDMC_ERR_UNSUPPORTED,
+                      "llvm-cpu: %%%d %s is donated to parameter %d, but its %s kernel cannot write it in place "
+                      "(only elementwise kernels update state in place)",
+                      (int)kr->root, ldmc_op_name(g->nodes[kr->root].op), (int)kr->donated_to,
+                      ldmc_kernel_kind_name(kr->kind));
+  }
   if (st == LDMC_OK) st = ldmc_lc_assign_planned(p, o->kernels);
   if (st != LDMC_OK) ldmc_lc_plan_free(p);
   return st;

@@ -27,14 +27,16 @@ static bool is_view_op(ldmc_op op) {
 
 static bool is_contraction(ldmc_op op) { return op == LDMC_OP_DOT_GENERAL || op == LDMC_OP_CONVOLUTION; }
 
-static bool is_loop_op(const ldmc_node *n) { return ldmc_lc_fusible(n) || n->op == LDMC_OP_RESHAPE; }
+static bool is_loop_op(const lc_plan *p, int32_t i) {
+  return ldmc_lc_fusible(p, i) || p->g->nodes[i].op == LDMC_OP_RESHAPE;
+}
 
 /* Lowers one member of a kernel: loop-fusible ones stay pending (the root is
  * materialized after all members), others get their steps now. */
 static ldmc_status lower_member(lc_plan *p, int32_t i, int32_t root) {
   if (p->done[i] || p->value[i].buf >= 0 || p->pending[i]) return LDMC_OK;
   /* a reshape inside the nest is an index map (fuse.c), at the root an alias */
-  if (ldmc_lc_fusible(&p->g->nodes[i]) || (i != root && p->g->nodes[i].op == LDMC_OP_RESHAPE)) {
+  if (ldmc_lc_fusible(p, i) || (i != root && p->g->nodes[i].op == LDMC_OP_RESHAPE)) {
     p->pending[i] = 1;
     return LDMC_OK;
   }
@@ -83,7 +85,7 @@ static ldmc_status lower_kernel(lc_plan *p, const ldmc_kernel *k) {
     const ldmc_node *n = &g->nodes[k->nodes[j]];
     views_only = views_only && is_view_op(n->op);
     if (is_contraction(n->op)) core = k->nodes[j];
-    if (is_loop_op(n) && !is_view_op(n->op) && n->op != LDMC_OP_RESHAPE) tail_views = false;
+    if (is_loop_op(p, k->nodes[j]) && !is_view_op(n->op) && n->op != LDMC_OP_RESHAPE) tail_views = false;
   }
   bool is_output = false; /* computed here, not after the last kernel, so its temporaries are this kernel's */
   for (int32_t o = 0; o < g->n_outputs && !is_output; o++) is_output = g->outputs[o] == root;
@@ -93,7 +95,7 @@ static ldmc_status lower_kernel(lc_plan *p, const ldmc_kernel *k) {
   if (k->kind == LDMC_KERNEL_CONTRACTION && core >= 0 && core != root && !p->prepack_mode) {
     for (int32_t j = 0; j < k->n_nodes; j++) {
       int32_t i = k->nodes[j];
-      if (i != core && i != root && ldmc_lc_fusible(&g->nodes[i])) p->pending[i] = 1;
+      if (i != core && i != root && ldmc_lc_fusible(p, i)) p->pending[i] = 1;
     }
     bool fused = false;
     LDMC_TRY(ldmc_lc_lower_contract_epilogue(p, core, root, &fused));
@@ -110,7 +112,7 @@ static ldmc_status lower_kernel(lc_plan *p, const ldmc_kernel *k) {
   /* a core followed by head-splitting reshapes and transposes: the core's
    * result is read through them in place (or copied by a consumer that needs
    * a dense buffer), like a kernel of views alone */
-  bool lazy = (views_only || tail_views) && is_loop_op(&g->nodes[root]) && !p->prepack_mode && !is_output;
+  bool lazy = (views_only || tail_views) && is_loop_op(p, root) && !p->prepack_mode && !is_output;
   if (lazy && g->nodes[root].op == LDMC_OP_RESHAPE && root != core) p->pending[root] = 1;
   for (int32_t j = 0; j < k->n_nodes; j++) LDMC_TRY(lower_member(p, k->nodes[j], root));
   if (lazy) return LDMC_OK;
@@ -126,7 +128,7 @@ ldmc_status ldmc_lc_lower_kernels(lc_plan *p, const ldmc_plan *kp) {
   for (int32_t i = 0; i < g->n_nodes; i++) {
     ldmc_op op = g->nodes[i].op;
     if (kp->kernel_of[i] < 0 && op != LDMC_OP_PARAMETER && op != LDMC_OP_CONSTANT) {
-      if (!ldmc_lc_fusible(&g->nodes[i]))
+      if (!ldmc_lc_fusible(p, i))
         return ldmc_error(LDMC_ERR_INTERNAL, "llvm-cpu: %%%d %s belongs to no kernel", (int)i, ldmc_op_name(op));
       p->pending[i] = 1;
     }
@@ -156,7 +158,7 @@ ldmc_status ldmc_lc_lower_kernels(lc_plan *p, const ldmc_plan *kp) {
     for (int32_t i = 0; i < g->n_nodes; i++) {
       lc_ref v = p->value[i];
       if (i == k->root || i == k->storage_of || v.buf < first_buf || p->bufs[v.buf].kind != LC_BUF_ARENA) continue;
-      if (!ldmc_lc_fusible(&g->nodes[i]) && g->nodes[i].op != LDMC_OP_RESHAPE) continue; /* read here only */
+      if (!ldmc_lc_fusible(p, i) && g->nodes[i].op != LDMC_OP_RESHAPE) continue; /* read here only */
       p->value[i] = (lc_ref){-1, 0};
       p->pending[i] = 1;
       p->done[i] = 0;
@@ -188,6 +190,7 @@ ldmc_status ldmc_lc_pipeline(const ldmc_graph *g, const ldmc_compile_opts *o, co
   if (o && o->pipeline) po = *o->pipeline; /* dumps, statistics, verification */
   po.params_are_weights = o && o->params_are_weights;
   po.n_activation_params = o && o->params_are_weights ? o->n_activation_params : 0;
+  po.donate = o ? o->donate : NULL;
   ldmc_status st = ldmc_compile_plan(c, t, &po, plan);
   /* the executable is called with the original graph's inputs and outputs */
   if (st == LDMC_OK && (ldmc_graph_num_params(c) != ldmc_graph_num_params(g) || c->n_outputs != g->n_outputs))
@@ -225,6 +228,7 @@ ldmc_status ldmc_lc_build(const ldmc_graph *g, const ldmc_compile_opts *o, const
   *kp = NULL;
   memset(p, 0, sizeof *p);
   LDMC_TRY(refuse_f64(g));
+  LDMC_TRY(ldmc_donation_check(g, o));
   LDMC_TRY(ldmc_lc_pipeline(g, o, t, threads, opt, kp));
   lc_plan_opts po = {.threads = threads,
                      .allow_fallback = false, /* every node has generated code, or the compile fails naming it */

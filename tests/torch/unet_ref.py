@@ -11,6 +11,12 @@ usage: unet_ref.py --config '{"channels":32,...}' --weights W.safetensors
        unet_ref.py --config '{...}' --count     (prints tensors and parameters)
        unet_ref.py --config '{...}' --emit-weights W [--weights-dtype BF16]
                    --emit-inputs IN --shape BxHxWxT --seed S  (random test files)
+       unet_ref.py --config '{...}' --weights W --inputs IN --train-steps N --lr LR
+                   [--weight-decay WD] [--eps EPS] [--clip NORM] [--ema DECAY] --out OUT [--dtype float64]
+                   (N steps of torch.optim.AdamW on the epsilon-prediction loss
+                   mean((unet(noisy_sample, timestep, ctx) - target)^2) on the
+                   batch IN; OUT: loss[N], grad_norm[N] (before clipping), and
+                   the final P, adam_m.P, adam_v.P [, ema.P] of every parameter)
 The weights are loaded with load_state_dict(strict=True), so any key or shape
 that differs from this definition fails loudly.
 """
@@ -78,13 +84,31 @@ def st_write(path, tensors, dtype="F32", dtypes=None):
 
 
 # ---- the model ----
+def _norm_in_f32(forward, weight, x):
+    # under CPU autocast, torch 1.13 hands the norms bf16 inputs with f32
+    # weights and fails; normalize those in f32 (as newer torch's autocast does)
+    if x.dtype in (torch.bfloat16, torch.float16) and weight.dtype == torch.float32:
+        return forward(x.float()).to(x.dtype)
+    return forward(x)
+
+
+class GroupNorm(nn.GroupNorm):
+    def forward(self, x):
+        return _norm_in_f32(super().forward, self.weight, x)
+
+
+class LayerNorm(nn.LayerNorm):
+    def forward(self, x):
+        return _norm_in_f32(super().forward, self.weight, x)
+
+
 class Resnet(nn.Module):
     def __init__(self, cin, cout, temb, groups, eps):
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, cin, eps=eps)
+        self.norm1 = GroupNorm(groups, cin, eps=eps)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.time_emb_proj = nn.Linear(temb, cout)
-        self.norm2 = nn.GroupNorm(groups, cout, eps=eps)
+        self.norm2 = GroupNorm(groups, cout, eps=eps)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.conv_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
 
@@ -143,11 +167,11 @@ class FeedForward(nn.Module):
 class BasicTransformerBlock(nn.Module):
     def __init__(self, dim, ctx_dim, heads, ff_mult):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-5)
+        self.norm1 = LayerNorm(dim, eps=1e-5)
         self.attn1 = Attention(dim, dim, heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-5)
+        self.norm2 = LayerNorm(dim, eps=1e-5)
         self.attn2 = Attention(dim, ctx_dim, heads)
-        self.norm3 = nn.LayerNorm(dim, eps=1e-5)
+        self.norm3 = LayerNorm(dim, eps=1e-5)
         self.ff = FeedForward(dim, ff_mult)
 
     def forward(self, x, ctx):
@@ -160,7 +184,7 @@ class Transformer2D(nn.Module):
     def __init__(self, ch, cfg):
         super().__init__()
         self.linear = cfg["linear_proj"]
-        self.norm = nn.GroupNorm(cfg["groups"], ch, eps=cfg["transformer_norm_eps"])
+        self.norm = GroupNorm(cfg["groups"], ch, eps=cfg["transformer_norm_eps"])
         proj = (lambda: nn.Linear(ch, ch)) if self.linear else (lambda: nn.Conv2d(ch, ch, 1))
         self.proj_in = proj()
         self.transformer_blocks = nn.ModuleList(
@@ -255,7 +279,7 @@ class UNet(nn.Module):
             if i < L - 1:
                 blk.upsamplers = nn.ModuleList([Conv(cur, 1)])
             self.up_blocks.append(blk)
-        self.conv_norm_out = nn.GroupNorm(g, c, eps=eps)
+        self.conv_norm_out = GroupNorm(g, c, eps=eps)
         self.conv_out = nn.Conv2d(c, cfg["out_channels"], 3, padding=1)
 
     def time_proj(self, t):
@@ -291,6 +315,50 @@ class UNet(nn.Module):
         return self.conv_out(F.silu(self.conv_norm_out(x)))
 
 
+def mse_train_step(model, opt, x_t, t, ctx, eps, clip=0.0, bf16=False, want_norm=False):
+    """One training step of the epsilon-prediction loss: forward (under CPU
+    bfloat16 autocast with bf16), MSE against eps in float32 or wider, backward,
+    optional clip_grad_norm_, opt.step(). Returns (loss, grad norm before
+    clipping or None)."""
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        pred = model(x_t, t, ctx)
+    loss = F.mse_loss(pred.to(eps.dtype), eps)
+    loss.backward()
+    norm = None
+    if clip > 0:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    elif want_norm:
+        norm = torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in model.parameters() if p.grad is not None))
+    opt.step()
+    return loss.detach(), norm
+
+
+def train(model, ins, steps, lr, weight_decay, clip, ema, eps=1e-8):
+    """--train-steps: torch.optim.AdamW (betas 0.9/0.999) on one batch."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, eps=eps)
+    avg = {k: v.detach().clone() for k, v in model.named_parameters()} if ema > 0 else None
+    losses, norms = [], []
+    for _ in range(steps):
+        loss, norm = mse_train_step(model, opt, ins["noisy_sample"], ins["timestep"], ins["encoder_hidden_states"],
+                                    ins["target"], clip=clip, want_norm=True)
+        losses.append(float(loss))
+        norms.append(float(norm))
+        if avg is not None:
+            with torch.no_grad():
+                for k, v in model.named_parameters():
+                    avg[k].mul_(ema).add_(v.detach(), alpha=1 - ema)
+    res = {"loss": np.array(losses), "grad_norm": np.array(norms)}
+    for k, v in model.named_parameters():
+        st = opt.state[v]
+        res[k] = v.detach().numpy()
+        res["adam_m." + k] = st["exp_avg"].numpy()
+        res["adam_v." + k] = st["exp_avg_sq"].numpy()
+        if avg is not None:
+            res["ema." + k] = avg[k].numpy()
+    return res
+
+
 DEFAULTS = {"channels": 320, "channel_mult": [1, 2, 4, 4], "attend": [True, True, True, False],
             "mid_attention": True, "layers_down": 2, "heads": 8, "groups": 32, "norm_eps": 1e-5,
             "transformer_norm_eps": 1e-6, "context_dim": 768, "in_channels": 4, "out_channels": 4,
@@ -310,6 +378,12 @@ def main():
     ap.add_argument("--emit-inputs", help="write random inputs (timestep as I64) here")
     ap.add_argument("--shape", default="1x8x8x4", help="BxHxW x tokens for --emit-inputs")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-steps", type=int, default=0, help="train N AdamW steps on the batch --inputs")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.0)
+    ap.add_argument("--eps", type=float, default=1e-8, help="AdamW's eps")
+    ap.add_argument("--clip", type=float, default=0.0, help="clip_grad_norm_ to this (0: none)")
+    ap.add_argument("--ema", type=float, default=0.0, help="also keep an EMA of the weights with this decay")
     ap.add_argument("--grad", action="store_true",
                     help="also write grad.<name> of sum(out_sample) for every parameter and float input (autograd)")
     a = ap.parse_args()
@@ -348,9 +422,14 @@ def main():
             st_write(a.emit_inputs, ins, "F32", {"timestep": "I64"})
         return 0
     w = st_read(a.weights)
+    model = model.to(dt)  # before loading: load_state_dict copies into the parameters' dtype
     model.load_state_dict({k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in w.items()}, strict=True)
-    model = model.to(dt)
     inp = st_read(a.inputs)
+    if a.train_steps > 0:
+        ins = {k: torch.from_numpy(np.asarray(v)).to(dt) for k, v in inp.items()}
+        res = train(model, ins, a.train_steps, a.lr, a.weight_decay, a.clip, a.ema, a.eps)
+        st_write(a.out, res, "F64" if dt == torch.float64 else "F32")
+        return 0
     xs = {k: torch.from_numpy(np.asarray(inp[k])).to(dt) for k in ("sample", "timestep", "encoder_hidden_states")}
     if not a.grad:
         with torch.no_grad():
