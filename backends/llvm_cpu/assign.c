@@ -372,7 +372,8 @@ ldmc_status ldmc_lc_assign_planned(lc_plan *p, ldmc_plan *kp) {
     kp->threads = p->threads > 0 ? p->threads : 1;
     st = verify(&a);
   }
-  if (st == LDMC_OK) st = ldmc_plan_check_buffers(kp, g);
+  if (st == LDMC_OK && (st = ldmc_plan_check_buffers(kp, g)) != LDMC_OK) /* e.g. donated state that cannot be ordered */
+    ldmc_error_prefix("llvm-cpu: the plan cannot run as assigned: ");
   const char *dv = getenv("LDMC_LLVM_CPU_DUMP_ASSIGN");
   if (dv && *dv && *dv != '0') dump(p, kp);
   free(a.kpos_of);
