@@ -40,9 +40,9 @@ ROOT = os.path.dirname(HERE)
 
 
 sys.path.insert(0, HERE)
-import peer_env  # noqa: E402
+import peers  # noqa: E402
 
-peer_env.ensure()  # re-exec with the peers' environment before torch loads
+peers.ensure()  # re-exec with the peers' environment before torch loads
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -51,19 +51,6 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "torch"))
 import unet_ref  # noqa: E402
 
 LR = 1e-4
-
-
-def fma_peak(bindir, threads):
-    out = subprocess.run([os.path.join(bindir, "bench_llvm_cpu_gemm"), "--json", "--threads", str(threads),
-                          "--only", "(none)", "--no-bf16"], capture_output=True, text=True)
-    for line in out.stdout.splitlines():
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        if r.get("kind") == "peak":
-            return float(r["gflops"])
-    return float("nan")
 
 
 def run_ldmc(cmd, env):
@@ -193,7 +180,7 @@ def main():
                 print(f"c={c} {hw}x{hw} b{bsz} {m}: torch {theirs[m][0]:.1f} ms/step", flush=True)
         rows.append((c, hw, bsz, ours, theirs))
     load_runs = os.getloadavg()[0]
-    peak = fma_peak(a.bin, a.threads)
+    peak = peers.fma_peak(a.bin, a.threads)
     comp = None
     if not a.no_compile:
         cc, chw = (int(x) for x in a.compile_config.split("x"))

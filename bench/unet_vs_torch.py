@@ -20,7 +20,6 @@ Weights and inputs come from tests/torch/unet_ref.py's PyTorch model (its
 random init), written to safetensors and read by bench_llvm_cpu_unet.
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -32,9 +31,9 @@ ROOT = os.path.dirname(HERE)
 
 
 sys.path.insert(0, HERE)
-import peer_env  # noqa: E402
+import peers  # noqa: E402
 
-peer_env.ensure()  # re-exec with the peers' environment before torch loads
+peers.ensure()  # re-exec with the peers' environment before torch loads
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -64,19 +63,6 @@ def unet_sgemm(c, hw):
     shapes = [(c, 9 * c, tokens), (tokens, c, c), (tokens, c, 8 * c), (2 * c, 18 * c, tokens // 4)]
     xs = [sgemm_gflops(m, k, n) for m, k, n in shapes]
     return float(np.exp(np.mean(np.log(xs))))
-
-
-def fma_peak(bindir, threads):
-    out = subprocess.run([os.path.join(bindir, "bench_llvm_cpu_gemm"), "--json", "--threads", str(threads),
-                          "--only", "(none)", "--no-bf16"], capture_output=True, text=True)
-    for line in out.stdout.splitlines():
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        if r.get("kind") == "peak":
-            return float(r["gflops"])
-    return float("nan")
 
 
 def run_ldmc(cmd, env):
@@ -160,7 +146,7 @@ def main():
                      sg, bf))
         print(f"c={c} {hw}x{hw}: ldmc {kv['median']:.1f} ms (compile {kv['compile_s']:.1f} s), "
               f"torch {torch_ms:.1f} ms, max rel diff {rel:.2e}, sgemm {sg:.1f} GFLOP/s", flush=True)
-    peak = fma_peak(a.bin, a.threads)
+    peak = peers.fma_peak(a.bin, a.threads)
     print(f"\nFMA peak measured in this run ({a.threads} threads): {peak:.1f} GFLOP/s; "
           f"sgemm: numpy {np.__version__} (OpenBLAS) on each config's main GEMM shapes")
     print(f"{'config':<14}{'GFLOP':>8}{'ldmc ms':>10}{'first ms':>10}{'torch ms':>10}{'speedup':>9}"

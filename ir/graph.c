@@ -172,6 +172,12 @@ int32_t ldmc_graph_find_param(const ldmc_graph *g, const char *name) {
   return -1;
 }
 
+int32_t ldmc_graph_param_node(const ldmc_graph *g, int32_t k) {
+  for (int32_t i = 0, q = 0; k >= 0 && i < g->n_nodes; i++)
+    if (g->nodes[i].op == LDMC_OP_PARAMETER && q++ == k) return i;
+  return -1;
+}
+
 ldmc_flops ldmc_node_flops(const ldmc_graph *g, int32_t id) {
   ldmc_flops f = {0, 0};
   if (id < 0 || id >= g->n_nodes) return f;

@@ -201,6 +201,8 @@ ldmc_status ldmc_graph_add_output(ldmc_graph *g, int32_t node, const char *name)
 /* Number of parameter nodes, and the id of the i-th one (-1 if none). */
 int32_t ldmc_graph_num_params(const ldmc_graph *g);
 int32_t ldmc_graph_find_param(const ldmc_graph *g, const char *name);
+/* Node id of the k-th parameter (run input k), -1 if there is none. */
+int32_t ldmc_graph_param_node(const ldmc_graph *g, int32_t k);
 
 /* Checks SSA order, arity, attributes, dtypes and shapes of every node, output
  * ids and names. The message names the node (%id op) and the rule broken. */

@@ -89,9 +89,7 @@ static bool inplace_legal(const chk *c, int32_t k, int32_t x) {
 static ldmc_status check_donated(const chk *c, int32_t k) {
   const ldmc_graph *g = c->g;
   const ldmc_kernel *kr = &c->p->kernels[k];
-  int32_t pn = -1;
-  for (int32_t i = 0, q = 0; i < g->n_nodes && pn < 0; i++)
-    if (g->nodes[i].op == LDMC_OP_PARAMETER && q++ == kr->donated_to) pn = i;
+  int32_t pn = ldmc_graph_param_node(g, kr->donated_to);
   if (pn < 0) return fail("buffers: kernel %" PRId64 " is donated to parameter %" PRId64 ", which does not exist", k,
                           kr->donated_to);
   const ldmc_node *root = &g->nodes[kr->root];

@@ -16,10 +16,8 @@
 lc_ref ldmc_lc_new_out(lc_plan *p, int32_t id) {
   const ldmc_node *n = &p->g->nodes[id];
   int32_t k = p->kp && id < p->kp->n_nodes ? p->kp->kernel_of[id] : -1;
-  if (k >= 0 && p->kp->kernels[k].root == id && p->kp->kernels[k].donated_to >= 0) { /* donated state: in place */
-    for (int32_t i = 0, q = 0; i < p->g->n_nodes; i++)
-      if (p->g->nodes[i].op == LDMC_OP_PARAMETER && q++ == p->kp->kernels[k].donated_to) return p->value[id] = p->value[i];
-  }
+  int32_t pn = k >= 0 && p->kp->kernels[k].root == id ? ldmc_graph_param_node(p->g, p->kp->kernels[k].donated_to) : -1;
+  if (pn >= 0) return p->value[id] = p->value[pn]; /* donated state: written in place */
   int32_t b = ldmc_lc_plan_new_buf(p, LC_BUF_ARENA, (size_t)ldmc_lc_numel(&n->shape) * ldmc_dtype_size(n->dtype));
   lc_ref r = {b, 0};
   if (b >= 0) p->value[id] = r;
