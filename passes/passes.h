@@ -79,6 +79,8 @@ typedef struct ldmc_kernel {
   int n_tile;       /* tile sizes (tiling pass); meaning depends on kind, see docs/passes.md */
   int64_t tile[4];
   int64_t reg_tile[2]; /* contraction on a GEMM-microkernel target: the mr x nr register tile inside a tile */
+  bool fold_images;    /* convolution on a GEMM-microkernel target: the GEMM's columns are (image, output position),
+                          not one GEMM per image (tiling.c, fold_images) */
   int32_t inplace_of; /* input node whose buffer the output reuses (buffer assignment), else -1 */
   int32_t donated_to; /* donated state: index of the parameter whose caller buffer the root overwrites (no arena slot;
                          runs after every reader of that parameter), else -1 */

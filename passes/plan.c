@@ -115,6 +115,7 @@ char *ldmc_plan_print(const ldmc_plan *p, const ldmc_graph *g) {
       ldmc_textbuf_printf(&b, " tile=");
       for (int t = 0; t < kr->n_tile; t++) ldmc_textbuf_printf(&b, "%s%" PRId64, t ? "x" : "", kr->tile[t]);
       if (kr->reg_tile[0] > 0) ldmc_textbuf_printf(&b, " regs=%" PRId64 "x%" PRId64, kr->reg_tile[0], kr->reg_tile[1]);
+      if (kr->fold_images) ldmc_textbuf_printf(&b, " fold=images");
     }
     if (p->assigned && p->offset && kr->root < p->n_nodes && p->offset[kr->root] >= 0)
       ldmc_textbuf_printf(&b, " @%" PRId64 "+%" PRId64, p->offset[kr->root], p->size[kr->root]);

@@ -8,6 +8,7 @@
  *                K = Cin/groups * window. On a target with a GEMM microkernel
  *                (gemm_kc > 0: llvm-cpu) the GEMM and the blocks are the ones
  *                that backend runs (tile_gemm), plus its mr x nr register tile
+ *                and whether a convolution's images fold into N (fold_images)
  *   attention    {br, bc}: query rows x key/value columns per block (flash style)
  *   norm         {rows, cols}: rows of the normalized set per block x its length
  *   elementwise, reduction, copy  {elems}: elements per block
@@ -105,11 +106,34 @@ static void kernel_gemm_dims(const ldmc_graph *g, const ldmc_node *n, int64_t *M
  * for prepacked weights); splitting columns reads A once more, cheap unless A
  * streams from memory; packing costs about twice a read, so columns are
  * halved while mt < 2 nt (down to 4 panels), then rows. */
+/* A convolution with few output positions per image (a weight gradient:
+ * kh x kw of them; deep levels of small latents) leaves most of every nr-wide
+ * column panel empty; folding the images into the GEMM's columns (N = images
+ * x positions, the packing reads each column's image) fills them. Only for a
+ * convolution alone in its kernel (the folded result is [m][image, position],
+ * copied into place: no epilogue) and without lhs dilation (those run by
+ * output phase). */
+static bool fold_images(const ldmc_graph *g, const ldmc_node *core, const ldmc_kernel *kr, int64_t nr) {
+  if (core->op != LDMC_OP_CONVOLUTION || &g->nodes[kr->root] != core) return false;
+  const ldmc_attrs *a = &core->attrs;
+  for (int j = 0; j < a->lhs_dilation.n; j++)
+    if (a->lhs_dilation.v[j] != 1) return false;
+  int64_t M, N, K, nb, images = core->shape.dims[a->output_dims.v[0]];
+  kernel_gemm_dims(g, core, &M, &N, &K, &nb);
+  return images > 1 && N % nr != 0 && N < 4 * nr;
+}
+
 static void tile_gemm(const ldmc_graph *g, const ldmc_target *t, const bool *weight, const ldmc_node *core,
                       ldmc_kernel *kr) {
   int64_t M, N, K, nb;
   kernel_gemm_dims(g, core, &M, &N, &K, &nb);
   int64_t mr = t->gemm_mr, nr = t->gemm_nr;
+  kr->fold_images = fold_images(g, core, kr, nr);
+  if (kr->fold_images) {
+    int64_t images = core->shape.dims[core->attrs.output_dims.v[0]];
+    N *= images;
+    nb /= images;
+  }
   int64_t nt = min64(round_up(max64(N, 1), nr), t->gemm_nc), mt = round_up(max64(M, 1), mr);
   int64_t kt = min64(t->gemm_kc, round_up(max64(K, 1), 2)); /* even: bf16 packs k in pairs */
   int64_t want = 4 * (int64_t)(t->threads > 0 ? t->threads : 1);
@@ -216,6 +240,7 @@ static bool run_tiling(ldmc_graph *g, const ldmc_pass_ctx *ctx) {
     }
     kr->n_tile = 0;
     kr->reg_tile[0] = kr->reg_tile[1] = 0;
+    kr->fold_images = false;
     switch (kr->kind) {
       case LDMC_KERNEL_PREPACK: /* weights only, run when bound: its core still needs its blocks */
         if (core && core->op == LDMC_OP_ATTENTION && t->gemm_kc > 0) {

@@ -1,7 +1,8 @@
 /* Convolutions on the llvm-cpu backend (implicit GEMM, im2col built while
  * packing B): strides 1 and 2, padding 0/1/2 and asymmetric, dilation,
  * groups, odd and prime sizes, output rows narrower than a vector (lanes that
- * cross rows), several K blocks, f32 and bf16 storage, bf16 products, at every
+ * cross rows), several K blocks, images folded into the GEMM's columns
+ * (outputs of a few positions), f32 and bf16 storage, bf16 products, at every
  * ISA level the host runs. Oracles: a double-precision direct convolution
  * written here, and the interpreter; 1 and 3 threads must agree bit for bit. */
 #include <math.h>
@@ -186,6 +187,11 @@ int main(void) {
       {1, 31, 9, 37, 17, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},  /* K = 279, M = 17 */
       {1, 8, 40, 45, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},  /* N = 1800: several column tiles */
       {1, 8, 66, 70, 20, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1},  /* stride 2, N = 1155 */
+      /* images folded into the GEMM's columns (few output positions per image) */
+      {5, 6, 4, 4, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},     /* 4x4 outputs, 5 images */
+      {3, 7, 11, 13, 6, 9, 11, 1, 1, 0, 0, 0, 0, 1, 1, 1},  /* 3x3 outputs from a 9x11 kernel (a weight gradient) */
+      {4, 8, 9, 9, 6, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 2},     /* 5x5 outputs, stride 2, groups 2 */
+      {7, 33, 6, 6, 5, 6, 6, 1, 1, 0, 0, 0, 0, 1, 1, 1},    /* 1x1 output, K = 1188: K blocks */
   };
   int nc = (int)(sizeof cases / sizeof cases[0]);
   ldmc_llvm_cpu_isa host = ldmc_llvm_cpu_host_isa();

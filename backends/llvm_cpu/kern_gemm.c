@@ -183,6 +183,7 @@ typedef struct conv_cols {
   int nseg;
   LLVMValueRef iy0[8], ix0[8], okn[8];                   /* gather mode: <W x i64> */
   LLVMValueRef ixr[8], seg[8][CONV_MAX_SEG], iyb[8], pb[8]; /* contiguous: <W x i32>, <W x i1>, i64, i64 */
+  LLVMValueRef ib[8];                                    /* folded images: <W x i64> image offsets */
 } conv_cols;
 
 static int64_t gcd64(int64_t a, int64_t b) {
@@ -196,7 +197,7 @@ static int64_t gcd64(int64_t a, int64_t b) {
 /* Output rows spanned by W consecutive pixels starting at a multiple of W
  * (panels start at multiples of nr), or 0 when contiguous loads do not apply. */
 static int conv_nseg(const lc_gemm_desc *d, int W) {
-  if (W < 2 || d->x_st[3] != 1 || (d->sw != 1 && d->sw != 2) || d->nc % W || d->OW < 1) return 0;
+  if (W < 2 || d->fold_n || d->x_st[3] != 1 || (d->sw != 1 && d->sw != 2) || d->nc % W || d->OW < 1) return 0;
   /* i32 column arithmetic */
   if (d->Wd > (1 << 28) || d->OW * d->sw + d->pw + d->kw * d->dw > (1 << 28)) return 0;
   int64_t g = gcd64(W, d->OW), n = (d->OW - g + W - 1) / d->OW + 1;
@@ -211,6 +212,11 @@ static void conv_cols_init(lc_cg *cg, const lc_gemm_desc *d, LLVMValueRef n0, LL
     LLVMValueRef rel = add(cg, mul(cg, np, nr), lc_i64(cg, (int64_t)j * W));
     LLVMValueRef n = add(cg, lc_splat(cg, add(cg, n0, rel), W), lanes64(cg, W));
     c->okn[j] = lc_mask_lt(cg, LLVMBuildSub(B, nn, rel, ""), W, 0);
+    if (d->fold_n) { /* column = (image, pixel) */
+      LLVMValueRef img = LLVMBuildUDiv(B, n, lc_iconst(cg, cg->i64, d->fold_n, W), "");
+      c->ib[j] = LLVMBuildMul(B, img, lc_iconst(cg, cg->i64, d->x_st[0], W), "");
+      n = LLVMBuildURem(B, n, lc_iconst(cg, cg->i64, d->fold_n, W), "");
+    }
     LLVMValueRef oy = LLVMBuildUDiv(B, n, lc_iconst(cg, cg->i64, d->OW, W), "");
     LLVMValueRef ox = LLVMBuildURem(B, n, lc_iconst(cg, cg->i64, d->OW, W), "");
     c->iy0[j] = LLVMBuildSub(B, LLVMBuildMul(B, oy, lc_iconst(cg, cg->i64, d->sh, W), ""), lc_iconst(cg, cg->i64, d->ph, W), "");
@@ -282,6 +288,7 @@ static void conv_row(lc_cg *cg, const lc_gemm_desc *d, LLVMValueRef xb, const co
     if (kvalid) ok = LLVMBuildAnd(B, ok, lc_splat(cg, kvalid, W), "");
     LLVMValueRef off = add(cg, LLVMBuildMul(B, iy, lc_iconst(cg, cg->i64, d->x_st[2], W), ""),
                            LLVMBuildMul(B, ix, lc_iconst(cg, cg->i64, d->x_st[3], W), ""));
+    if (d->fold_n) off = add(cg, off, c->ib[j]);
     off = LLVMBuildSelect(B, ok, off, LLVMConstNull(vi), "");
     out[j] = gather_f32(cg, dt, base, off, ok);
   }

@@ -242,6 +242,10 @@ typedef struct lc_gemm_desc {
    * (b2 * cg + ci) * x_st[1] + iy * x_st[2] + ix * x_st[3] */
   int64_t x_st[4];
   int64_t cg, H, Wd, kh, kw, sh, sw, ph, pw, dh, dw, OW;
+  /* conv with the images folded into the columns (the plan's fold_images):
+   * column n is image n / fold_n, pixel n % fold_n (read at image * x_st[0]);
+   * nb1 is 1. 0: one GEMM per image b1 */
+  int64_t fold_n;
   int mr, nr, kc, nc;
   int64_t mc;        /* rows per tile */
   /* bf16: A and B are bf16 k-pairs (A panels [kp][mr][2], B panels [kp][nr][2],

@@ -375,8 +375,17 @@ static ldmc_status conv2_gemm(lc_plan *p, int32_t id, const conv2 *c0, lc_ref xr
   bool fm = c->os[3] == 1 && (c->OH == 1 || c->os[2] == c->OW) && (c->mg * c->G == 1 || c->os[1] == c->OH * c->OW);
   int64_t fos[4]; /* the final layout when a dense temporary is computed first */
   memcpy(fos, c->os, sizeof fos);
-  if (!fm) {
-    c->os[3] = 1, c->os[2] = c->OW, c->os[1] = c->OH * c->OW, c->os[0] = c->mg * c->G * c->OH * c->OW;
+  /* the plan's choice (passes/tiling.c): images folded into the columns, the
+   * result as [group][m][image][pixel], copied into place */
+  int32_t kid = p->kp && id < p->kp->n_nodes ? p->kp->kernel_of[id] : -1;
+  bool fold = kid >= 0 && p->kp->kernels[kid].fold_images && c->N > 1;
+  int64_t P = c->OH * c->OW;
+  if (fold) {
+    if (p->epi) return LDMC_OK; /* the plan folds no kernel with an epilogue */
+    fm = false;
+    c->os[3] = 1, c->os[2] = c->OW, c->os[1] = c->N * P, c->os[0] = P;
+  } else if (!fm) {
+    c->os[3] = 1, c->os[2] = c->OW, c->os[1] = P, c->os[0] = c->mg * c->G * P;
     if (p->epi) return LDMC_OK; /* *handled false: the caller lowers it alone */
   }
   /* A = kernel as [group][m][ci, ky, kx]; copied to dense OIHW when it does not merge */
@@ -402,10 +411,11 @@ static ldmc_status conv2_gemm(lc_plan *p, int32_t id, const conv2 *c0, lc_ref xr
   lc_gemm_desc *d = calloc(1, sizeof *d);
   if (!d) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
   d->dt = (uint8_t)n->dtype;
-  d->M = c->mg, d->N = c->OH * c->OW, d->K = K, d->nb1 = c->N, d->nb2 = c->G;
+  d->M = c->mg, d->N = fold ? c->N * P : P, d->K = K, d->nb1 = fold ? 1 : c->N, d->nb2 = c->G;
+  d->fold_n = fold ? P : 0;
   d->a_st[0] = 0, d->a_st[1] = c->mg * c->ws[0], d->a_st[2] = c->ws[0], d->a_st[3] = 1;
-  d->c_st[0] = c->os[0], d->c_st[1] = c->mg * c->os[1], d->c_st[2] = c->os[1];
-  bool plain = c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && c->ph == 0 && c->pw == 0 && c->phh == 0 &&
+  d->c_st[0] = fold ? 0 : c->os[0], d->c_st[1] = c->mg * c->os[1], d->c_st[2] = c->os[1];
+  bool plain = !fold && c->kh == 1 && c->kw == 1 && c->sh == 1 && c->sw == 1 && c->ph == 0 && c->pw == 0 && c->phh == 0 &&
                c->pwh == 0 && c->xs[3] == 1 && (c->H == 1 || c->xs[2] == c->Wd) && c->OH == c->H && c->OW == c->Wd;
   if (plain) { /* B = x[image][group] as a [cin/G, H*W] matrix */
     d->b_st[0] = c->xs[0], d->b_st[1] = c->cg * c->xs[1], d->b_st[2] = c->xs[1], d->b_st[3] = 1;

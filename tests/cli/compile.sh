@@ -172,4 +172,25 @@ for f in model channels latent context batch target dump-passes dump-dir pass-st
 done
 out_has "interp, llvm-cpu, nvptx, tpusim"
 
+# --- images folded into a convolution's GEMM columns (passes/tiling.c) ---------
+# 5 images of 4x4 outputs fill half of a 32-wide column panel each: the plan
+# folds them (fold=images); one image of 16x16 outputs (a whole number of
+# panels) stays one GEMM per image.
+conv_txt() { # N H
+  cat <<EOT
+graph fold {
+  %0 = f32[$1,6,$2,$2] parameter() name="x"
+  %1 = f32[7,6,3,3] parameter() name="w"
+  %2 = f32[$1,7,$2,$2] convolution(%0, %1) window_stride={1,1} pad_low={1,1} pad_high={1,1} lhs_dilation={1,1} rhs_dilation={1,1} input_dims={0,1,2,3} kernel_dims={0,1,2,3} output_dims={0,1,2,3} groups=1
+  return %2 "y"
+}
+EOT
+}
+conv_txt 5 4 >fold.txt
+conv_txt 1 16 >nofold.txt
+run 0 "$LDMC" compile fold.txt --target llvm-cpu:avx512 --kernels
+check "5 images of 4x4 fold into the columns" grep -q "convolution.*fold=images" "$T/out"
+run 0 "$LDMC" compile nofold.txt --target llvm-cpu:avx512 --kernels
+check "one image of 16x16 does not fold" bash -c "! grep -q 'fold=images' '$T/out'"
+
 summary cli_compile
