@@ -238,6 +238,14 @@ ldmc_value ldmc_iota(ldmc_builder *b, ldmc_dtype dt, int rank, const int64_t *di
   return ldmc_builder_node(b, LDMC_OP_IOTA, dt, &s, 0, NULL, &a);
 }
 
+ldmc_value ldmc_rng(ldmc_builder *b, ldmc_op op, ldmc_dtype dt, int rank, const int64_t *dims, ldmc_value key) {
+  if (!b || !dims_ok(b, rank, dims, "rng") || !ldmc_builder_ok(b, 1, &key)) return -1;
+  if (op != LDMC_OP_RNG_UNIFORM && op != LDMC_OP_RNG_NORMAL)
+    return ldmc_builder_failf(b, LDMC_ERR_INVALID, "ldmc_rng: op %s is not rng_uniform or rng_normal", ldmc_op_name(op));
+  ldmc_shape s = ldmc_shape_make(rank, dims);
+  return ldmc_builder_node(b, op, dt, &s, 1, &key, NULL);
+}
+
 /* ---- elementwise ---- */
 ldmc_value ldmc_unary(ldmc_builder *b, ldmc_op op, ldmc_value x) {
   if (!ldmc_builder_ok(b, 1, &x)) return -1;

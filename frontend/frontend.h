@@ -30,6 +30,8 @@ ldmc_value ldmc_parameter(ldmc_builder *b, const char *name, ldmc_dtype dt, int 
 ldmc_value ldmc_constant_scalar(ldmc_builder *b, ldmc_dtype dt, double v);
 ldmc_value ldmc_constant(ldmc_builder *b, ldmc_dtype dt, int rank, const int64_t *dims, const void *data);
 ldmc_value ldmc_iota(ldmc_builder *b, ldmc_dtype dt, int rank, const int64_t *dims, int axis);
+/* rng_uniform / rng_normal (op) of that type, keyed by an i64[] value */
+ldmc_value ldmc_rng(ldmc_builder *b, ldmc_op op, ldmc_dtype dt, int rank, const int64_t *dims, ldmc_value key);
 
 /* elementwise; binary ops broadcast numpy-style (inserting broadcast_in_dim) */
 ldmc_value ldmc_unary(ldmc_builder *b, ldmc_op op, ldmc_value x);
@@ -73,6 +75,15 @@ ldmc_value ldmc_group_norm(ldmc_builder *b, ldmc_value x, ldmc_value gamma, ldmc
 ldmc_value ldmc_layer_norm(ldmc_builder *b, ldmc_value x, ldmc_value gamma, ldmc_value beta, int axis, double eps);
 ldmc_value ldmc_attention(ldmc_builder *b, ldmc_value q, ldmc_value k, ldmc_value v, double scale);
 ldmc_value ldmc_upsample_nearest(ldmc_builder *b, ldmc_value x, int factor);
+
+/* Copies graph g into the builder's graph (frontend/inline.c): g's parameter
+ * i becomes bind[i] when bind and bind[i] >= 0 (same dtype and shape, else an
+ * error), otherwise a new parameter named param_prefix + its name (NULL: the
+ * name), created in g's order. Nodes keep their ops and attributes; their
+ * scopes go under the builder's current scope. out (g->n_outputs entries, or
+ * NULL) receives the values of g's outputs. */
+ldmc_status ldmc_builder_inline(ldmc_builder *b, const ldmc_graph *g, const ldmc_value *bind, const char *param_prefix,
+                                ldmc_value *out);
 
 /* queries */
 const ldmc_shape *ldmc_value_shape(const ldmc_builder *b, ldmc_value v);

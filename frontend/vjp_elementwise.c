@@ -16,10 +16,11 @@ static ldmc_value scalar_like(ldmc_builder *b, ldmc_value like, double v) {
 
 /* v in the dtype and shape of like */
 static ldmc_value filled_like(ldmc_builder *b, ldmc_value like, double v) {
-  const ldmc_shape *s = ldmc_value_shape(b, like);
-  if (!s) return -1;
+  const ldmc_shape *sp = ldmc_value_shape(b, like);
+  if (!sp) return -1;
+  const ldmc_shape s = *sp; /* a copy: adding nodes may move the graph's */
   ldmc_value c = scalar_like(b, like, v);
-  return s->rank == 0 ? c : ldmc_broadcast_in_dim(b, c, s->rank, s->dims, NULL);
+  return s.rank == 0 ? c : ldmc_broadcast_in_dim(b, c, s.rank, s.dims, NULL);
 }
 
 static ldmc_value zeros_like(ldmc_builder *b, ldmc_value like) { return filled_like(b, like, 0.0); }

@@ -178,14 +178,16 @@ static bool vjp_scatter_add(const ldmc_vjp_args *a, ldmc_value *dx) {
   int64_t ax = a->n->attrs.axis, len = a->n->shape.dims[ax];
   if (a->need[0]) dx[0] = a->ct;
   if (!a->need[2]) return true;
-  const ldmc_shape *us = ldmc_value_shape(b, upd);
+  const ldmc_shape *usp = ldmc_value_shape(b, upd);
+  if (!usp) return false;
+  const ldmc_shape us_copy = *usp, *us = &us_copy; /* a copy: adding nodes moves the graph's */
   if (len == 0 || has_zero_dim(us)) {
     dx[2] = zeros_of(b, upd);
     return dx[2] >= 0;
   }
   ldmc_value gth = ldmc_gather(b, a->ct, idx, (int)ax);
   if (!const_in_range(b, idx, len)) { /* updates at skipped indices added nothing */
-    const ldmc_shape *is = ldmc_value_shape(b, idx);
+    const ldmc_shape is_copy = *ldmc_value_shape(b, idx), *is = &is_copy;
     ldmc_value ok = ldmc_compare_values(b, LDMC_CMP_EQ, clamp_index(b, idx, len), idx);
     int64_t map[LDMC_MAX_RANK];
     for (int i = 0; i < is->rank; i++) map[i] = ax + i;

@@ -283,5 +283,20 @@ typedef struct ldmc_byte_sink {
   void *ctx;
 } ldmc_byte_sink;
 ldmc_status ldmc_module_encode_to(const ldmc_module *m, const ldmc_byte_sink *sink);
+/* A sink into a growing malloc'd buffer (b->p, b->len; the caller frees p). */
+typedef struct ldmc_membuf {
+  uint8_t *p;
+  size_t len, cap;
+} ldmc_membuf;
+ldmc_byte_sink ldmc_membuf_sink(ldmc_membuf *b);
+/* For containers that carry more than a module (checkpoints: runtime/): once
+ * every chunk is written, extra() receives the Header the encoder packed and
+ * returns further Header fields, packed, in a malloc'd buffer that is written
+ * right after it (protobuf merges concatenated messages). */
+typedef struct ldmc_header_extra {
+  ldmc_status (*extra)(void *ctx, const uint8_t *header, size_t len, uint8_t **out, size_t *out_len);
+  void *ctx;
+} ldmc_header_extra;
+ldmc_status ldmc_module_encode_ext(const ldmc_module *m, const ldmc_header_extra *x, const ldmc_byte_sink *sink);
 
 #endif

@@ -263,7 +263,7 @@ static ldmc_status enc_graph(enc *e, const ldmc_graph *g, Ldmc__Graph *pg) {
   return LDMC_OK;
 }
 
-static ldmc_status enc_all(enc *e, const ldmc_module *m) {
+static ldmc_status enc_all(enc *e, const ldmc_module *m, const ldmc_header_extra *x) {
   uint8_t prelude[LDMC_PRELUDE_SIZE] = {0};
   LDMC_TRY(enc_write(e, prelude, sizeof prelude)); /* patched at the end */
   Ldmc__Header h;
@@ -289,9 +289,15 @@ static ldmc_status enc_all(enc *e, const ldmc_module *m) {
   if (!hbuf) return ldmc_error(LDMC_ERR_NOMEM, "out of memory packing a %zu-byte header", hlen);
   ldmc__header__pack(&h, hbuf);
   uint64_t hoff = e->pos;
-  ldmc_status s = enc_write(e, hbuf, hlen);
+  uint8_t *xbuf = NULL;
+  size_t xlen = 0;
+  ldmc_status s = x ? x->extra(x->ctx, hbuf, hlen, &xbuf, &xlen) : LDMC_OK;
+  if (s == LDMC_OK) s = enc_write(e, hbuf, hlen);
+  if (s == LDMC_OK && xlen) s = enc_write(e, xbuf, xlen);
   free(hbuf);
+  free(xbuf);
   LDMC_TRY(s);
+  hlen += xlen;
   memcpy(prelude, LDMC_FILE_MAGIC, 4);
   ldmc_put_u32le(prelude + 4, LDMC_FILE_VERSION);
   ldmc_put_u64le(prelude + 8, hoff);
@@ -300,6 +306,10 @@ static ldmc_status enc_all(enc *e, const ldmc_module *m) {
 }
 
 ldmc_status ldmc_module_encode_to(const ldmc_module *m, const ldmc_byte_sink *sink) {
+  return ldmc_module_encode_ext(m, NULL, sink);
+}
+
+ldmc_status ldmc_module_encode_ext(const ldmc_module *m, const ldmc_header_extra *x, const ldmc_byte_sink *sink) {
   enc e = {.sink = sink};
   ldmc_status s = LDMC_OK;
   e.cctx = ZSTD_createCCtx();
@@ -309,7 +319,7 @@ ldmc_status ldmc_module_encode_to(const ldmc_module *m, const ldmc_byte_sink *si
   if (s == LDMC_OK) {
     ZSTD_CCtx_setParameter(e.cctx, ZSTD_c_compressionLevel, LDMC_ZSTD_LEVEL);
     ZSTD_CCtx_setParameter(e.cctx, ZSTD_c_checksumFlag, 1); /* readers detect corrupted data */
-    s = enc_all(&e, m);
+    s = enc_all(&e, m, x);
   }
   for (size_t i = 0; i < e.n_allocs; i++) free(e.allocs[i]);
   free(e.allocs);
@@ -319,19 +329,14 @@ ldmc_status ldmc_module_encode_to(const ldmc_module *m, const ldmc_byte_sink *si
 }
 
 /* ---- in-memory sink ---- */
-typedef struct membuf {
-  uint8_t *p;
-  size_t len, cap;
-} membuf;
-
 static ldmc_status mem_write(void *ctx, const void *data, size_t len) {
-  membuf *b = ctx;
-  if (len > SIZE_MAX - b->len) return ldmc_error(LDMC_ERR_NOMEM, "encoded module is too large");
+  ldmc_membuf *b = ctx;
+  if (len > SIZE_MAX - b->len) return ldmc_error(LDMC_ERR_NOMEM, "encoded file is too large");
   if (b->len + len > b->cap) {
     size_t cap = b->cap ? b->cap : 4096;
     while (cap < b->len + len) cap = cap > SIZE_MAX / 2 ? b->len + len : cap * 2;
     uint8_t *p = realloc(b->p, cap);
-    if (!p) return ldmc_error(LDMC_ERR_NOMEM, "out of memory growing the encoded module to %zu bytes", cap);
+    if (!p) return ldmc_error(LDMC_ERR_NOMEM, "out of memory growing an encoded file to %zu bytes", cap);
     b->p = p;
     b->cap = cap;
   }
@@ -341,15 +346,17 @@ static ldmc_status mem_write(void *ctx, const void *data, size_t len) {
 }
 
 static ldmc_status mem_patch(void *ctx, uint64_t offset, const void *data, size_t len) {
-  membuf *b = ctx;
+  ldmc_membuf *b = ctx;
   if (offset > b->len || len > b->len - offset) return ldmc_error(LDMC_ERR_INTERNAL, "patch past the end of the buffer");
   memcpy(b->p + offset, data, len);
   return LDMC_OK;
 }
 
+ldmc_byte_sink ldmc_membuf_sink(ldmc_membuf *b) { return (ldmc_byte_sink){mem_write, mem_patch, b}; }
+
 ldmc_status ldmc_module_encode(const ldmc_module *m, uint8_t **out, size_t *out_len) {
-  membuf b = {0};
-  ldmc_byte_sink sink = {mem_write, mem_patch, &b};
+  ldmc_membuf b = {0};
+  ldmc_byte_sink sink = ldmc_membuf_sink(&b);
   *out = NULL;
   *out_len = 0;
   ldmc_status s = ldmc_module_encode_to(m, &sink);

@@ -74,7 +74,8 @@ ldmc_status ldmc_unet_train_build(const ldmc_unet_config *cfg, ldmc_graph **out)
     ldmc_error_prefix("U-Net loss: copying the U-Net: ");
   } else {
     int32_t t_id = ldmc_graph_find_param(ldmc_builder_graph(b), ldmc_unet_train_input_names[3]);
-    const ldmc_shape *s = ldmc_value_shape(b, pred);
+    const ldmc_shape *sp = ldmc_value_shape(b, pred);
+    const ldmc_shape s_copy = sp ? *sp : (ldmc_shape){0}, *s = sp ? &s_copy : NULL; /* nodes move as they are added */
     int64_t n = 1;
     int64_t axes[LDMC_MAX_RANK];
     for (int i = 0; s && i < s->rank; i++) n *= s->dims[i], axes[i] = i;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/checkpoint.h"
 #include "tools/cli_args.h"
 #include "tools/cli_io.h"
 #include "tools/commands.h"
@@ -34,6 +35,55 @@ static void print_tensors(const ldmc_tensor_set *s, bool brief) {
     char shape[160];
     ldmc_shape_str(&s->items[i].shape, shape, sizeof shape);
     printf("  %-*s  %-5s %s\n", w, s->items[i].name, ldmc_tool_dtype_str(&s->items[i]), shape);
+  }
+}
+
+/* A training checkpoint: its state, configuration and role-tagged tensors. */
+static void print_checkpoint(const ldmc_checkpoint *ck, bool brief) {
+  char q[200], q2[400];
+  int64_t seed, counter;
+  const int64_t *ds;
+  int nds = ldmc_checkpoint_data_state(ck, &ds);
+  ldmc_checkpoint_rng(ck, &seed, &counter);
+  printf("step: %lld\n", (long long)ldmc_checkpoint_step(ck));
+  printf("rng: seed %lld, counter %lld\n", (long long)seed, (long long)counter);
+  printf("data state:");
+  for (int i = 0; i < nds; i++) printf(" %lld", (long long)ds[i]);
+  printf(nds ? "\n" : " none\n");
+  int32_t nc = ldmc_checkpoint_num_config(ck), nt = ldmc_checkpoint_num_tensors(ck);
+  printf("config: %d entr%s\n", (int)nc, nc == 1 ? "y" : "ies");
+  for (int32_t i = 0; i < nc && !brief; i++) {
+    const char *k, *v;
+    ldmc_checkpoint_config_at(ck, i, &k, &v);
+    printf("  %s = %s\n", ldmc_quote(k, q, sizeof q), ldmc_quote(v, q2, sizeof q2));
+  }
+  double bytes[LDMC_CKPT_ROLE_COUNT] = {0}, total = 0;
+  int w = 4;
+  for (int32_t i = 0; i < nt; i++) {
+    ldmc_checkpoint_role r;
+    const ldmc_tensor *t = ldmc_checkpoint_tensor_at(ck, i, &r, NULL);
+    bytes[r] += (double)t->nbytes;
+    total += (double)t->nbytes;
+    int n = (int)strlen(ldmc_quote(t->name, q, sizeof q));
+    if (n > w) w = n < 64 ? n : 64;
+  }
+  char b[32];
+  ldmc_tool_format_bytes(total, b, sizeof b);
+  printf("tensors: %d (%s):", (int)nt, b);
+  for (int r = 0; r < LDMC_CKPT_ROLE_COUNT; r++) {
+    ldmc_tool_format_bytes(bytes[r], b, sizeof b);
+    printf("%s %s %d (%s)", r ? "," : "", ldmc_checkpoint_role_name((ldmc_checkpoint_role)r),
+           (int)ldmc_checkpoint_count(ck, (ldmc_checkpoint_role)r), b);
+  }
+  printf("\n");
+  for (int32_t i = 0; i < nt && !brief; i++) {
+    ldmc_checkpoint_role r;
+    uint32_t crc;
+    const ldmc_tensor *t = ldmc_checkpoint_tensor_at(ck, i, &r, &crc);
+    char shape[160];
+    ldmc_shape_str(&t->shape, shape, sizeof shape);
+    printf("  %-*s  %-9s %-5s %-16s %10zu B  crc32 %08x\n", w, ldmc_quote(t->name, q, sizeof q),
+           ldmc_checkpoint_role_name(r), ldmc_dtype_name(t->dtype), shape, t->nbytes, crc);
   }
 }
 
@@ -109,13 +159,15 @@ static void print_graph(const ldmc_graph *g, bool brief) {
 
 int ldmc_cmd_inspect(int argc, char **argv) {
   ldmc_cli_flag flags[] = {
-      {"brief", NULL, "counts and totals only: no per-tensor, parameter or output lines", NULL},
+      {"brief", NULL, "counts and totals only: no per-tensor, parameter, output or config lines", NULL},
   };
   ldmc_cli_cmd c = {
       .name = "inspect",
       .usage = "FILE [--brief]",
       .summary = "Describe a .safetensors, .ldmc or text IR file: each tensor's name, dtype and shape,\n"
-                 "and for a graph its node count, op histogram, parameters, outputs and FLOPs.",
+                 "and for a graph its node count, op histogram, parameters, outputs and FLOPs.\n"
+                 "For a training checkpoint: its step, RNG and data-order state, configuration, and\n"
+                 "each tensor's name, role, dtype, shape, bytes and CRC-32 (the file is fully verified).",
       .details = "FILE's kind is recognized from its first bytes, not its name.\n"
                  "FLOPs count 2 per multiply-add of convolutions and dot_generals, plus the\n"
                  "op table's estimate for elementwise, normalization and reduction ops.\n",
@@ -128,6 +180,17 @@ int ldmc_cmd_inspect(int argc, char **argv) {
   if (rc != LDMC_CLI_CONTINUE) return rc;
   const char *path = c.pos[0];
   bool brief = ldmc_cli_has(&c, "brief");
+  bool is_ckpt = false;
+  ldmc_file_kind sniffed;
+  if (ldmc_tool_sniff(path, &sniffed) == LDMC_OK && sniffed == LDMC_KIND_LDMC &&
+      ldmc_checkpoint_sniff(path, &is_ckpt) == LDMC_OK && is_ckpt) {
+    ldmc_checkpoint *ck;
+    if (ldmc_checkpoint_read(path, &ck) != LDMC_OK) return ldmc_cli_fail(&c, "%s", ldmc_last_error());
+    printf("%s: ldmc checkpoint\n", path);
+    print_checkpoint(ck, brief);
+    ldmc_checkpoint_free(ck);
+    return LDMC_EXIT_OK;
+  }
   ldmc_module m = {0};
   ldmc_file_kind kind;
   if (ldmc_tool_load(path, &m, &kind) != LDMC_OK) return ldmc_cli_fail(&c, "%s", ldmc_last_error());

@@ -21,6 +21,7 @@ static const ldmc_subcommand commands[] = {
     {"compile", "run a target's pass pipeline; print the fused kernels and peak memory", ldmc_cmd_compile},
     {"profile", "per-kernel time, FLOPs, bytes and GFLOP/s against the machine's peak; traces", ldmc_cmd_profile},
     {"stats", "parameters, GFLOPs per step and activation memory of U-Net variants", ldmc_cmd_stats},
+    {"train", "train the classifier, the autoencoder or the latent diffusion model on Fashion-MNIST", ldmc_cmd_train},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 
