@@ -308,13 +308,8 @@ ldmc_status ldmc_vae_build(const ldmc_vae_config *cfg, ldmc_graph **out) {
   return finish(&v, "forward graph", out);
 }
 
-/* rng_normal(key) of the latent's shape: no builder call makes rng ops, so
- * the node goes into the builder's graph directly (type-checked there). */
 static ldmc_value rng_normal(ldmc_builder *b, ldmc_value key, const int64_t dims[4]) {
-  if (ldmc_builder_status(b) != LDMC_OK || key < 0) return -1;
-  ldmc_shape s = ldmc_shape_make(4, dims);
-  return ldmc_graph_add_checked(ldmc_builder_graph(b), LDMC_OP_RNG_NORMAL, LDMC_F32, &s, 1, &key, NULL,
-                                ldmc_builder_scope(b));
+  return ldmc_rng(b, LDMC_OP_RNG_NORMAL, LDMC_F32, 4, dims, key);
 }
 
 static ldmc_value sum_all(ldmc_builder *b, ldmc_value x) {

@@ -133,6 +133,7 @@ static ldmc_status cls_validate(void *ctx, const ldmc_tensor *inputs, double *lo
     }
     st = ldmc_executable_run(d->val_exe, d->val_in, d->val_np, out, 2);
     if (st == LDMC_OK) sum += ldmc_tensor_get(&out[0], 0), correct += ldmc_tensor_get(&out[1], 0);
+    ldmc_tensor_release(&out[0]), ldmc_tensor_release(&out[1]); /* a run may allocate them anew */
   }
   ldmc_tensor_release(&out[0]), ldmc_tensor_release(&out[1]);
   *loss = sum / (double)nb;
@@ -193,6 +194,7 @@ static ldmc_status vae_validate(void *ctx, const ldmc_tensor *inputs, double *lo
     int64_t nl = (int64_t)(out[1].nbytes / 4);
     for (int64_t i = 0; i < nl; i++)
       kl += 0.5 * ((double)m[i] * m[i] + exp((double)lv[i]) - 1 - (double)lv[i]);
+    for (int i = 0; i < 3; i++) ldmc_tensor_release(&out[i]);
   }
   for (int i = 0; i < 3; i++) ldmc_tensor_release(&out[i]);
   double mse = se / (double)(nb * d->val_B * IMG);
@@ -295,6 +297,7 @@ static ldmc_status encode_split(encoder *c, const ldmc_fmnist *d, int64_t n, flo
     if (st != LDMC_OK) break;
     memcpy(mean + b0 * c->lat, out[0].data, (size_t)(rows * c->lat) * 4);
     memcpy(logvar + b0 * c->lat, out[1].data, (size_t)(rows * c->lat) * 4);
+    ldmc_tensor_release(&out[0]), ldmc_tensor_release(&out[1]);
   }
   ldmc_tensor_release(&out[0]), ldmc_tensor_release(&out[1]);
   return st;
@@ -366,6 +369,7 @@ static ldmc_status ldm_validate(void *ctx, const ldmc_tensor *inputs, double *lo
     ((int64_t *)d->val_in[3].data)[0] = ((int64_t)1 << 40) + b;
     st = ldmc_executable_run(d->val_exe, d->val_in, d->val_np, &out, 1);
     if (st == LDMC_OK) sum += ldmc_tensor_get(&out, 0);
+    ldmc_tensor_release(&out);
   }
   ldmc_tensor_release(&out);
   *loss = nb ? sum / (double)nb : NAN;
