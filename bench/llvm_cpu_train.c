@@ -15,6 +15,8 @@
  *   step_ms median=<ms> min=<ms> images_per_s=<at the median> loss_first=<> loss_last=<>
  *   phase_ms fwd=<> bwd=<> opt=<> gaps=<> phase_gflops fwd=<> bwd=<> opt=<>
  *   phase_kernels <phase> <kernel name>=<ms per step>@<GFLOP/s> ...   (names with >= 2% of the phase)
+ *   attn_bwd ms=<> kernels=<> gflops=<> <kernel name>=<ms>@<GFLOP/s> ...  (the attention ops' backward:
+ *            backward kernels whose root scope is an attention block itself, grad.*.attnN, projections excluded)
  *   losses <one per step>
  * --compile-only stops after the compile line (nothing runs).
  * bench/train_vs_torch.py drives it against PyTorch with the same weights. */
@@ -49,7 +51,19 @@ typedef struct phase_acc {
   const char *names[MAX_NAMES];
   int n_names;
   int64_t name_ns[LDMC_TRAIN_PHASES][MAX_NAMES], name_flops[LDMC_TRAIN_PHASES][MAX_NAMES];
+  /* the attention ops' backward (scope grad.*.attnN), by kernel name */
+  int64_t attn_ns, attn_flops, attn_calls, attn_name_ns[MAX_NAMES], attn_name_flops[MAX_NAMES];
 } phase_acc;
+
+/* scope is grad.<...>.attn<digits> (the attention op and its head split / merge, not to_q ... to_out) */
+static bool attn_backward_scope(const char *scope) {
+  if (!scope || strncmp(scope, "grad.", 5) != 0) return false;
+  const char *last = strrchr(scope, '.');
+  if (!last || strncmp(last + 1, "attn", 4) != 0 || !last[5]) return false;
+  for (const char *c = last + 5; *c; c++)
+    if (*c < '0' || *c > '9') return false;
+  return true;
+}
 
 static void on_kernel(void *ctx, const ldmc_kernel_event *ev) {
   phase_acc *a = ctx;
@@ -66,6 +80,15 @@ static void on_kernel(void *ctx, const ldmc_kernel_event *ev) {
   if (k < MAX_NAMES) {
     a->name_ns[p][k] += ev->end_ns - ev->start_ns;
     a->name_flops[p][k] += ev->mac_flops + ev->other_flops;
+  }
+  if (p == LDMC_TRAIN_BACKWARD && attn_backward_scope(scope)) {
+    a->attn_ns += ev->end_ns - ev->start_ns;
+    a->attn_flops += ev->mac_flops + ev->other_flops;
+    a->attn_calls++;
+    if (k < MAX_NAMES) {
+      a->attn_name_ns[k] += ev->end_ns - ev->start_ns;
+      a->attn_name_flops[k] += ev->mac_flops + ev->other_flops;
+    }
   }
 }
 
@@ -264,6 +287,13 @@ int main(int argc, char **argv) {
            acc.ns[1] ? (double)acc.flops[1] / (double)acc.ns[1] : 0.0,
            acc.ns[2] ? (double)acc.flops[2] / (double)acc.ns[2] : 0.0);
     for (int p = 0; p < LDMC_TRAIN_PHASES; p++) print_names(&acc, p, prof_steps);
+    printf("attn_bwd ms=%.2f kernels=%lld gflops=%.2f", (double)acc.attn_ns / per,
+           (long long)(acc.attn_calls / prof_steps), acc.attn_ns ? (double)acc.attn_flops / (double)acc.attn_ns : 0.0);
+    for (int k = 0; k < acc.n_names; k++)
+      if (acc.attn_name_ns[k] > 0)
+        printf(" %s=%.2fms@%.1f", acc.names[k], (double)acc.attn_name_ns[k] / per,
+               (double)acc.attn_name_flops[k] / (double)acc.attn_name_ns[k]);
+    printf("\n");
   }
   printf("losses");
   for (int t = 0; t < total; t++) printf(" %.6f", losses[t]);

@@ -143,6 +143,33 @@ ldmc_value ldmc_attention(ldmc_builder *b, ldmc_value q, ldmc_value k, ldmc_valu
   return ldmc_builder_node(b, LDMC_OP_ATTENTION, ldmc_value_dtype(b, q), NULL, 3, vs, &a);
 }
 
+ldmc_value ldmc_attention_lse(ldmc_builder *b, ldmc_value q, ldmc_value k, double scale) {
+  ldmc_value vs[2] = {q, k};
+  if (!ldmc_builder_ok(b, 2, vs)) return -1;
+  ldmc_attrs a = {0};
+  a.scale = scale;
+  return ldmc_builder_node(b, LDMC_OP_ATTENTION_LSE, LDMC_F32, NULL, 2, vs, &a); /* the rule sets the dtype */
+}
+
+static ldmc_value attention_grad(ldmc_builder *b, ldmc_op op, ldmc_value q, ldmc_value k, ldmc_value v, ldmc_value ct,
+                                 ldmc_value lse, ldmc_value delta, double scale) {
+  ldmc_value vs[6] = {q, k, v, ct, lse, delta};
+  if (!ldmc_builder_ok(b, 6, vs)) return -1;
+  ldmc_attrs a = {0};
+  a.scale = scale;
+  return ldmc_builder_node(b, op, LDMC_F32, NULL, 6, vs, &a);
+}
+
+ldmc_value ldmc_attention_grad_q(ldmc_builder *b, ldmc_value q, ldmc_value k, ldmc_value v, ldmc_value ct,
+                                 ldmc_value lse, ldmc_value delta, double scale) {
+  return attention_grad(b, LDMC_OP_ATTENTION_GRAD_Q, q, k, v, ct, lse, delta, scale);
+}
+
+ldmc_value ldmc_attention_grad_kv(ldmc_builder *b, ldmc_value q, ldmc_value k, ldmc_value v, ldmc_value ct,
+                                  ldmc_value lse, ldmc_value delta, double scale) {
+  return attention_grad(b, LDMC_OP_ATTENTION_GRAD_KV, q, k, v, ct, lse, delta, scale);
+}
+
 ldmc_value ldmc_upsample_nearest(ldmc_builder *b, ldmc_value x, int factor) {
   if (!ldmc_builder_ok(b, 1, &x)) return -1;
   ldmc_attrs a = {0};

@@ -75,6 +75,16 @@ ldmc_value ldmc_group_norm(ldmc_builder *b, ldmc_value x, ldmc_value gamma, ldmc
 ldmc_value ldmc_layer_norm(ldmc_builder *b, ldmc_value x, ldmc_value gamma, ldmc_value beta, int axis, double eps);
 ldmc_value ldmc_attention(ldmc_builder *b, ldmc_value q, ldmc_value k, ldmc_value v, double scale);
 ldmc_value ldmc_upsample_nearest(ldmc_builder *b, ldmc_value x, int factor);
+/* attention's backward (the attention VJP builds them; not differentiable):
+ * the log-sum-exp of scale q k^T per query, [..., N]; dq [..., N, D] and
+ * (dk | dv) [..., M, D + E] from q, k, v, the attention result's cotangent ct,
+ * lse and delta = rowsum(ct * y) ([..., N]). Results, lse and delta are f32
+ * (f64 for f64 q). */
+ldmc_value ldmc_attention_lse(ldmc_builder *b, ldmc_value q, ldmc_value k, double scale);
+ldmc_value ldmc_attention_grad_q(ldmc_builder *b, ldmc_value q, ldmc_value k, ldmc_value v, ldmc_value ct,
+                                 ldmc_value lse, ldmc_value delta, double scale);
+ldmc_value ldmc_attention_grad_kv(ldmc_builder *b, ldmc_value q, ldmc_value k, ldmc_value v, ldmc_value ct,
+                                  ldmc_value lse, ldmc_value delta, double scale);
 
 /* Copies graph g into the builder's graph (frontend/inline.c): g's parameter
  * i becomes bind[i] when bind and bind[i] >= 0 (same dtype and shape, else an

@@ -3,8 +3,9 @@
  * bf16/f16 rules compute in f32 between converts (as passes/decompose.c does);
  * f32 (and wider) compute in their own dtype. The norms recompute their
  * statistics the way the forward does: two-pass mean, biased variance, eps
- * inside the sqrt. Attention recomputes its probabilities from the row
- * statistics (max, log-sum-exp) as a flash-attention backward would. */
+ * inside the sqrt. Attention's backward is three ops of its own
+ * (attention_lse, attention_grad_q, attention_grad_kv) that recompute the
+ * probabilities from the log-sum-exp, flash style. */
 #include <math.h>
 
 #include "frontend/vjp.h"
@@ -147,37 +148,42 @@ static bool vjp_layer_norm(const ldmc_vjp_args *a, ldmc_value *dx) {
   return norm_vjp(a, v4, dx);
 }
 
-/* dot_general over the leading nb dims as batch, contracting l's dim lc with r's rc. */
-static ldmc_value bdot(ldmc_builder *b, ldmc_value l, ldmc_value r, int nb, int64_t lc, int64_t rc) {
-  ldmc_ints bt = {.n = nb}, lcs = {.n = 1, .v = {lc}}, rcs = {.n = 1, .v = {rc}};
-  for (int i = 0; i < nb; i++) bt.v[i] = i;
-  return ldmc_dot_general(b, l, r, &bt, &bt, &lcs, &rcs);
-}
-
-/* attention, q[..., N, D], k[..., M, D], v[..., M, E], y = P v:
- *   S = scale q k^T, m = rowmax S, L = m + log rowsum exp(S - m), P = exp(S - L);
- *   dv = P^T ct; dS = P (ct v^T - rowsum(ct y)); dq = scale dS k; dk = scale dS^T q. */
+/* attention, q[..., N, D], k[..., M, D], v[..., M, E], y = P v with
+ * P = exp(S - L), S = scale q k^T, L the row log-sum-exp (attention_lse):
+ *   delta = rowsum(ct y), dS = P (ct v^T - delta);
+ *   dq = scale dS k (attention_grad_q); (dk | dv) = (scale dS^T q | P^T ct)
+ *   (attention_grad_kv, one op for both: P is recomputed once), sliced apart.
+ * The ops recompute P from L block by block (flash style) where a backend
+ * runs them; their decompositions (passes/decompose.c) build the N x M form.
+ * q, k, v and ct go in their own dtype (bf16 storage read by the kernels);
+ * lse, delta and the results are f32 (f64 for f64). */
 static bool vjp_attention(const ldmc_vjp_args *a, ldmc_value *dx) {
   if (!a->need[0] && !a->need[1] && !a->need[2]) return true;
   ldmc_builder *b = a->b;
   ldmc_dtype dt = a->n->dtype, cd = compute_dtype(dt);
   double scale = a->n->attrs.scale;
-  ldmc_value q = to(b, a->x[0], cd), k = to(b, a->x[1], cd), v = to(b, a->x[2], cd), ct = to(b, a->ct, cd);
-  int r = a->n->shape.rank, nb = r - 2;
+  const ldmc_value q = a->x[0], k = a->x[1], v = a->x[2], ct = a->ct;
+  const ldmc_shape ks = shape_of(b, k), vs = shape_of(b, v);
+  int r = a->n->shape.rank;
   const int64_t row = r - 1;
-  ldmc_value S = ldmc_scale(b, bdot(b, q, k, nb, r - 1, r - 1), scale); /* [..., N, M] */
-  const ldmc_shape ss = shape_of(b, S);
-  ldmc_value m = ldmc_reduce(b, LDMC_REDUCE_MAX, S, 1, &row, false);
-  ldmc_value l = rsum(b, ldmc_unary(b, LDMC_OP_EXP, ldmc_sub(b, S, expand(b, m, &ss, 1, &row))), 1, &row);
-  ldmc_value L = ldmc_add(b, m, ldmc_unary(b, LDMC_OP_LOG, l));
-  ldmc_value P = ldmc_unary(b, LDMC_OP_EXP, ldmc_sub(b, S, expand(b, L, &ss, 1, &row)));
-  if (a->need[2]) dx[2] = to(b, bdot(b, P, ct, nb, r - 2, r - 2), dt); /* [..., M, E] */
+  ldmc_value lse = ldmc_attention_lse(b, q, k, scale);
+  ldmc_value delta; /* [..., N]; dv alone does not read it */
   if (a->need[0] || a->need[1]) {
-    ldmc_value dP = bdot(b, ct, v, nb, r - 1, r - 1); /* [..., N, M] */
-    ldmc_value delta = rsum(b, ldmc_mul(b, ct, to(b, a->y, cd)), 1, &row);
-    ldmc_value dS = ldmc_scale(b, ldmc_mul(b, P, ldmc_sub(b, dP, expand(b, delta, &ss, 1, &row))), scale);
-    if (a->need[0]) dx[0] = to(b, bdot(b, dS, k, nb, r - 1, r - 2), dt); /* [..., N, D] */
-    if (a->need[1]) dx[1] = to(b, bdot(b, dS, q, nb, r - 2, r - 2), dt); /* [..., M, D] */
+    delta = rsum(b, ldmc_mul(b, to(b, ct, cd), to(b, a->y, cd)), 1, &row);
+  } else {
+    ldmc_shape ds = a->n->shape;
+    ds.rank--;
+    delta = splat(b, cd, 0.0, &ds);
+  }
+  if (a->need[0]) dx[0] = to(b, ldmc_attention_grad_q(b, q, k, v, ct, lse, delta, scale), dt);
+  if (a->need[1] || a->need[2]) {
+    ldmc_value kv = ldmc_attention_grad_kv(b, q, k, v, ct, lse, delta, scale); /* [..., M, D + E] */
+    int64_t start[LDMC_MAX_RANK] = {0}, limit[LDMC_MAX_RANK], stride[LDMC_MAX_RANK];
+    for (int i = 0; i < r; i++) limit[i] = ks.dims[i], stride[i] = 1;
+    if (a->need[1]) dx[1] = to(b, ldmc_slice(b, kv, start, limit, stride), dt);
+    start[r - 1] = ks.dims[r - 1];
+    limit[r - 1] = ks.dims[r - 1] + vs.dims[r - 1];
+    if (a->need[2]) dx[2] = to(b, ldmc_slice(b, kv, start, limit, stride), dt);
   }
   return ok(b);
 }

@@ -112,19 +112,59 @@ void ldmc_flops_convolution(const ldmc_type_query *q, ldmc_flops *out) {
   out->mac = f;
 }
 
+/* L N M of q[..., N, D], k[..., M, D] (saturated), and D, E (E of operand 2 when there is one, else 0);
+ * false when the operands are not attention's. */
+static bool attention_dims(const ldmc_type_query *q, int nops, int64_t *lnm, int64_t *D, int64_t *E) {
+  if (!has_operands(q, nops)) return false;
+  const ldmc_shape *sq = &q->operand_shapes[0], *sk = &q->operand_shapes[1];
+  int r = sq->rank;
+  if (r < 2 || sk->rank != r || (nops > 2 && q->operand_shapes[2].rank != r)) return false;
+  *lnm = 1;
+  for (int i = 0; i < r - 2; i++) *lnm = sat_mul(*lnm, sq->dims[i]);
+  *lnm = sat_mul(*lnm, sat_mul(sq->dims[r - 2], sk->dims[r - 2]));
+  *D = sq->dims[r - 1];
+  *E = nops > 2 ? q->operand_shapes[2].dims[r - 1] : 0;
+  return *D >= 0 && *E >= 0;
+}
+
+static int64_t sat_add(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_add_overflow(a, b, &r) ? INT64_MAX : r;
+}
+
 /* q[...,N,D] k[...,M,D] v[...,M,E]: mac = 2 L N M (D + E), other = 6 L N M */
 void ldmc_flops_attention(const ldmc_type_query *q, ldmc_flops *out) {
+  int64_t lnm, D, E;
   out->mac = out->other = 0;
-  if (!has_operands(q, 3)) return;
-  const ldmc_shape *sq = &q->operand_shapes[0], *sk = &q->operand_shapes[1], *sv = &q->operand_shapes[2];
-  int r = sq->rank;
-  if (r < 2 || sk->rank != r || sv->rank != r) return;
-  int64_t lnm = 1;
-  for (int i = 0; i < r - 2; i++) lnm = sat_mul(lnm, sq->dims[i]);
-  lnm = sat_mul(lnm, sat_mul(sq->dims[r - 2], sk->dims[r - 2]));
-  int64_t de;
-  if (sq->dims[r - 1] < 0 || sv->dims[r - 1] < 0) return;
-  if (__builtin_add_overflow(sq->dims[r - 1], sv->dims[r - 1], &de)) de = INT64_MAX;
-  out->mac = sat_mul(2, sat_mul(lnm, de));
+  if (!attention_dims(q, 3, &lnm, &D, &E)) return;
+  out->mac = sat_mul(2, sat_mul(lnm, sat_add(D, E)));
+  out->other = sat_mul(6, lnm);
+}
+
+/* the scores again (mac 2 L N M D) and scale, max, subtract, exp, sum per score */
+void ldmc_flops_attention_lse(const ldmc_type_query *q, ldmc_flops *out) {
+  int64_t lnm, D, E;
+  out->mac = out->other = 0;
+  if (!attention_dims(q, 2, &lnm, &D, &E)) return;
+  out->mac = sat_mul(2, sat_mul(lnm, D));
+  out->other = sat_mul(5, lnm);
+}
+
+/* scores, dP = ct v^T and dq = dS k: mac 2 L N M (2 D + E); scale, - lse, exp,
+ * - delta, * P and the dS scale per score */
+void ldmc_flops_attention_grad_q(const ldmc_type_query *q, ldmc_flops *out) {
+  int64_t lnm, D, E;
+  out->mac = out->other = 0;
+  if (!attention_dims(q, 3, &lnm, &D, &E)) return;
+  out->mac = sat_mul(2, sat_mul(lnm, sat_add(sat_mul(2, D), E)));
+  out->other = sat_mul(6, lnm);
+}
+
+/* scores, dP, dk = dS^T q and dv = P^T ct: mac 4 L N M (D + E); other as grad_q */
+void ldmc_flops_attention_grad_kv(const ldmc_type_query *q, ldmc_flops *out) {
+  int64_t lnm, D, E;
+  out->mac = out->other = 0;
+  if (!attention_dims(q, 3, &lnm, &D, &E)) return;
+  out->mac = sat_mul(4, sat_mul(lnm, sat_add(D, E)));
   out->other = sat_mul(6, lnm);
 }

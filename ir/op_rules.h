@@ -26,6 +26,8 @@ ldmc_status ldmc_shape_softmax(ldmc_type_query *q);
 ldmc_status ldmc_shape_group_norm(ldmc_type_query *q);
 ldmc_status ldmc_shape_layer_norm(ldmc_type_query *q);
 ldmc_status ldmc_shape_attention(ldmc_type_query *q);
+ldmc_status ldmc_shape_attention_lse(ldmc_type_query *q);
+ldmc_status ldmc_shape_attention_grad(ldmc_type_query *q);
 ldmc_status ldmc_shape_upsample_nearest(ldmc_type_query *q);
 
 void ldmc_flops_none(const ldmc_type_query *q, ldmc_flops *out);
@@ -38,5 +40,8 @@ void ldmc_flops_reduce(const ldmc_type_query *q, ldmc_flops *out);
 void ldmc_flops_dot_general(const ldmc_type_query *q, ldmc_flops *out);
 void ldmc_flops_convolution(const ldmc_type_query *q, ldmc_flops *out);
 void ldmc_flops_attention(const ldmc_type_query *q, ldmc_flops *out);
+void ldmc_flops_attention_lse(const ldmc_type_query *q, ldmc_flops *out);
+void ldmc_flops_attention_grad_q(const ldmc_type_query *q, ldmc_flops *out);
+void ldmc_flops_attention_grad_kv(const ldmc_type_query *q, ldmc_flops *out);
 
 #endif

@@ -38,6 +38,12 @@ ldmc_status ldmc_rule_need(const ldmc_type_query *q, int n) {
       return ldmc_rule_error(q, "operand %d has rank %d, outside 0..%d", i, s->rank, LDMC_MAX_RANK);
     for (int d = 0; d < s->rank; d++)
       if (s->dims[d] < 0) return ldmc_rule_error(q, "operand %d has negative dim %d (%" PRId64 ")", i, d, s->dims[d]);
+    /* no value of the graph can have it, however small the result (a reduction, a pred) */
+    int64_t numel;
+    char buf[LDMC_TYPE_STR_LEN];
+    if (ldmc_shape_numel(s, ldmc_dtype_size(q->operand_dtypes[i]), &numel) != LDMC_OK)
+      return ldmc_rule_error(q, "operand %d type %s is too large", i,
+                             ldmc_type_str(q->operand_dtypes[i], s, buf, sizeof buf));
   }
   return LDMC_OK;
 }

@@ -213,30 +213,87 @@ ldmc_status ldmc_shape_layer_norm(ldmc_type_query *q) {
   return LDMC_OK;
 }
 
-ldmc_status ldmc_shape_attention(ldmc_type_query *q) {
-  LDMC_TRY(ldmc_rule_need(q, 3));
+/* q[..., N, D], k[..., M, D] and (with_v) v[..., M, E]: one float dtype, one
+ * rank >= 2, equal leading dims; a finite scale. */
+static ldmc_status check_qkv(ldmc_type_query *q, bool with_v) {
   LDMC_TRY(ldmc_rule_operand_dtype(q, 0, LDMC_DT_FLOAT, "q"));
-  const ldmc_shape *sq = &q->operand_shapes[0], *sk = &q->operand_shapes[1], *sv = &q->operand_shapes[2];
+  const ldmc_shape *sq = &q->operand_shapes[0], *sk = &q->operand_shapes[1], *sv = &q->operand_shapes[with_v ? 2 : 1];
   char a[LDMC_TYPE_STR_LEN], b[LDMC_TYPE_STR_LEN], c[LDMC_TYPE_STR_LEN];
   ldmc_type_str(q->operand_dtypes[0], sq, a, sizeof a);
   ldmc_type_str(q->operand_dtypes[1], sk, b, sizeof b);
-  ldmc_type_str(q->operand_dtypes[2], sv, c, sizeof c);
-  if (q->operand_dtypes[1] != q->operand_dtypes[0] || q->operand_dtypes[2] != q->operand_dtypes[0])
-    return ldmc_rule_error(q, "q %s, k %s, v %s must share a dtype", a, b, c);
+  if (with_v) ldmc_type_str(q->operand_dtypes[2], sv, c, sizeof c);
+  if (q->operand_dtypes[1] != q->operand_dtypes[0] || (with_v && q->operand_dtypes[2] != q->operand_dtypes[0]))
+    return with_v ? ldmc_rule_error(q, "q %s, k %s, v %s must share a dtype", a, b, c)
+                  : ldmc_rule_error(q, "q %s and k %s must share a dtype", a, b);
   int r = sq->rank;
   if (r < 2 || sk->rank != r || sv->rank != r)
-    return ldmc_rule_error(q, "q %s, k %s, v %s need the same rank >= 2", a, b, c);
+    return with_v ? ldmc_rule_error(q, "q %s, k %s, v %s need the same rank >= 2", a, b, c)
+                  : ldmc_rule_error(q, "q %s and k %s need the same rank >= 2", a, b);
   for (int i = 0; i < r - 2; i++)
     if (sk->dims[i] != sq->dims[i] || sv->dims[i] != sq->dims[i])
-      return ldmc_rule_error(q, "leading dims of q %s, k %s, v %s differ", a, b, c);
+      return with_v ? ldmc_rule_error(q, "leading dims of q %s, k %s, v %s differ", a, b, c)
+                    : ldmc_rule_error(q, "leading dims of q %s and k %s differ", a, b);
   if (sk->dims[r - 1] != sq->dims[r - 1])
     return ldmc_rule_error(q, "q %s and k %s differ in the last (head) dim", a, b);
-  if (sv->dims[r - 2] != sk->dims[r - 2])
+  if (with_v && sv->dims[r - 2] != sk->dims[r - 2])
     return ldmc_rule_error(q, "k %s and v %s differ in the key count (dim %d)", b, c, r - 2);
   if (!isfinite(q->attrs->scale)) return ldmc_rule_error(q, "scale %g must be finite", q->attrs->scale);
-  ldmc_shape out = *sq;
-  out.dims[r - 1] = sv->dims[r - 1];
+  return LDMC_OK;
+}
+
+ldmc_status ldmc_shape_attention(ldmc_type_query *q) {
+  LDMC_TRY(ldmc_rule_need(q, 3));
+  LDMC_TRY(check_qkv(q, true));
+  int r = q->operand_shapes[0].rank;
+  ldmc_shape out = q->operand_shapes[0];
+  out.dims[r - 1] = q->operand_shapes[2].dims[r - 1];
   q->dtype = q->operand_dtypes[0];
+  q->shape = out;
+  return LDMC_OK;
+}
+
+/* The backward ops compute in f32 (f64 for f64 operands), as the composites'
+ * decompositions do. */
+static ldmc_dtype attention_compute_dtype(ldmc_dtype dt) { return dt == LDMC_F64 ? LDMC_F64 : LDMC_F32; }
+
+ldmc_status ldmc_shape_attention_lse(ldmc_type_query *q) {
+  LDMC_TRY(ldmc_rule_need(q, 2));
+  LDMC_TRY(check_qkv(q, false));
+  ldmc_shape out = q->operand_shapes[0];
+  out.rank--;
+  q->dtype = attention_compute_dtype(q->operand_dtypes[0]);
+  q->shape = out;
+  return LDMC_OK;
+}
+
+/* q, k, v as attention's; ct [..., N, E] in q's dtype; lse and delta
+ * [..., N] in the compute dtype. grad_q: [..., N, D]; grad_kv [..., M, D + E]. */
+ldmc_status ldmc_shape_attention_grad(ldmc_type_query *q) {
+  LDMC_TRY(ldmc_rule_need(q, 6));
+  LDMC_TRY(check_qkv(q, true));
+  const ldmc_shape *sq = &q->operand_shapes[0], *sk = &q->operand_shapes[1], *sv = &q->operand_shapes[2];
+  int r = sq->rank;
+  ldmc_dtype cd = attention_compute_dtype(q->operand_dtypes[0]);
+  char t[LDMC_TYPE_STR_LEN], w[LDMC_TYPE_STR_LEN];
+  ldmc_shape want = *sq;
+  want.dims[r - 1] = sv->dims[r - 1];
+  if (q->operand_dtypes[3] != q->operand_dtypes[0] || !ldmc_shape_equal(&q->operand_shapes[3], &want))
+    return ldmc_rule_error(q, "ct %s must be %s (the attention's result type)",
+                           ldmc_type_str(q->operand_dtypes[3], &q->operand_shapes[3], t, sizeof t),
+                           ldmc_type_str(q->operand_dtypes[0], &want, w, sizeof w));
+  want.rank = r - 1;
+  for (int i = 4; i < 6; i++)
+    if (q->operand_dtypes[i] != cd || !ldmc_shape_equal(&q->operand_shapes[i], &want))
+      return ldmc_rule_error(q, "%s %s must be %s", i == 4 ? "lse" : "delta",
+                             ldmc_type_str(q->operand_dtypes[i], &q->operand_shapes[i], t, sizeof t),
+                             ldmc_type_str(cd, &want, w, sizeof w));
+  ldmc_shape out = *sq;
+  if (q->op == LDMC_OP_ATTENTION_GRAD_KV) {
+    out.dims[r - 2] = sk->dims[r - 2];
+    if (__builtin_add_overflow(sq->dims[r - 1], sv->dims[r - 1], &out.dims[r - 1]))
+      return ldmc_rule_error(q, "D + E overflows int64");
+  }
+  q->dtype = cd;
   q->shape = out;
   return LDMC_OK;
 }

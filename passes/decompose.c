@@ -6,6 +6,9 @@
  *                back to x's shape, then * gamma[c] + beta[c]
  *   layer_norm   the same over dims [axis, rank), gamma/beta over those dims
  *   attention    dot(softmax(dot(q, k^T) * scale), v) with the leading dims as batch
+ *   attention_lse, attention_grad_q, attention_grad_kv (attention's backward; S = scale q k^T)
+ *                lse = m + log sum exp(S - m), m = max S;  P = exp(S - lse),
+ *                dS = scale P (ct v^T - delta);  dq = dS k;  concatenate(dS^T q, P^T ct)
  *   upsample     per spatial dim: reshape [P, S, 1, Q] -> broadcast [P, S, f, Q] -> reshape
  * Every node is added with ldmc_graph_add_checked, so the rewrite is type-checked. */
 #include <math.h>
@@ -176,15 +179,61 @@ static int32_t dot(dctx *c, int32_t l, int32_t r, int nb, int64_t lc, int64_t rc
   return emit(c, LDMC_OP_DOT_GENERAL, c->ct, NULL, 2, o, &at);
 }
 
+/* scale q k^T over the last two dims, leading dims batched: [..., N, M] */
+static int32_t scaled_scores(dctx *c, int32_t q, int32_t k, double scale) {
+  if (q < 0 || k < 0) return -1;
+  int r = shape_of(c, q)->rank;
+  int32_t logits = dot(c, q, k, r - 2, r - 1, r - 1);
+  if (logits < 0) return -1;
+  const ldmc_shape ls = *shape_of(c, logits);
+  return bin(c, LDMC_OP_MUL, logits, splat(c, c->ct, scale, &ls));
+}
+
 static int32_t attention(dctx *c, const ldmc_node *n, const int32_t *ops) {
   int32_t q = convert(c, ops[0], c->ct), k = convert(c, ops[1], c->ct), v = convert(c, ops[2], c->ct);
   if (q < 0 || k < 0 || v < 0) return -1;
   int r = shape_of(c, q)->rank;
-  int32_t logits = dot(c, q, k, r - 2, r - 1, r - 1); /* [..., N, M] */
-  if (logits < 0) return -1;
-  const ldmc_shape ls = *shape_of(c, logits); /* copy: emitting nodes may move the node array */
-  int32_t scaled = bin(c, LDMC_OP_MUL, logits, splat(c, c->ct, n->attrs.scale, &ls));
+  int32_t scaled = scaled_scores(c, q, k, n->attrs.scale); /* [..., N, M] */
   return dot(c, softmax(c, scaled, r - 1), v, r - 2, r - 1, r - 2); /* [..., N, E] */
+}
+
+/* a [..., N] row statistic broadcast over the keys of scores s [..., N, M] */
+static int32_t per_row(dctx *c, int32_t x, int32_t s) {
+  if (x < 0 || s < 0) return -1;
+  const ldmc_shape ss = *shape_of(c, s);
+  int64_t keep[LDMC_MAX_RANK], ax = ss.rank - 1;
+  int nk = kept_dims(ss.rank, 1, &ax, keep);
+  return bcast(c, x, &ss, nk, keep);
+}
+
+/* attention_lse: m + log sum exp(S - m), m = max S over the keys */
+static int32_t attention_lse(dctx *c, const ldmc_node *n, const int32_t *ops) {
+  int32_t s = scaled_scores(c, convert(c, ops[0], c->ct), convert(c, ops[1], c->ct), n->attrs.scale);
+  if (s < 0) return -1;
+  int64_t ax = shape_of(c, s)->rank - 1;
+  int32_t m = reduce(c, LDMC_REDUCE_MAX, s, 1, &ax);
+  int32_t sum = reduce(c, LDMC_REDUCE_SUM, un(c, LDMC_OP_EXP, bin(c, LDMC_OP_SUB, s, per_row(c, m, s))), 1, &ax);
+  return bin(c, LDMC_OP_ADD, m, un(c, LDMC_OP_LOG, sum));
+}
+
+/* attention_grad_q / _kv: P = exp(S - lse), dS = scale P (ct v^T - delta);
+ * dq = dS k; (dk | dv) = concatenate(dS^T q, P^T ct) */
+static int32_t attention_grad(dctx *c, const ldmc_node *n, const int32_t *ops) {
+  int32_t q = convert(c, ops[0], c->ct), k = convert(c, ops[1], c->ct), v = convert(c, ops[2], c->ct);
+  int32_t ct = convert(c, ops[3], c->ct), s = scaled_scores(c, q, k, n->attrs.scale);
+  if (s < 0 || v < 0 || ct < 0) return -1;
+  const ldmc_shape ss = *shape_of(c, s);
+  int r = ss.rank;
+  int32_t p = un(c, LDMC_OP_EXP, bin(c, LDMC_OP_SUB, s, per_row(c, ops[4], s)));
+  int32_t dp = dot(c, ct, v, r - 2, r - 1, r - 1); /* [..., N, M] */
+  int32_t ds = bin(c, LDMC_OP_MUL, bin(c, LDMC_OP_MUL, p, bin(c, LDMC_OP_SUB, dp, per_row(c, ops[5], s))),
+                   splat(c, c->ct, n->attrs.scale, &ss));
+  if (n->op == LDMC_OP_ATTENTION_GRAD_Q) return dot(c, ds, k, r - 2, r - 1, r - 2); /* [..., N, D] */
+  int32_t kv[2] = {dot(c, ds, q, r - 2, r - 2, r - 2), dot(c, p, ct, r - 2, r - 2, r - 2)}; /* [..., M, D|E] */
+  if (kv[0] < 0 || kv[1] < 0) return -1;
+  ldmc_attrs at = {0};
+  at.axis = r - 1;
+  return emit(c, LDMC_OP_CONCATENATE, c->ct, NULL, 2, kv, &at);
 }
 
 static int32_t upsample(dctx *c, const ldmc_node *n, int32_t x) {
@@ -226,6 +275,9 @@ static int32_t lower(dctx *c, const ldmc_node *n, const int32_t *ops) {
     case LDMC_OP_GROUP_NORM: y = group_norm(c, n, ops); break;
     case LDMC_OP_LAYER_NORM: y = layer_norm(c, n, ops); break;
     case LDMC_OP_ATTENTION: y = attention(c, n, ops); break;
+    case LDMC_OP_ATTENTION_LSE: y = attention_lse(c, n, ops); break;
+    case LDMC_OP_ATTENTION_GRAD_Q:
+    case LDMC_OP_ATTENTION_GRAD_KV: y = attention_grad(c, n, ops); break;
     case LDMC_OP_UPSAMPLE_NEAREST: return upsample(c, n, x); /* pure data movement, any dtype */
     default:
       ldmc_error(LDMC_ERR_INTERNAL, "%s is not a composite", ldmc_op_name(n->op));

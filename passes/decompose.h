@@ -1,5 +1,5 @@
 /* Lowering of composite ops (silu, gelu, softmax, group_norm, layer_norm,
- * attention, upsample_nearest) into primitives. */
+ * attention, upsample_nearest, attention's backward ops) into primitives. */
 #ifndef LDMC_PASSES_DECOMPOSE_H
 #define LDMC_PASSES_DECOMPOSE_H
 

@@ -34,6 +34,7 @@ bool ldmc_eval_supported(ldmc_op op) {
   switch (op) {
     case LDMC_OP_PARAMETER: case LDMC_OP_RNG_UNIFORM: case LDMC_OP_RNG_NORMAL: case LDMC_OP_GATHER:
     case LDMC_OP_SCATTER_ADD: case LDMC_OP_GROUP_NORM: case LDMC_OP_LAYER_NORM: case LDMC_OP_ATTENTION:
+    case LDMC_OP_ATTENTION_LSE: case LDMC_OP_ATTENTION_GRAD_Q: case LDMC_OP_ATTENTION_GRAD_KV:
       return false;
     default:
       return true;

@@ -9,7 +9,7 @@
  *     loops, and the epilogue (never the core operands) of contraction, norm
  *     and attention kernels;
  *   - a core op (dot_general, convolution, group_norm, layer_norm, reduce,
- *     softmax, attention) joins an elementwise kernel as its core when every
+ *     softmax, attention and its backward ops) joins an elementwise kernel as its core when every
  *     node of that kernel depending on it is an index-preserving elementwise
  *     op of the same element count (or a reshape, or a transpose followed
  *     only by reshapes and transposes: a permuted store): bias, activation, residual and
@@ -65,7 +65,8 @@ static ldmc_kernel_kind seed_kind(ldmc_op op) {
     case LDMC_OP_DOT_GENERAL: case LDMC_OP_CONVOLUTION: return LDMC_KERNEL_CONTRACTION;
     case LDMC_OP_GROUP_NORM: case LDMC_OP_LAYER_NORM: return LDMC_KERNEL_NORM;
     case LDMC_OP_REDUCE: case LDMC_OP_SOFTMAX: return LDMC_KERNEL_REDUCTION;
-    case LDMC_OP_ATTENTION: return LDMC_KERNEL_ATTENTION;
+    case LDMC_OP_ATTENTION: case LDMC_OP_ATTENTION_LSE: case LDMC_OP_ATTENTION_GRAD_Q: case LDMC_OP_ATTENTION_GRAD_KV:
+      return LDMC_KERNEL_ATTENTION;
     case LDMC_OP_CONCATENATE: case LDMC_OP_PAD: case LDMC_OP_GATHER: case LDMC_OP_SCATTER_ADD: return LDMC_KERNEL_COPY;
     default: return loop_fusible(op) ? LDMC_KERNEL_ELEMENTWISE : LDMC_KERNEL_OPAQUE;
   }

@@ -8,7 +8,8 @@
 #define ALL_COMPOSITES                                                                                   \
   (LDMC_OPMASK(LDMC_OP_SILU) | LDMC_OPMASK(LDMC_OP_GELU) | LDMC_OPMASK(LDMC_OP_SOFTMAX) |                \
    LDMC_OPMASK(LDMC_OP_GROUP_NORM) | LDMC_OPMASK(LDMC_OP_LAYER_NORM) | LDMC_OPMASK(LDMC_OP_ATTENTION) | \
-   LDMC_OPMASK(LDMC_OP_UPSAMPLE_NEAREST))
+   LDMC_OPMASK(LDMC_OP_UPSAMPLE_NEAREST) | LDMC_OPMASK(LDMC_OP_ATTENTION_LSE) |                      \
+   LDMC_OPMASK(LDMC_OP_ATTENTION_GRAD_Q) | LDMC_OPMASK(LDMC_OP_ATTENTION_GRAD_KV))
 
 static ldmc_target targets[] = {
     /* the reference runs every op itself and must stay numerically faithful */

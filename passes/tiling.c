@@ -9,7 +9,8 @@
  *                (gemm_kc > 0: llvm-cpu) the GEMM and the blocks are the ones
  *                that backend runs (tile_gemm), plus its mr x nr register tile
  *                and whether a convolution's images fold into N (fold_images)
- *   attention    {br, bc}: query rows x key/value columns per block (flash style)
+ *   attention    {br, bc}: query rows x key/value columns per block (flash style);
+ *                attention_grad_kv: key rows x query rows per block
  *   norm         {rows, cols}: rows of the normalized set per block x its length
  *   elementwise, reduction, copy  {elems}: elements per block
  *   alias        none */
@@ -172,19 +173,29 @@ static void tile_contraction(const ldmc_graph *g, const ldmc_target *t, const ld
   kr->tile[2] = kt;
 }
 
-/* llvm-cpu's flash attention: one vector of queries per block against
- * 16 keys with 512-bit vectors (16 scores and 16 probabilities in registers),
- * 8 keys below */
-static void tile_attention_lanes(const ldmc_target *t, ldmc_kernel *kr) {
-  kr->n_tile = 2;
-  kr->tile[0] = max64(1, t->vector_bytes / 4);
-  kr->tile[1] = t->vector_bytes >= 64 ? 16 : 8;
+static bool is_attention(ldmc_op op) {
+  return op == LDMC_OP_ATTENTION || op == LDMC_OP_ATTENTION_LSE || op == LDMC_OP_ATTENTION_GRAD_Q ||
+         op == LDMC_OP_ATTENTION_GRAD_KV;
 }
 
+/* llvm-cpu's flash attention kernels: one vector of result rows per tile
+ * (queries; keys for attention_grad_kv) against blocks of the other side's
+ * rows: 16 with 512-bit vectors (16 scores and 16 probabilities in
+ * registers), 8 below; the backward ops hold the scores and dP = ct v^T
+ * together, so half as many. */
+static void tile_attention_lanes(const ldmc_target *t, const ldmc_node *core, ldmc_kernel *kr) {
+  bool grad = core->op == LDMC_OP_ATTENTION_GRAD_Q || core->op == LDMC_OP_ATTENTION_GRAD_KV;
+  kr->n_tile = 2;
+  kr->tile[0] = max64(1, t->vector_bytes / 4);
+  kr->tile[1] = (t->vector_bytes >= 64 ? 16 : 8) / (grad ? 2 : 1);
+}
+
+/* {br, bc}: result rows (queries; keys for attention_grad_kv) x the other side's rows per block */
 static void tile_attention(const ldmc_graph *g, const ldmc_target *t, const ldmc_node *n, ldmc_kernel *kr) {
   const ldmc_node *q = &g->nodes[n->operands[0]], *k = &g->nodes[n->operands[1]];
   int r = q->shape.rank;
   int64_t Nq = q->shape.dims[r - 2], D = q->shape.dims[r - 1], Mk = k->shape.dims[r - 2];
+  if (n->op == LDMC_OP_ATTENTION_GRAD_KV) Nq = Mk, Mk = q->shape.dims[r - 2];
   size_t es = ldmc_dtype_size(n->dtype);
   int64_t B = budget(t) / (int64_t)es, L = lanes(t, es);
   /* br*D (q) + 2*bc*D (k, v) + br*bc (scores) + br*D (acc) <= B, square-ish blocks */
@@ -234,8 +245,8 @@ static bool run_tiling(ldmc_graph *g, const ldmc_pass_ctx *ctx) {
     const ldmc_node *core = NULL;
     for (int32_t j = 0; j < kr->n_nodes && !core; j++) {
       ldmc_op op = g->nodes[kr->nodes[j]].op;
-      if (op == LDMC_OP_DOT_GENERAL || op == LDMC_OP_CONVOLUTION || op == LDMC_OP_ATTENTION ||
-          op == LDMC_OP_GROUP_NORM || op == LDMC_OP_LAYER_NORM)
+      if (op == LDMC_OP_DOT_GENERAL || op == LDMC_OP_CONVOLUTION || is_attention(op) || op == LDMC_OP_GROUP_NORM ||
+          op == LDMC_OP_LAYER_NORM)
         core = &g->nodes[kr->nodes[j]];
     }
     kr->n_tile = 0;
@@ -243,8 +254,8 @@ static bool run_tiling(ldmc_graph *g, const ldmc_pass_ctx *ctx) {
     kr->fold_images = false;
     switch (kr->kind) {
       case LDMC_KERNEL_PREPACK: /* weights only, run when bound: its core still needs its blocks */
-        if (core && core->op == LDMC_OP_ATTENTION && t->gemm_kc > 0) {
-          tile_attention_lanes(t, kr);
+        if (core && is_attention(core->op) && t->gemm_kc > 0) {
+          tile_attention_lanes(t, core, kr);
           break;
         }
         if (!core || (core->op != LDMC_OP_DOT_GENERAL && core->op != LDMC_OP_CONVOLUTION)) {
@@ -257,7 +268,7 @@ static bool run_tiling(ldmc_graph *g, const ldmc_pass_ctx *ctx) {
         else if (core) tile_contraction(g, t, core, kr);
         break;
       case LDMC_KERNEL_ATTENTION:
-        if (core && t->gemm_kc > 0) tile_attention_lanes(t, kr);
+        if (core && t->gemm_kc > 0) tile_attention_lanes(t, core, kr);
         else if (core) tile_attention(g, t, core, kr);
         break;
       case LDMC_KERNEL_ALIAS: break;

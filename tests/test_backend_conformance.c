@@ -488,6 +488,41 @@ static void cases_composite(ldmc_dtype dt) {
   }
 }
 
+/* attention's backward ops as the attention VJP builds them: lse from q, k;
+ * delta = rowsum(ct y); dq and (dk | dv) from q, k, v, ct, lse, delta.
+ * Each op is the case's output (the others feed it). */
+static void cases_attention_backward(ldmc_dtype dt) {
+  static const ldmc_op ops[3] = {LDMC_OP_ATTENTION_LSE, LDMC_OP_ATTENTION_GRAD_Q, LDMC_OP_ATTENTION_GRAD_KV};
+  for (int rep = 0; rep < 3; rep++) {
+    bool split = rep == 2; /* the U-Net's head splits: strided views */
+    int64_t Bt = rint_(1, 2), H = rint_(1, 3), N = rep == 1 ? 67 : rint_(1, 40), M = rep == 0 ? 3 : rint_(1, 40),
+            D = rep == 1 ? 40 : rint_(1, 20), E = split ? D : rint_(1, 20);
+    for (int o = 0; o < 3; o++) {
+      ldmc_builder *b = ldmc_builder_new("attention_backward");
+      ldmc_value x[4];
+      const char *names[4] = {"q", "k", "v", "ct"};
+      int64_t rows[4] = {N, M, M, N}, cols[4] = {D, D, E, E}, perm[4] = {0, 2, 1, 3};
+      for (int i = 0; i < 4; i++) {
+        int64_t d3[3] = {Bt, rows[i], H * cols[i]}, d4[4] = {Bt, rows[i], H, cols[i]}, dd[4] = {Bt, H, rows[i], cols[i]};
+        x[i] = split ? ldmc_transpose(b, ldmc_reshape(b, param(b, names[i], dt, 3, d3), 4, d4), perm)
+                     : param(b, names[i], dt, 4, dd);
+      }
+      double scale = 0.3 + 0.1 * rep;
+      const int64_t row = 3;
+      ldmc_value lse = ldmc_attention_lse(b, x[0], x[1], scale);
+      ldmc_value y = ldmc_attention(b, x[0], x[1], x[2], scale);
+      ldmc_value delta = ldmc_reduce(b, LDMC_REDUCE_SUM,
+                                     ldmc_mul(b, ldmc_convert(b, x[3], LDMC_F32), ldmc_convert(b, y, LDMC_F32)), 1, &row,
+                                     false);
+      ldmc_value out = o == 0 ? lse
+                       : o == 1 ? ldmc_attention_grad_q(b, x[0], x[1], x[2], x[3], lse, delta, scale)
+                                : ldmc_attention_grad_kv(b, x[0], x[1], x[2], x[3], lse, delta, scale);
+      add_case(b, out, ops[o], t_acc(dt), "%s %s B%" PRId64 " H%" PRId64 " N%" PRId64 " M%" PRId64 " D%" PRId64 " E%" PRId64 "%s",
+               ldmc_op_name(ops[o]), ldmc_dtype_name(dt), Bt, H, N, M, D, E, split ? " split" : "");
+    }
+  }
+}
+
 static void cases_rng(void) {
   for (int op = LDMC_OP_RNG_UNIFORM; op <= LDMC_OP_RNG_NORMAL; op++) {
     int64_t d[2] = {rsize(), rsize()};
@@ -625,6 +660,7 @@ int main(void) {
     cases_dot(dts[i]);
     cases_conv(dts[i]);
     cases_composite(dts[i]);
+    cases_attention_backward(dts[i]);
     cases_fusion(dts[i]);
   }
   cases_elementwise(LDMC_I32);

@@ -401,6 +401,11 @@ static ldmc_graph *every_op_graph(void) {
   const double dv[3] = {0.1, 1.0 / 3, 0x1p-1074};
   int32_t dd[2] = {pd, constant(g, LDMC_F64, S1(3), dv, sizeof dv)};
   int32_t sum = gadd(g, LDMC_OP_ADD, LDMC_F64, S0(), 2, dd, NULL, NULL);
+  a = (ldmc_attrs){.scale = 0.35355339059327373}; /* attention's backward ops */
+  int32_t lse = gadd(g, LDMC_OP_ATTENTION_LSE, LDMC_F32, S0(), 2, at, &a, "grad.mid.attn");
+  int32_t gops6[6] = {q, k, v, att, lse, lse};
+  gadd(g, LDMC_OP_ATTENTION_GRAD_Q, LDMC_F32, S0(), 6, gops6, &a, NULL);
+  gadd(g, LDMC_OP_ATTENTION_GRAD_KV, LDMC_F32, S0(), 6, gops6, &a, NULL);
   ldmc_graph_add_output(g, conv, "conv");
   ldmc_graph_add_output(g, att, "attn \"out\"");
   ldmc_graph_add_output(g, up, "up");

@@ -150,6 +150,59 @@ static void test_attention(void) {
   }
 }
 
+/* attention's backward ops as the VJP builds them (lse, delta = rowsum(ct y),
+ * dq, dk | dv), every op decomposed; outputs lse, dq and dk | dv */
+static void test_attention_backward(void) {
+  struct { ldmc_shape q, k, v; } cases[] = {
+      {SHAPE(2, 4, 8), SHAPE(2, 6, 8), SHAPE(2, 6, 5)},
+      {SHAPE(2, 2, 3, 4), SHAPE(2, 2, 7, 4), SHAPE(2, 2, 7, 3)},
+      {SHAPE(5, 3), SHAPE(4, 3), SHAPE(4, 2)},
+      {SHAPE(1, 1, 1), SHAPE(1, 1, 1), SHAPE(1, 1, 1)},
+  };
+  for (int i = 0; i < NELEM(cases); i++)
+    for (int d = 0; d < NELEM(k_floats); d++) {
+      ldmc_dtype dt = k_floats[d], cd = dt == LDMC_F64 ? LDMC_F64 : LDMC_F32;
+      int r = cases[i].q.rank;
+      ldmc_shape ct = cases[i].q;
+      ct.dims[r - 1] = cases[i].v.dims[r - 1];
+      ldmc_shape s[4] = {cases[i].q, cases[i].k, cases[i].v, ct};
+      uint64_t seed = 50 + i;
+      ldmc_tensor ins[4];
+      for (int j = 0; j < 4; j++) ins[j] = th_random(dt, s[j], &seed, -2, 2);
+      ldmc_graph *g = ldmc_graph_new("attention_backward");
+      int32_t p[4], o[6];
+      char name[8];
+      for (int j = 0; j < 4; j++) {
+        snprintf(name, sizeof name, "p%d", j);
+        p[j] = th_param(g, name, dt, s[j]);
+      }
+      ldmc_attrs at = {0}, red = {0};
+      at.scale = 0.6;
+      red.reduce = LDMC_REDUCE_SUM;
+      red.dims.n = 1;
+      red.dims.v[0] = r - 1;
+      int32_t y = ldmc_graph_add_checked(g, LDMC_OP_ATTENTION, dt, NULL, 3, p, &at, NULL);
+      int32_t yc = ldmc_graph_add_checked(g, LDMC_OP_CONVERT, cd, NULL, 1, &y, NULL, NULL);
+      int32_t cc = ldmc_graph_add_checked(g, LDMC_OP_CONVERT, cd, NULL, 1, &p[3], NULL, NULL);
+      int32_t m[2] = {cc, yc};
+      int32_t cy = ldmc_graph_add_checked(g, LDMC_OP_MUL, cd, NULL, 2, m, NULL, NULL);
+      memcpy(o, p, sizeof p);
+      o[4] = ldmc_graph_add_checked(g, LDMC_OP_ATTENTION_LSE, cd, NULL, 2, p, &at, NULL);
+      o[5] = ldmc_graph_add_checked(g, LDMC_OP_REDUCE, cd, NULL, 1, &cy, &red, NULL);
+      int32_t dq = ldmc_graph_add_checked(g, LDMC_OP_ATTENTION_GRAD_Q, cd, NULL, 6, o, &at, "grad.attn");
+      int32_t dkv = ldmc_graph_add_checked(g, LDMC_OP_ATTENTION_GRAD_KV, cd, NULL, 6, o, &at, "grad.attn");
+      CHECK_MSG(o[4] >= 0 && dq >= 0 && dkv >= 0, "attention backward graph: %s", ldmc_last_error());
+      ldmc_graph_add_output(g, o[4], "lse");
+      ldmc_graph_add_output(g, dq, "dq");
+      ldmc_graph_add_output(g, dkv, "dkv");
+      char label[64];
+      snprintf(label, sizeof label, "attention backward %d %s", i, ldmc_dtype_name(dt));
+      compare(label, g, ins, 4, 1.0, tol_of(dt));
+      ldmc_graph_free(g);
+      th_release(4, ins);
+    }
+}
+
 static void test_upsample(void) {
   struct { ldmc_shape x; int64_t f; } cases[] = {{SHAPE(1, 2, 3, 3), 2}, {SHAPE(2, 1, 4), 3}, {SHAPE(1, 1, 2, 2, 2), 2},
                                                  {SHAPE(1, 2, 3, 3), 1}, {SHAPE(1, 1, 2, 1, 2, 1, 1, 2), 2},
@@ -236,6 +289,7 @@ int main(void) {
   test_softmax();
   test_norms();
   test_attention();
+  test_attention_backward();
   test_upsample();
   test_graph_properties();
   for (int d = 0; d < NELEM(k_floats); d++)

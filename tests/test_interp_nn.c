@@ -1,6 +1,8 @@
 /* Interpreter composites (silu, gelu, softmax, group_norm, layer_norm,
- * attention, upsample_nearest) against values worked out by hand (exact
- * forms evaluated separately, to 16 digits) and naive loops written here. */
+ * attention, upsample_nearest, attention's backward ops) against values
+ * worked out by hand (exact forms evaluated separately, to 16 digits),
+ * naive loops written here, and (the backward ops) torch.autograd's values
+ * and central finite differences of the attention op. */
 #include "interp_test_util.h"
 
 static void unary_case(ldmc_op op, const double *x, const double *want, int n) {
@@ -187,6 +189,129 @@ static void test_attention(void) {
   th_release(3, in);
 }
 
+/* attention_lse, attention_grad_q, attention_grad_kv. Hand case: q = I2, k
+ * rows (1,0), (0,1), (1,1), v = (1, 2, 3), ct = (1, -1), scale 1 and 0.5:
+ * lse = log(1 + 2 e^scale) for both rows; delta = rowsum(ct y) and the
+ * gradients as torch.autograd gives them in float64 (dq flattened, then
+ * rows (dk_j | dv_j)). */
+static void test_attention_backward_hand(void) {
+  static const double scales[2] = {1.0, 0.5}, lse[2] = {1.8619948040582512, 1.4580200879470335};
+  static const double delta[2][2] = {{2.0, -2.266956394754555}, {2.0, -2.150955193571652}};
+  static const double dq[2][4] = {{0.0, 0.4223187982515182, -0.11274070381830126, -0.19683739061491523},
+                                  {0.0, 0.19182586559527537, -0.028957110672984454, -0.1339116442493063}};
+  static const double dkv[2][9] = {{-0.4223187982515182, 0.19683739061491545, 0.26695639475455457, 0.0,
+                                    0.11274070381830148, -0.26695639475455457, 0.4223187982515182, -0.3095780944332167,
+                                    0.0},
+                                   {-0.19182586559527537, 0.13391164424930638, 0.1509551935716521, 0.0,
+                                    0.028957110672984534, -0.1509551935716521, 0.19182586559527537,
+                                    -0.16286875492229083, 0.0}};
+  for (int d = 0; d < NELEM(k_floats); d++) {
+    ldmc_dtype dt = k_floats[d], cd = dt == LDMC_F64 ? LDMC_F64 : LDMC_F32;
+    double rel = cd == LDMC_F64 ? 1e-14 : 1e-6, abs_tol = cd == LDMC_F64 ? 1e-15 : 2e-7;
+    for (int s = 0; s < 2; s++) {
+      ldmc_tensor in[6] = {th_tensor(dt, SHAPE(1, 2, 2), VALS(1, 0, 0, 1)),
+                           th_tensor(dt, SHAPE(1, 3, 2), VALS(1, 0, 0, 1, 1, 1)),
+                           th_tensor(dt, SHAPE(1, 3, 1), VALS(1, 2, 3)), th_tensor(dt, SHAPE(1, 2, 1), VALS(1, -1)),
+                           th_tensor(cd, SHAPE(1, 2), VALS(lse[s], lse[s])),
+                           th_tensor(cd, SHAPE(1, 2), VALS(delta[s][0], delta[s][1]))},
+                  out;
+      ldmc_attrs at = {0};
+      at.scale = scales[s];
+      if (th_eval(LDMC_OP_ATTENTION_LSE, &at, cd, NULL, 2, in, &out)) {
+        CHECK(out.dtype == cd && out.shape.rank == 2 && out.shape.dims[1] == 2);
+        th_expect("attention_lse", &out, VALS(lse[s], lse[s]), 2, rel, abs_tol);
+        ldmc_tensor_release(&out);
+      }
+      if (th_eval(LDMC_OP_ATTENTION_GRAD_Q, &at, cd, NULL, 6, in, &out)) {
+        CHECK(out.dtype == cd && out.shape.rank == 3 && out.shape.dims[1] == 2 && out.shape.dims[2] == 2);
+        th_expect("attention_grad_q", &out, dq[s], 4, rel, abs_tol);
+        ldmc_tensor_release(&out);
+      }
+      if (th_eval(LDMC_OP_ATTENTION_GRAD_KV, &at, cd, NULL, 6, in, &out)) {
+        CHECK(out.dtype == cd && out.shape.rank == 3 && out.shape.dims[1] == 3 && out.shape.dims[2] == 3);
+        th_expect("attention_grad_kv", &out, dkv[s], 9, rel, abs_tol);
+        ldmc_tensor_release(&out);
+      }
+      th_release(6, in);
+    }
+  }
+}
+
+/* sum(ct * attention(q, k, v)) on the interpreter, in f64 */
+static double attn_loss(const ldmc_tensor *qkv, const ldmc_tensor *ct, double scale) {
+  ldmc_attrs at = {0};
+  at.scale = scale;
+  ldmc_tensor out;
+  double s = 0;
+  if (!th_eval(LDMC_OP_ATTENTION, &at, LDMC_F64, NULL, 3, qkv, &out)) return NAN;
+  for (int64_t i = 0; i < th_numel(&out.shape); i++) s += ldmc_tensor_get(&out, i) * ldmc_tensor_get(ct, i);
+  ldmc_tensor_release(&out);
+  return s;
+}
+
+/* Random f64 case with two leading dims [2, 3], N=4, M=5, D=6, E=3, scale
+ * 0.4: lse against a naive log-sum-exp, the gradients against central
+ * differences of the attention op (h = 1e-5, error ~ h^2). */
+static void test_attention_backward_random(void) {
+  uint64_t seed = 33;
+  const double scale = 0.4, h = 1e-5;
+  ldmc_tensor in[6] = {th_random(LDMC_F64, SHAPE(2, 3, 4, 6), &seed, -1, 1),
+                       th_random(LDMC_F64, SHAPE(2, 3, 5, 6), &seed, -1, 1),
+                       th_random(LDMC_F64, SHAPE(2, 3, 5, 3), &seed, -1, 1),
+                       th_random(LDMC_F64, SHAPE(2, 3, 4, 3), &seed, -1, 1)},
+              y, out;
+  ldmc_attrs at = {0};
+  at.scale = scale;
+  double lse[24], delta[24];
+  for (int b = 0; b < 6; b++)
+    for (int n = 0; n < 4; n++) {
+      double l[5], mx = -1e300, s = 0;
+      for (int m = 0; m < 5; m++) {
+        l[m] = 0;
+        for (int dd = 0; dd < 6; dd++)
+          l[m] += ldmc_tensor_get(&in[0], (b * 4 + n) * 6 + dd) * ldmc_tensor_get(&in[1], (b * 5 + m) * 6 + dd);
+        mx = fmax(mx, l[m] *= scale);
+      }
+      for (int m = 0; m < 5; m++) s += exp(l[m] - mx);
+      lse[b * 4 + n] = mx + log(s);
+    }
+  if (!th_eval(LDMC_OP_ATTENTION_LSE, &at, LDMC_F64, NULL, 2, in, &in[4])) return;
+  th_expect("attention_lse random", &in[4], lse, 24, 1e-14, 1e-15);
+  if (!th_eval(LDMC_OP_ATTENTION, &at, LDMC_F64, NULL, 3, in, &y)) return;
+  for (int i = 0; i < 24; i++) {
+    delta[i] = 0;
+    for (int e = 0; e < 3; e++) delta[i] += ldmc_tensor_get(&in[3], i * 3 + e) * ldmc_tensor_get(&y, i * 3 + e);
+  }
+  ldmc_tensor_release(&y);
+  in[5] = th_tensor(LDMC_F64, SHAPE(2, 3, 4), delta);
+  /* d loss / d x for x in q, k, v by central differences */
+  double fd[3][180];
+  int64_t cnt[3] = {144, 180, 90};
+  for (int o = 0; o < 3; o++)
+    for (int64_t i = 0; i < cnt[o]; i++) {
+      double x0 = ldmc_tensor_get(&in[o], i);
+      ldmc_tensor_set_elem(&in[o], i, x0 + h);
+      double up = attn_loss(in, &in[3], scale);
+      ldmc_tensor_set_elem(&in[o], i, x0 - h);
+      double dn = attn_loss(in, &in[3], scale);
+      ldmc_tensor_set_elem(&in[o], i, x0);
+      fd[o][i] = (up - dn) / (2 * h);
+    }
+  if (th_eval(LDMC_OP_ATTENTION_GRAD_Q, &at, LDMC_F64, NULL, 6, in, &out)) {
+    th_expect("attention_grad_q vs finite differences", &out, fd[0], 144, 1e-7, 1e-8);
+    ldmc_tensor_release(&out);
+  }
+  double kv[6 * 5 * 9];
+  for (int b = 0; b < 6; b++)
+    for (int m = 0; m < 5; m++)
+      for (int c = 0; c < 9; c++) kv[(b * 5 + m) * 9 + c] = c < 6 ? fd[1][(b * 5 + m) * 6 + c] : fd[2][(b * 5 + m) * 3 + c - 6];
+  if (th_eval(LDMC_OP_ATTENTION_GRAD_KV, &at, LDMC_F64, NULL, 6, in, &out)) {
+    th_expect("attention_grad_kv vs finite differences", &out, kv, 270, 1e-7, 1e-8);
+    ldmc_tensor_release(&out);
+  }
+  th_release(6, in);
+}
+
 static void test_upsample(void) {
   for (int d = 0; d < NELEM(k_all); d++) {
     ldmc_dtype dt = k_all[d];
@@ -221,6 +346,8 @@ int main(void) {
   test_group_norm();
   test_layer_norm();
   test_attention();
+  test_attention_backward_hand();
+  test_attention_backward_random();
   test_upsample();
   return test_summary("test_interp_nn");
 }

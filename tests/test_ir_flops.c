@@ -15,7 +15,7 @@ static ldmc_shape S(int rank, const int64_t *d) { return ldmc_shape_make(rank, d
 /* Infers the result type (so the query is well-formed), then runs the FLOP rule. */
 static ldmc_flops flops_of(ldmc_op op, const ldmc_attrs *a, int n, const ldmc_shape *shapes, ldmc_dtype dt,
                            ldmc_shape decl) {
-  ldmc_dtype dts[4];
+  ldmc_dtype dts[8];
   for (int i = 0; i < n; i++) dts[i] = dt;
   if (op == LDMC_OP_GATHER || op == LDMC_OP_SCATTER_ADD) dts[1] = LDMC_I64;
   ldmc_type_query q = {.op = op, .attrs = a, .n_operands = n, .operand_dtypes = dts, .operand_shapes = shapes,
@@ -135,6 +135,13 @@ static void test_attention(void) {
   EXPECT(flops_of(LDMC_OP_ATTENTION, &a, 3, s, LDMC_F32, s[0]), 368640, 15360);
   ldmc_shape t[3] = {SH(3, 4), SH(7, 4), SH(7, 5)};
   EXPECT(flops_of(LDMC_OP_ATTENTION, &a, 3, t, LDMC_F32, t[0]), 2 * 3 * 7 * 9, 6 * 3 * 7);
+  /* the backward ops (L N M = 16 x 16 x 10 = 2560): lse recomputes the scores (2 x 2560 x 32, other 5 x 2560);
+   * grad_q the scores, dP and dq (2 x 2560 x (64 + 40)); grad_kv the scores, dP, dk and dv (4 x 2560 x 72);
+   * both other 6 x 2560 */
+  ldmc_shape g6[6] = {SH(2, 8, 16, 32), SH(2, 8, 10, 32), SH(2, 8, 10, 40), SH(2, 8, 16, 40), SH(2, 8, 16), SH(2, 8, 16)};
+  EXPECT(flops_of(LDMC_OP_ATTENTION_LSE, &a, 2, s, LDMC_F32, SH(2, 8, 16)), 163840, 12800);
+  EXPECT(flops_of(LDMC_OP_ATTENTION_GRAD_Q, &a, 6, g6, LDMC_F32, g6[0]), 532480, 15360);
+  EXPECT(flops_of(LDMC_OP_ATTENTION_GRAD_KV, &a, 6, g6, LDMC_F32, SH(2, 8, 10, 72)), 737280, 15360);
 }
 
 static void test_saturation(void) {

@@ -351,6 +351,37 @@ static void test_composites(void) {
   ERR(ATTENTION, &none, NULL, "same rank >= 2", OPS(T("f32[4]"), T("f32[4]"), T("f32[4]")));
   ERR(ATTENTION, &none, NULL, "must share a dtype", OPS(T("f32[3,4]"), T("f16[7,4]"), T("f32[7,5]")));
   ERR(ATTENTION, &none, NULL, "q has dtype i32", OPS(T("i32[3,4]"), T("i32[7,4]"), T("i32[7,5]")));
+  /* attention's backward: f32 results (f64 for f64), lse and delta [..., N] in that dtype */
+  OK(ATTENTION_LSE, A(.scale = 0.125), NULL, "f32[2,8,16]", OPS(T("f32[2,8,16,32]"), T("f32[2,8,10,32]")));
+  OK(ATTENTION_LSE, &none, NULL, "f32[3]", OPS(T("bf16[3,4]"), T("bf16[7,4]")));
+  OK(ATTENTION_LSE, &none, NULL, "f64[2,3]", OPS(T("f64[2,3,4]"), T("f64[2,7,4]")));
+  ERR(ATTENTION_LSE, &none, NULL, "q f32[3,4] and k f16[7,4] must share a dtype", OPS(T("f32[3,4]"), T("f16[7,4]")));
+  ERR(ATTENTION_LSE, &none, NULL, "differ in the last (head) dim", OPS(T("f32[3,4]"), T("f32[7,5]")));
+  ERR(ATTENTION_LSE, &none, NULL, "leading dims of q", OPS(T("f32[2,3,4]"), T("f32[1,7,4]")));
+  ERR(ATTENTION_LSE, A(.scale = NAN), NULL, "not finite", OPS(T("f32[3,4]"), T("f32[7,4]")));
+  ERR(ATTENTION_LSE, &none, NULL, "operand 1 type f32[2,9223372036854775807] is too large",
+      OPS(T("f32[2,3]"), T("f32[2,9223372036854775807]")));
+  OK(ATTENTION_GRAD_Q, A(.scale = 0.125), NULL, "f32[2,8,16,32]",
+     OPS(T("f32[2,8,16,32]"), T("f32[2,8,10,32]"), T("f32[2,8,10,40]"), T("f32[2,8,16,40]"), T("f32[2,8,16]"),
+         T("f32[2,8,16]")));
+  OK(ATTENTION_GRAD_KV, A(.scale = 0.125), NULL, "f32[2,8,10,72]",
+     OPS(T("f32[2,8,16,32]"), T("f32[2,8,10,32]"), T("f32[2,8,10,40]"), T("f32[2,8,16,40]"), T("f32[2,8,16]"),
+         T("f32[2,8,16]")));
+  OK(ATTENTION_GRAD_KV, &none, NULL, "f32[7,9]",
+     OPS(T("bf16[3,4]"), T("bf16[7,4]"), T("bf16[7,5]"), T("bf16[3,5]"), T("f32[3]"), T("f32[3]")));
+  OK(ATTENTION_GRAD_Q, &none, NULL, "f64[3,4]",
+     OPS(T("f64[3,4]"), T("f64[7,4]"), T("f64[7,5]"), T("f64[3,5]"), T("f64[3]"), T("f64[3]")));
+  ERR(ATTENTION_GRAD_Q, &none, NULL, "ct f32[3,4] must be f32[3,5]",
+      OPS(T("f32[3,4]"), T("f32[7,4]"), T("f32[7,5]"), T("f32[3,4]"), T("f32[3]"), T("f32[3]")));
+  ERR(ATTENTION_GRAD_Q, &none, NULL, "ct f16[3,5] must be f32[3,5]",
+      OPS(T("f32[3,4]"), T("f32[7,4]"), T("f32[7,5]"), T("f16[3,5]"), T("f32[3]"), T("f32[3]")));
+  ERR(ATTENTION_GRAD_KV, &none, NULL, "lse bf16[3] must be f32[3]",
+      OPS(T("bf16[3,4]"), T("bf16[7,4]"), T("bf16[7,5]"), T("bf16[3,5]"), T("bf16[3]"), T("f32[3]")));
+  ERR(ATTENTION_GRAD_KV, &none, NULL, "delta f32[7] must be f32[3]",
+      OPS(T("f32[3,4]"), T("f32[7,4]"), T("f32[7,5]"), T("f32[3,5]"), T("f32[3]"), T("f32[7]")));
+  ERR(ATTENTION_GRAD_KV, &none, NULL, "differ in the key count",
+      OPS(T("f32[3,4]"), T("f32[7,4]"), T("f32[6,5]"), T("f32[3,5]"), T("f32[3]"), T("f32[3]")));
+  ERR(ATTENTION_GRAD_KV, &none, NULL, "expects 6 operands, got 3", OPS(T("f32[3,4]"), T("f32[7,4]"), T("f32[7,5]")));
   OK(UPSAMPLE_NEAREST, A(.factor = 2), NULL, "f32[1,3,8,10]", OPS(T("f32[1,3,4,5]")));
   OK(UPSAMPLE_NEAREST, A(.factor = 3), NULL, "i32[2,1,6]", OPS(T("i32[2,1,2]")));
   ERR(UPSAMPLE_NEAREST, A(.factor = 0), NULL, "factor 0 must be >= 1", OPS(T("f32[1,3,4,5]")));

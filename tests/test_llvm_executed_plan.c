@@ -58,7 +58,8 @@ static ldmc_tensor *inputs(const ldmc_graph *g, int *np) {
 
 
 /* Every GEMM step runs its kernel's planned blocks: mc x nc x kc from the
- * tiling pass (clipped to a smaller GEMM), the planned mr x nr register tile. */
+ * tiling pass (clipped to a smaller GEMM), the planned mr x nr register tile;
+ * every attention step its kernel's block. */
 static void check_tiles(const ldmc_graph *g, const ldmc_compile_opts *o, int c) {
   const lc_target *t;
   if (ldmc_lc_target_get(LDMC_LLVM_CPU_ISA_AUTO, &t) != LDMC_OK) return;
@@ -84,6 +85,28 @@ static void check_tiles(const ldmc_graph *g, const ldmc_compile_opts *o, int c) 
   }
   CHECK_MSG(gemms > 0 && bad == 0, "c=%d: %d of %d GEMM steps run blocks other than the plan's", c, bad, gemms);
   printf("c=%d: %d GEMM steps run the planned tiles\n", c, gemms);
+  /* every flash attention step runs its kernel's {rows per tile, block} (the tuning overrides unset) */
+  int attn = 0, abad = 0;
+  for (int64_t s = 0; s < p.n_steps && !getenv("LDMC_LLVM_CPU_ATTN") && !getenv("LDMC_LLVM_CPU_ATTN_GRAD"); s++) {
+    const lc_step *st = &p.steps[s];
+    if (!st->k || (st->k->kind != LC_K_ATTN && st->k->kind != LC_K_ATTN_GRAD)) continue;
+    const ldmc_kernel *kr = &kp->kernels[kp->kernel_of[st->node]];
+    int64_t rows = 0, blk = 0;
+    if (st->k->kind == LC_K_ATTN) {
+      const lc_attn_desc *d = st->k->desc;
+      rows = (int64_t)d->nq * t->W, blk = d->bc;
+    } else {
+      const lc_attn_grad_desc *d = st->k->desc;
+      rows = (int64_t)d->nl * t->W, blk = d->bs;
+    }
+    bool ok = kr->kind == LDMC_KERNEL_ATTENTION && kr->n_tile == 2 && kr->tile[0] == rows && kr->tile[1] == blk;
+    if (!ok && abad++ < 3)
+      fprintf(stderr, "  %%%d: attention runs %lldx%lld, planned %lldx%lld\n", (int)st->node, (long long)rows,
+              (long long)blk, (long long)kr->tile[0], (long long)kr->tile[1]);
+    attn++;
+  }
+  CHECK_MSG(abad == 0, "c=%d: %d of %d attention steps run blocks other than the plan's", c, abad, attn);
+  printf("c=%d: %d attention steps run the planned blocks\n", c, attn);
   ldmc_lc_plan_free(&p);
   ldmc_plan_free(kp);
   ldmc_graph_free(opt);

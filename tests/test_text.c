@@ -240,6 +240,13 @@ static ldmc_graph *build_every_op(void) {
   int32_t cd = constant(g, LDMC_F64, S1(10), f64v, sizeof f64v, NULL);
   add2(g, LDMC_OP_ADD, pd, cd);
   add(g, LDMC_OP_CONVERT, LDMC_F64, S0(), 1, &x, NULL, NULL);
+  /* attention's backward ops: f32 results from f16 q, k, v and ct (the attention's result) */
+  a = (ldmc_attrs){0};
+  a.scale = 0.35355339059327373;
+  int32_t lse = add(g, LDMC_OP_ATTENTION_LSE, LDMC_F32, S0(), 2, at, &a, NULL);
+  int32_t gops6[6] = {q, k, v, att, lse, lse};
+  add(g, LDMC_OP_ATTENTION_GRAD_Q, LDMC_F32, S0(), 6, gops6, &a, "grad.mid.attn");
+  add(g, LDMC_OP_ATTENTION_GRAD_KV, LDMC_F32, S0(), 6, gops6, &a, NULL);
   ldmc_graph_add_output(g, conv, "conv");
   ldmc_graph_add_output(g, att, "attn \"out\"");
   ldmc_graph_add_output(g, up, "up");

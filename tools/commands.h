@@ -13,5 +13,6 @@ int ldmc_cmd_compile(int argc, char **argv); /* tools/cmd_compile.c (passes side
 int ldmc_cmd_stats(int argc, char **argv);   /* tools/cmd_stats.c (models side) */
 int ldmc_cmd_profile(int argc, char **argv); /* tools/cmd_profile.c (profiler) */
 int ldmc_cmd_train(int argc, char **argv);   /* tools/cmd_train.c (models + runtime/trainer.c) */
+int ldmc_cmd_plot(int argc, char **argv);    /* tools/cmd_plot.c (runtime/plot.c) */
 
 #endif

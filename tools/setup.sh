@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   llvm-19-dev clang-19 libclang-rt-19-dev libomp-19-dev
   libprotobuf-c-dev protobuf-c-compiler
-  libzstd-dev libjansson-dev libpng-dev zlib1g-dev
+  libzstd-dev libjansson-dev libpng-dev zlib1g-dev libcairo2-dev
   dataset-fashion-mnist
   python3-torch python3-numpy libopenblas-dev
 )

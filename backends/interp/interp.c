@@ -27,6 +27,8 @@ ldmc_status ldmc_interp_eval(const ldmc_interp_args *a) {
     case LDMC_OP_SILU: case LDMC_OP_GELU: case LDMC_OP_SOFTMAX: case LDMC_OP_GROUP_NORM: case LDMC_OP_LAYER_NORM:
     case LDMC_OP_ATTENTION: case LDMC_OP_UPSAMPLE_NEAREST:
       return ldmc_interp_composite(a);
+    case LDMC_OP_ATTENTION_LSE: case LDMC_OP_ATTENTION_GRAD_Q: case LDMC_OP_ATTENTION_GRAD_KV:
+      return ldmc_interp_attention_grad(a);
     default:
       return ldmc_error(LDMC_ERR_UNSUPPORTED, "interp: no kernel for op %s", ldmc_op_name(a->node->op));
   }

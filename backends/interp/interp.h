@@ -131,6 +131,7 @@ ldmc_status ldmc_interp_reduce(const ldmc_interp_args *a);
 ldmc_status ldmc_interp_dot_general(const ldmc_interp_args *a);
 ldmc_status ldmc_interp_convolution(const ldmc_interp_args *a);
 ldmc_status ldmc_interp_composite(const ldmc_interp_args *a);   /* silu ... upsample_nearest */
+ldmc_status ldmc_interp_attention_grad(const ldmc_interp_args *a); /* attention_lse, attention_grad_q / _kv */
 
 /* Evaluates one node (dispatch over the op). */
 ldmc_status ldmc_interp_eval(const ldmc_interp_args *a);

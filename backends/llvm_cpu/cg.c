@@ -89,6 +89,7 @@ void ldmc_lc_emit_kernel(lc_cg *cg, const lc_kernel *k, const char *name) {
     case LC_K_GEMM: ldmc_lc_emit_gemm(cg, k->desc); break;
     case LC_K_ATTN: ldmc_lc_emit_attn(cg, k->desc); break;
     case LC_K_XOP: ldmc_lc_emit_xop(cg, k->desc); break;
+    case LC_K_ATTN_GRAD: ldmc_lc_emit_attn_grad(cg, k->desc); break;
     default: break;
   }
   LLVMBuildRetVoid(cg->b);

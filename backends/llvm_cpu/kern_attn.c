@@ -11,7 +11,10 @@
  * OT[e][Q] / l is transposed back into rows (register transposes) at the end.
  * D, E, M and all strides are constants of the kernel, so score and P v loops
  * are unrolled with immediate offsets, and the last partial key block is its
- * own straight-line code (no masks). Only Q x bc scores exist at a time. */
+ * own straight-line code (no masks). Only Q x bc scores exist at a time.
+ * attention_lse (d->lse) is the same pass without v: it stores
+ * L = (m + log2 l) ln 2 per query. The helpers below the first block are
+ * shared with the backward kernels (kern_attn_grad.c). */
 #include <math.h>
 
 #include "backends/llvm_cpu/lc.h"
@@ -42,22 +45,26 @@ static LLVMValueRef bcast(actx *a, LLVMValueRef p, int64_t idx) {
 /* 2^y for y <= 0: n = round(y), 2^f on [-0.5, 0.5] by a degree-5 fit with
  * constant term exactly 1 (max rel. error 1.9e-7 in f32; 2^0 is exactly 1),
  * times 2^n. AVX-512: vrndscaleps and vscalefps (which flushes y < -150 to
- * 0; clamp: y = -inf, only the first block's alpha, is clamped to -126 so f
- * is not NaN). Otherwise y is clamped at -126 (2^-126 then stands for 0 next
- * to the block maximum's 1), rounded by the 1.5*2^23 shifter and 2^n built
- * in the exponent bits. NaN stays NaN. */
-static LLVMValueRef exp2_neg(actx *a, LLVMValueRef y, bool clamp) {
-  lc_cg *cg = a->cg;
-  int w = a->W;
+ * 0 and overflows to inf; clamp_low: y = -inf, only the first block's alpha,
+ * is clamped to -126 so f is not NaN). Otherwise y is clamped at -126
+ * (2^-126 then stands for 0 next to the block maximum's 1), rounded by the
+ * 1.5*2^23 shifter and 2^n built in the exponent bits; may_be_positive
+ * clamps y at 128 too (2^128 is inf there). NaN stays NaN. */
+LLVMValueRef ldmc_lc_attn_exp2(lc_cg *cg, LLVMValueRef y, bool clamp_low, bool may_be_positive) {
+  int w = lc_width(y);
+  LLVMTypeRef vf = LLVMTypeOf(y), vi = lc_vt(cg, cg->i32, w);
   static const double c[] = {0.0013264729641377926, 0.009671513922512531, 0.05550733581185341, 0.24022242426872253,
                              0.6931470036506653, 1.0};
   LLVMValueRef lo = lc_fconst(cg, -126.0, w);
   bool avx512 = cg->t->isa == LDMC_LLVM_CPU_ISA_AVX512 && w == 16;
-  if (clamp || !avx512) y = LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOLT, y, lo, ""), lo, y, "");
+  if (clamp_low || !avx512) y = LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOLT, y, lo, ""), lo, y, "");
+  if (may_be_positive && !avx512) {
+    LLVMValueRef hi = lc_fconst(cg, 128.0, w);
+    y = LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOGT, y, hi, ""), hi, y, "");
+  }
   LLVMValueRef t = NULL, r, sh = lc_fconst(cg, 12582912.0, w);
   if (avx512) {
-    LLVMTypeRef ty = a->vf;
-    r = lc_intr(cg, "llvm.roundeven", &ty, 1, &y, 1);
+    r = lc_intr(cg, "llvm.roundeven", &vf, 1, &y, 1);
   } else {
     t = LLVMBuildFAdd(B, y, sh, "");
     r = LLVMBuildFSub(B, t, sh, "");
@@ -66,17 +73,19 @@ static LLVMValueRef exp2_neg(actx *a, LLVMValueRef y, bool clamp) {
   LLVMValueRef p = lc_fconst(cg, c[0], w);
   for (int i = 1; i < 6; i++) p = lc_fma(cg, p, f, lc_fconst(cg, c[i], w));
   if (avx512) {
-    LLVMValueRef args[5] = {p, r, LLVMGetUndef(a->vf), LLVMConstInt(cg->i16, 0xffff, 0), lc_i32(cg, 4)};
+    LLVMValueRef args[5] = {p, r, LLVMGetUndef(vf), LLVMConstInt(cg->i16, 0xffff, 0), lc_i32(cg, 4)};
     return lc_intr(cg, "llvm.x86.avx512.mask.scalef.ps.512", NULL, 0, args, 5);
   }
-  LLVMValueRef e = LLVMBuildBitCast(B, t, a->vi, "");
+  LLVMValueRef e = LLVMBuildBitCast(B, t, vi, "");
   e = LLVMBuildShl(B, LLVMBuildAdd(B, e, lc_iconst(cg, cg->i32, 127, w), ""), lc_iconst(cg, cg->i32, 23, w), "");
-  return LLVMBuildFMul(B, p, LLVMBuildBitCast(B, e, a->vf, ""), "");
+  return LLVMBuildFMul(B, p, LLVMBuildBitCast(B, e, vf, ""), "");
 }
+
+static LLVMValueRef exp2_neg(actx *a, LLVMValueRef y, bool clamp) { return ldmc_lc_attn_exp2(a->cg, y, clamp, false); }
 
 /* In-register transpose of W rows of W lanes: log2(W) stages, each exchanging
  * one row-index bit with one lane-index bit by two-source shuffles. */
-static void transpose(lc_cg *cg, LLVMValueRef *R, int W) {
+void ldmc_lc_attn_transpose(lc_cg *cg, LLVMValueRef *R, int W) {
   for (int s = 1; s < W; s <<= 1) {
     LLVMValueRef m0[64], m1[64];
     for (int c = 0; c < W; c++) {
@@ -93,69 +102,68 @@ static void transpose(lc_cg *cg, LLVMValueRef *R, int W) {
   }
 }
 
-/* W consecutive elements of a row with column stride cs, in compute form; n valid */
-static LLVMValueRef load_row(actx *a, ldmc_dtype dt, LLVMValueRef idx, int64_t cs, int n) {
-  lc_cg *cg = a->cg;
-  int W = a->W;
-  if (cs == 1) return lc_load_comp(cg, dt, cg->buf[1], idx, W, n < W ? lc_mask_lt(cg, lc_i64(cg, n), W, 0) : NULL);
-  LLVMValueRef v = LLVMConstNull(a->vf);
+LLVMValueRef ldmc_lc_attn_load_row(lc_cg *cg, ldmc_dtype dt, LLVMValueRef p, LLVMValueRef idx, int64_t cs, int n) {
+  int W = cg->W;
+  if (cs == 1) return lc_load_comp(cg, dt, p, idx, W, n < W ? lc_mask_lt(cg, lc_i64(cg, n), W, 0) : NULL);
+  LLVMValueRef v = LLVMConstNull(lc_vt(cg, cg->f32, W));
   for (int i = 0; i < n; i++) {
-    LLVMValueRef x = lc_load_comp(cg, dt, cg->buf[1], add(cg, idx, lc_i64(cg, i * cs)), 1, NULL);
+    LLVMValueRef x = lc_load_comp(cg, dt, p, add(cg, idx, lc_i64(cg, i * cs)), 1, NULL);
     v = LLVMBuildInsertElement(B, v, LLVMBuildExtractElement(B, x, lc_i32(cg, 0), ""), lc_i32(cg, i), "");
   }
   return v;
 }
 
-/* Calls blk for the column blocks [c0, c0 + W) of [0, len): the full ones
- * in a loop (c0 a loop value) when there are several, the last partial one
- * (n < W columns) as its own code. */
-typedef void (*col_block_fn)(actx *a, LLVMValueRef c0, int n, void *arg);
-static void col_blocks(actx *a, int64_t len, col_block_fn blk, void *arg) {
-  lc_cg *cg = a->cg;
-  int64_t full = len / a->W;
+void ldmc_lc_attn_col_blocks(lc_cg *cg, int64_t len, lc_col_block_fn blk, void *arg) {
+  int W = cg->W;
+  int64_t full = len / W;
   if (full >= 2) {
     lc_loop l;
-    LLVMValueRef c0 = lc_for(cg, &l, lc_i64(cg, 0), lc_i64(cg, full * a->W), lc_i64(cg, a->W), 0, NULL);
-    blk(a, c0, a->W, arg);
+    LLVMValueRef c0 = lc_for(cg, &l, lc_i64(cg, 0), lc_i64(cg, full * W), lc_i64(cg, W), 0, NULL);
+    blk(arg, c0, W);
     lc_for_end(cg, &l, NULL);
   } else if (full == 1) {
-    blk(a, lc_i64(cg, 0), a->W, arg);
+    blk(arg, lc_i64(cg, 0), W);
   }
-  if (len % a->W) blk(a, lc_i64(cg, full * a->W), (int)(len % a->W), arg);
+  if (len % W) blk(arg, lc_i64(cg, full * W), (int)(len % W));
 }
 
 typedef struct tile_arg {
+  actx *a;
   LLVMValueRef base, n0, inv; /* q or out element offset of the batch; first row; 1/l */
   int qi;                     /* query vector */
 } tile_arg;
 
 /* QT[d0 + r][qi W + i] = c * q[n0 + qi W + i][d0 + r] (rows past N repeat the last one) */
-static void load_q_block(actx *a, LLVMValueRef d0, int n, void *arg) {
+static void load_q_block(void *arg, LLVMValueRef d0, int n) {
+  const tile_arg *ta = arg;
+  actx *a = ta->a;
   lc_cg *cg = a->cg;
   const lc_attn_desc *d = a->d;
-  const tile_arg *ta = arg;
   int W = a->W;
   LLVMValueRef c = lc_fconst(cg, d->scale * M_LOG2E, W), R[64];
   LLVMValueRef col = add(cg, ta->base, mul(cg, d0, d->qs[3]));
   for (int r = 0; r < W; r++) {
     LLVMValueRef row = lc_smin64(cg, add(cg, ta->n0, lc_i64(cg, ta->qi * W + r)), lc_i64(cg, d->N - 1));
-    R[r] = LLVMBuildFMul(B, load_row(a, (ldmc_dtype)d->dt, add(cg, col, mul(cg, row, d->qs[2])), d->qs[3], n), c, "");
+    LLVMValueRef x =
+        ldmc_lc_attn_load_row(cg, (ldmc_dtype)d->dt, cg->buf[1], add(cg, col, mul(cg, row, d->qs[2])), d->qs[3], n);
+    R[r] = LLVMBuildFMul(B, x, c, "");
   }
-  transpose(cg, R, W);
+  ldmc_lc_attn_transpose(cg, R, W);
   LLVMValueRef qt = fptr(cg, a->QT, mul(cg, d0, a->Q));
   for (int r = 0; r < n; r++) lc_store(cg, R[r], fptrc(cg, qt, (int64_t)r * a->Q + ta->qi * W), 4);
 }
 
 /* out[n0 + qi W + r][e0 + e] = OT[e0 + e][qi W + r] / l for the rows that exist */
-static void store_out_block(actx *a, LLVMValueRef e0, int n, void *arg) {
+static void store_out_block(void *arg, LLVMValueRef e0, int n) {
+  const tile_arg *ta = arg;
+  actx *a = ta->a;
   lc_cg *cg = a->cg;
   const lc_attn_desc *d = a->d;
-  const tile_arg *ta = arg;
   int W = a->W;
   LLVMValueRef R[64], ot = fptr(cg, a->OT, mul(cg, e0, a->Q));
   for (int e = 0; e < W; e++) /* rows of OT past E exist (Ep rows) and are not stored */
     R[e] = LLVMBuildFMul(B, lc_load(cg, a->vf, fptrc(cg, ot, (int64_t)e * a->Q + ta->qi * W), 4), ta->inv, "");
-  transpose(cg, R, W);
+  ldmc_lc_attn_transpose(cg, R, W);
   LLVMValueRef emask = n < W ? lc_mask_lt(cg, lc_i64(cg, n), W, 0) : NULL;
   for (int r = 0; r < W; r++) {
     LLVMValueRef row = add(cg, ta->n0, lc_i64(cg, ta->qi * W + r)), mask = emask;
@@ -164,6 +172,25 @@ static void store_out_block(actx *a, LLVMValueRef e0, int n, void *arg) {
       mask = mask ? LLVMBuildAnd(B, mask, ok, "") : ok;
     }
     lc_store_comp(cg, (ldmc_dtype)d->dt, R[r], cg->buf[0], add(cg, ta->base, add(cg, mul(cg, row, d->os[2]), e0)), mask);
+  }
+}
+
+/* lse: out[row0 + i] = L[i] for the rows that exist (row stride os[2]) */
+static void store_lse(actx *a, LLVMValueRef base, LLVMValueRef row0, LLVMValueRef L) {
+  lc_cg *cg = a->cg;
+  const lc_attn_desc *d = a->d;
+  LLVMValueRef idx = add(cg, base, mul(cg, row0, d->os[2]));
+  LLVMValueRef rem = LLVMBuildSub(B, lc_i64(cg, d->N), row0, "");
+  if (d->os[2] == 1) {
+    lc_store_comp(cg, LDMC_F32, L, cg->buf[0], idx, d->N % a->Q ? lc_mask_lt(cg, rem, a->W, 0) : NULL);
+    return;
+  }
+  for (int i = 0; i < a->W; i++) {
+    lc_if f;
+    lc_if_begin(cg, &f, LLVMBuildICmp(B, LLVMIntSGT, rem, lc_i64(cg, i), ""));
+    LLVMValueRef x = LLVMBuildExtractElement(B, L, lc_i32(cg, i), "");
+    lc_store(cg, x, fptr(cg, cg->buf[0], add(cg, idx, lc_i64(cg, (int64_t)i * d->os[2]))), 4);
+    lc_if_end(cg, &f);
   }
 }
 
@@ -259,14 +286,16 @@ static void key_block(actx *a, LLVMValueRef kb, int n, LLVMValueRef *m, LLVMValu
     changed = changed ? LLVMBuildOr(B, changed, up, "") : up;
     alpha[q] = exp2_neg(a, LLVMBuildFSub(B, m[q], mn[q], ""), true);
   }
-  changed = LLVMBuildICmp(B, LLVMIntNE, LLVMBuildBitCast(B, changed, LLVMIntTypeInContext(cg->ctx, (unsigned)W), ""),
-                          LLVMConstInt(LLVMIntTypeInContext(cg->ctx, (unsigned)W), 0, 0), "");
+  if (!d->lse)
+    changed = LLVMBuildICmp(B, LLVMIntNE, LLVMBuildBitCast(B, changed, LLVMIntTypeInContext(cg->ctx, (unsigned)W), ""),
+                            LLVMConstInt(LLVMIntTypeInContext(cg->ctx, (unsigned)W), 0, 0), "");
   for (int j = 0; j < n; j++)
     for (int q = 0; q < nq; q++) S[j * nq + q] = exp2_neg(a, LLVMBuildFSub(B, S[j * nq + q], mn[q], ""), false);
   for (int q = 0; q < nq; q++) {
     l[q] = lc_fma(cg, l[q], alpha[q], tree(cg, S + q, n, nq, false));
     m[q] = mn[q];
   }
+  if (d->lse) return;
   LLVMValueRef vptr = fptr(cg, a->vbp, mul(cg, kb, d->vs[2]));
   lc_if f;
   lc_if_begin(cg, &f, changed);
@@ -282,7 +311,7 @@ void ldmc_lc_emit_attn(lc_cg *cg, const lc_attn_desc *d) {
   a.vf = lc_vt(cg, cg->f32, a.W);
   a.vi = lc_vt(cg, cg->i32, a.W);
   int64_t ntile = (d->N + a.Q - 1) / a.Q, Ep = (d->E + a.W - 1) / a.W * a.W;
-  a.QT = cg->scratch; /* QT[D][Q], OT[Ep][Q] (f32) */
+  a.QT = cg->scratch; /* QT[D][Q], OT[Ep][Q] (f32; lse: no OT) */
   a.OT = fptrc(cg, a.QT, d->D * a.Q);
   lc_loop lt;
   LLVMValueRef t = lc_for(cg, &lt, cg->t0, cg->t1, lc_i64(cg, 1), 0, NULL);
@@ -291,9 +320,10 @@ void ldmc_lc_emit_attn(lc_cg *cg, const lc_attn_desc *d) {
   LLVMValueRef b1 = LLVMBuildUDiv(B, b, lc_i64(cg, d->nb2), ""), b2 = LLVMBuildURem(B, b, lc_i64(cg, d->nb2), "");
   LLVMValueRef qb = add(cg, mul(cg, b1, d->qs[0]), mul(cg, b2, d->qs[1]));
   a.kbp = fptr(cg, cg->buf[2], add(cg, mul(cg, b1, d->ks[0]), mul(cg, b2, d->ks[1])));
-  a.vbp = fptr(cg, cg->buf[3], add(cg, mul(cg, b1, d->vs[0]), mul(cg, b2, d->vs[1])));
-  for (int q = 0; q < a.nq; q++) col_blocks(&a, d->D, load_q_block, &(tile_arg){.base = qb, .n0 = n0, .qi = q});
-  { /* OT = 0 */
+  if (!d->lse) a.vbp = fptr(cg, cg->buf[3], add(cg, mul(cg, b1, d->vs[0]), mul(cg, b2, d->vs[1])));
+  for (int q = 0; q < a.nq; q++)
+    ldmc_lc_attn_col_blocks(cg, d->D, load_q_block, &(tile_arg){.a = &a, .base = qb, .n0 = n0, .qi = q});
+  if (!d->lse) { /* OT = 0 */
     lc_loop lz;
     LLVMValueRef i = lc_for(cg, &lz, lc_i64(cg, 0), lc_i64(cg, Ep * a.Q), lc_i64(cg, a.W), 0, NULL);
     lc_store(cg, LLVMConstNull(a.vf), fptr(cg, a.OT, i), 4);
@@ -315,10 +345,15 @@ void ldmc_lc_emit_attn(lc_cg *cg, const lc_attn_desc *d) {
     for (int q = 0; q < a.nq; q++) m[q] = init[q], l[q] = init[a.nq + q];
   }
   if (d->M % d->bc) key_block(&a, lc_i64(cg, nfull * d->bc), (int)(d->M % d->bc), m, l);
+  LLVMValueRef ob = add(cg, mul(cg, b1, d->os[0]), mul(cg, b2, d->os[1]));
   for (int q = 0; q < a.nq; q++) {
-    tile_arg ta = {.base = add(cg, mul(cg, b1, d->os[0]), mul(cg, b2, d->os[1])), .n0 = n0, .qi = q};
+    if (d->lse) { /* ln 2 m + ln l: -inf without keys */
+      store_lse(&a, ob, add(cg, n0, lc_i64(cg, q * a.W)), lc_fma(cg, m[q], lc_fconst(cg, M_LN2, a.W), lc_log(cg, l[q])));
+      continue;
+    }
+    tile_arg ta = {.a = &a, .base = ob, .n0 = n0, .qi = q};
     ta.inv = LLVMBuildFDiv(B, lc_fconst(cg, 1.0, a.W), l[q], "");
-    col_blocks(&a, d->E, store_out_block, &ta);
+    ldmc_lc_attn_col_blocks(cg, d->E, store_out_block, &ta);
   }
   lc_for_end(cg, &lt, NULL);
 }

@@ -56,6 +56,7 @@ typedef enum lc_kind {
   LC_K_GEMM,    /* register-blocked GEMM / implicit-GEMM convolution */
   LC_K_ATTN,    /* flash attention with online softmax */
   LC_K_XOP,     /* gather, scatter_add, rng, integer dot (lc_xop_desc; kern_gather.c, kern_rng.c) */
+  LC_K_ATTN_GRAD, /* attention's backward: dq, or dk | dv, recomputing P from the log-sum-exp */
   LC_K_COUNT
 } lc_kind;
 
@@ -284,9 +285,12 @@ typedef struct lc_pack_desc {
  * nq * W query rows, one per vector lane; key blocks of bc update a running
  * max and sum per lane. bufs: 0 = out (dt, strides os), 1 = q (dt,
  * strided view), 2 = k and 3 = v (f32 strided views: the operands read in
- * place when f32, else f32 copies). */
+ * place when f32, else f32 copies).
+ * lse (attention_lse): the same pass without v; out is the f32 log-sum-exp
+ * [B][N] (strides os = b1, b2, row); bufs 0 = out, 1 = q, 2 = k. */
 typedef struct lc_attn_desc {
   uint8_t dt;
+  uint8_t lse;
   int64_t B, N, M, D, E;
   int64_t nb2;   /* batch b = b1 * nb2 + b2 */
   int64_t qs[4]; /* q strides: b1, b2, row, column */
@@ -296,6 +300,29 @@ typedef struct lc_attn_desc {
   double scale;
   int nq, bc, ec; /* query vectors per tile, keys per block, output columns per P v register group */
 } lc_attn_desc;
+
+/* attention's backward without the N x M matrix (kern_attn_grad.c), P =
+ * 2^(S - lse log2 e) recomputed from the scores S = scale log2 e q k^T:
+ *   LC_AG_Q  (attention_grad_q): a tile is nl * W queries in vector lanes;
+ *            key blocks of bs are streamed; out [B][N][D] = dq
+ *   LC_AG_KV (attention_grad_kv): a tile is nl * W keys in lanes; query
+ *            blocks of bs are streamed; out [B][M][D + E] = dk | dv
+ * so every tile owns its output rows (no atomics). bufs: 0 = out (f32,
+ * strides os; columns contiguous), 1 = q, 2 = k, 3 = v, 4 = ct (strided
+ * views: the lane side, q and ct or k and v, in dt; the streamed side f32,
+ * read in place when f32, else f32 copies), 5 = lse, 6 = delta (f32,
+ * strides b1, b2, row). */
+enum { LC_AG_Q = 1, LC_AG_KV };
+typedef struct lc_attn_grad_desc {
+  uint8_t sub, dt;
+  int64_t B, N, M, D, E;
+  int64_t nb2;   /* batch b = b1 * nb2 + b2 */
+  int64_t qs[4], ks[4], vs[4], cs[4]; /* b1, b2, row, column strides of q, k, v, ct */
+  int64_t ls[3], ds[3];               /* lse, delta: b1, b2, row */
+  int64_t os[3];                      /* out: b1, b2, row */
+  double scale;
+  int nl, bs, ec; /* lane vectors per tile, streamed rows per block, accumulator columns per register group */
+} lc_attn_grad_desc;
 
 void ldmc_lc_emit_ew(lc_cg *cg, const lc_ew_desc *d);
 /* The expression of d evaluated on w lanes (kern_ew.c; shared by the EW
@@ -319,6 +346,18 @@ int ldmc_lc_gemm_ukr_params(lc_cg *cg, const lc_gemm_desc *d, LLVMTypeRef *ps);
 int ldmc_lc_gemm_ukr_args(lc_cg *cg, const lc_gemm_desc *d, LLVMValueRef *args, LLVMValueRef k0, LLVMValueRef b1,
                           LLVMValueRef b2, LLVMValueRef row, LLVMValueRef col);
 void ldmc_lc_emit_attn(lc_cg *cg, const lc_attn_desc *d);
+void ldmc_lc_emit_attn_grad(lc_cg *cg, const lc_attn_grad_desc *d);
+/* shared by the attention kernels (kern_attn.c), on vectors of cg->W lanes:
+ * 2^y (y <= 0 unless may_be_positive; clamp_low: y = -inf allowed), the
+ * in-register transpose of W rows of W lanes, W consecutive elements of a
+ * row with column stride cs in compute form (n valid, the rest 0), and the
+ * column blocks [c0, c0 + W) of [0, len): full ones in a loop, the partial
+ * last one (n < W) as its own code. */
+LLVMValueRef ldmc_lc_attn_exp2(lc_cg *cg, LLVMValueRef y, bool clamp_low, bool may_be_positive);
+void ldmc_lc_attn_transpose(lc_cg *cg, LLVMValueRef *R, int W);
+LLVMValueRef ldmc_lc_attn_load_row(lc_cg *cg, ldmc_dtype dt, LLVMValueRef p, LLVMValueRef idx, int64_t cs, int n);
+typedef void (*lc_col_block_fn)(void *arg, LLVMValueRef c0, int n);
+void ldmc_lc_attn_col_blocks(lc_cg *cg, int64_t len, lc_col_block_fn blk, void *arg);
 
 /* ---- JIT and kernel cache (jit.c) ------------------------------------------------------------ */
 /* Gives every kernel its function pointer: from the in-memory cache when a
@@ -435,10 +474,13 @@ ldmc_status ldmc_lc_lower_one(lc_plan *p, int32_t i);
 /* Lowers node id into steps (lower.c); *handled false if the op has no kernel. */
 ldmc_status ldmc_lc_lower_node(lc_plan *p, int32_t id, bool *handled);
 ldmc_status ldmc_lc_lower_contract(lc_plan *p, int32_t id, bool *handled); /* dot_general, convolution */
-/* Attention node id (rank <= 4 when os is not dense) written into out with
- * strides os = {b1, b2, row} (columns contiguous); lower.c. The caller sets
- * the value of whichever node owns out. */
+/* Attention or attention_grad_q node id (rank <= 4 when os is not dense)
+ * written into out with strides os = {b1, b2, row} (columns contiguous);
+ * lower_attn.c. The caller sets the value of whichever node owns out. */
 ldmc_status ldmc_lc_lower_attention_into(lc_plan *p, int32_t id, lc_ref out, const int64_t *os);
+/* attention, attention_lse, attention_grad_q / _kv node id into a fresh
+ * buffer (lower_attn.c); attention with no keys goes to lower_extra.c. */
+ldmc_status ldmc_lc_lower_attention(lc_plan *p, int32_t id);
 /* A dot_general / convolution `core` and the elementwise epilogue ending at
  * `root` (a pipeline CONTRACTION kernel; the nodes strictly between are
  * pending): computes root straight from the GEMM accumulators when the

@@ -1,7 +1,8 @@
 /* Lowering of one node into kernel steps: elementwise ops and views fuse
  * (fuse.c); pad, concatenate and upsample become loop-nest copies
- * (kern_ew.c); reductions, softmax, norms and attention get their own
- * kernels; dot_general and convolution go to lower_contract.c. */
+ * (kern_ew.c); reductions, softmax and norms get their own kernels;
+ * attention and its backward go to lower_attn.c, dot_general and
+ * convolution to lower_contract.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,7 +94,6 @@ static ldmc_status lower_movement(lc_plan *p, int32_t id) {
 static ldmc_status lower_reduce(lc_plan *p, int32_t id);
 static ldmc_status lower_softmax(lc_plan *p, int32_t id);
 static ldmc_status lower_norm(lc_plan *p, int32_t id);
-static ldmc_status lower_attention(lc_plan *p, int32_t id);
 
 ldmc_status ldmc_lc_lower_node(lc_plan *p, int32_t id, bool *handled) {
   const ldmc_node *n = &p->g->nodes[id];
@@ -101,7 +101,9 @@ ldmc_status ldmc_lc_lower_node(lc_plan *p, int32_t id, bool *handled) {
   if (ldmc_lc_fusible(p, id)) return ldmc_lc_lower_fusible(p, id);
   /* everything else reads its operands from buffers (products and attention
    * read views of them in place) */
-  if (n->op != LDMC_OP_DOT_GENERAL && n->op != LDMC_OP_ATTENTION)
+  bool views_in_place = n->op == LDMC_OP_DOT_GENERAL || n->op == LDMC_OP_ATTENTION || n->op == LDMC_OP_ATTENTION_LSE ||
+                        n->op == LDMC_OP_ATTENTION_GRAD_Q || n->op == LDMC_OP_ATTENTION_GRAD_KV;
+  if (!views_in_place)
     for (int k = 0; k < n->n_operands; k++) LDMC_TRY(ldmc_lc_materialize(p, n->operands[k]));
   switch (n->op) {
     case LDMC_OP_CONCATENATE:
@@ -118,8 +120,11 @@ ldmc_status ldmc_lc_lower_node(lc_plan *p, int32_t id, bool *handled) {
     case LDMC_OP_GROUP_NORM:
     case LDMC_OP_LAYER_NORM: return lower_norm(p, id);
     case LDMC_OP_ATTENTION:
-      if (p->g->nodes[n->operands[1]].shape.dims[n->shape.rank - 2] > 0) return lower_attention(p, id);
+      if (p->g->nodes[n->operands[1]].shape.dims[n->shape.rank - 2] > 0) return ldmc_lc_lower_attention(p, id);
       return ldmc_lc_lower_extra(p, id, handled); /* no keys */
+    case LDMC_OP_ATTENTION_LSE:
+    case LDMC_OP_ATTENTION_GRAD_Q:
+    case LDMC_OP_ATTENTION_GRAD_KV: return ldmc_lc_lower_attention(p, id);
     case LDMC_OP_DOT_GENERAL:
     case LDMC_OP_CONVOLUTION: return ldmc_lc_lower_contract(p, id, handled);
     default: break;
@@ -147,10 +152,6 @@ static ldmc_status add_kernel(lc_plan *p, int32_t id, lc_kind kind, void *desc, 
   /* work estimate: elements touched (norms, softmax, reduce), or the products' FLOPs */
   double work = 4.0 * (double)ldmc_lc_numel(&p->g->nodes[id].shape);
   if (kind == LC_K_REDUCE) work = 2.0 * (double)ldmc_lc_numel(&p->g->nodes[p->g->nodes[id].operands[0]].shape);
-  if (kind == LC_K_ATTN) {
-    const lc_attn_desc *a = desc;
-    work = 2.0 * (double)a->B * (double)a->N * (double)a->M * (double)(a->D + a->E + 8);
-  }
   lc_kernel *k = ldmc_lc_kernel_new(kind, desc, size, p->t);
   if (!k) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
   k->work = work;
@@ -273,96 +274,4 @@ static ldmc_status lower_norm(lc_plan *p, int32_t id) {
   if (act >= 0) p->done[act] = 1;
   lc_ref refs[4] = {out, p->value[n->operands[0]], p->value[n->operands[1]], p->value[n->operands[2]]};
   return add_kernel(p, id, LC_K_NORM, d, sizeof *d, d->len ? d->rows : 0, 0, 4, refs);
-}
-
-static ldmc_status lower_attention(lc_plan *p, int32_t id) {
-  const ldmc_node *n = &p->g->nodes[id];
-  int r = n->shape.rank;
-  int64_t st[LDMC_MAX_RANK], os[3];
-  ldmc_lc_strides(&n->shape, st);
-  os[0] = r == 4 ? st[0] : 0, os[1] = r >= 3 ? st[r - 3] : 0, os[2] = st[r - 2];
-  if (r > 4) os[0] = 0, os[1] = st[r - 3], os[2] = st[r - 2]; /* dense: batches merged, b = b2 */
-  lc_ref out = new_out(p, id);
-  if (out.buf < 0) return LDMC_ERR_NOMEM;
-  return ldmc_lc_lower_attention_into(p, id, out, os);
-}
-
-ldmc_status ldmc_lc_lower_attention_into(lc_plan *p, int32_t id, lc_ref out, const int64_t *os) {
-  const ldmc_graph *g = p->g;
-  const ldmc_node *n = &g->nodes[id];
-  const ldmc_node *q = &g->nodes[n->operands[0]], *k = &g->nodes[n->operands[1]], *v = &g->nodes[n->operands[2]];
-  int r = n->shape.rank, W = p->t->W;
-  int64_t Bt = 1, N = q->shape.dims[r - 2], D = q->shape.dims[r - 1], M = k->shape.dims[r - 2], E = v->shape.dims[r - 1];
-  for (int i = 0; i < r - 2; i++) Bt *= q->shape.dims[i];
-  /* operands as strided views of their buffers; up to two leading dims stay unmerged */
-  lc_ref ref[3];
-  int64_t st[3][LDMC_MAX_RANK];
-  for (int i = 0; i < 3; i++) {
-    int32_t op = n->operands[i];
-    if (r > 4 || !ldmc_lc_strided_view(p, op, &ref[i], st[i])) {
-      LDMC_TRY(ldmc_lc_materialize(p, op));
-      ref[i] = p->value[op];
-      ldmc_lc_strides(&g->nodes[op].shape, st[i]);
-      if (r > 4) { /* dense: view as [1, B, n, d] */
-        st[i][r - 3] = st[i][r - 2] * g->nodes[op].shape.dims[r - 2];
-      }
-    }
-  }
-  int64_t nb2 = r >= 3 ? q->shape.dims[r - 3] : 1;
-  if (r > 4) nb2 = Bt;
-  int64_t s4[3][4]; /* b1, b2, row, col strides */
-  for (int i = 0; i < 3; i++) {
-    s4[i][0] = r == 4 ? st[i][0] : 0;
-    s4[i][1] = r >= 3 ? st[i][r - 3] : 0;
-    s4[i][2] = st[i][r - 2], s4[i][3] = st[i][r - 1];
-  }
-  /* k and v are read in place when f32, else copied once to f32 [B][M][cols] */
-  int64_t cols[3] = {D, D, E};
-  for (int i = 1; i < 3; i++) {
-    if (g->nodes[n->operands[i]].dtype == LDMC_F32) continue;
-    int32_t cb = ldmc_lc_plan_new_buf(p, LC_BUF_ARENA, (size_t)(Bt * M * cols[i]) * 4 + 4);
-    if (cb < 0) return LDMC_ERR_NOMEM;
-    lc_stream sv, dv;
-    memset(&sv, 0, sizeof sv);
-    memset(&dv, 0, sizeof dv);
-    int64_t box[4] = {Bt / nb2, nb2, M, cols[i]};
-    sv.dt = (uint8_t)g->nodes[n->operands[i]].dtype;
-    memcpy(sv.st, s4[i], sizeof s4[i]);
-    dv.dt = LDMC_F32, dv.st[0] = nb2 * M * cols[i], dv.st[1] = M * cols[i], dv.st[2] = cols[i], dv.st[3] = 1;
-    LDMC_TRY(ldmc_lc_add_copy(p, id, 4, box, (lc_ref){cb, 0}, &dv, ref[i], &sv));
-    ref[i] = (lc_ref){cb, 0};
-    memcpy(s4[i], dv.st, sizeof s4[i]);
-  }
-  lc_attn_desc *d = calloc(1, sizeof *d);
-  if (!d) return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
-  d->dt = (uint8_t)n->dtype;
-  /* the plan's block (tiling pass): br queries (one vector of W per tile)
-   * by bc keys (16 scores + 16 P in zmm registers); ec output columns per
-   * P v group (FMA chains) refine it; LDMC_LLVM_CPU_ATTN=nq,bc,ec overrides
-   * both (tuning only) */
-  int32_t kid = p->kp && id < p->kp->n_nodes ? p->kp->kernel_of[id] : -1;
-  const ldmc_kernel *kr = kid >= 0 ? &p->kp->kernels[kid] : NULL;
-  if (!kr || (kr->kind != LDMC_KERNEL_ATTENTION && kr->kind != LDMC_KERNEL_PREPACK) || kr->n_tile != 2 || kr->tile[0] < W || kr->tile[0] % W ||
-      kr->tile[0] > 4 * W || kr->tile[1] < 1 || kr->tile[1] * (kr->tile[0] / W) > 48)
-    return ldmc_error(LDMC_ERR_INTERNAL, "llvm-cpu: %%%d attention: no attention block of this target in the plan",
-                      (int)id);
-  d->nq = (int)(kr->tile[0] / W);
-  d->bc = (int)kr->tile[1];
-  d->ec = W == 16 ? 8 : 4;
-  const char *env = getenv("LDMC_LLVM_CPU_ATTN");
-  int nq, bc, ec;
-  if (env && sscanf(env, "%d,%d,%d", &nq, &bc, &ec) == 3 && nq >= 1 && nq <= 4 && bc >= 1 && ec >= 1 && nq * bc <= 48 &&
-      nq * ec <= 32)
-    d->nq = nq, d->bc = bc, d->ec = ec;
-  d->B = Bt, d->N = N, d->M = M, d->D = D, d->E = E, d->nb2 = nb2;
-  memcpy(d->qs, s4[0], sizeof d->qs);
-  memcpy(d->ks, s4[1], sizeof d->ks);
-  memcpy(d->vs, s4[2], sizeof d->vs);
-  d->scale = n->attrs.scale;
-  memcpy(d->os, os, sizeof d->os);
-  int64_t Q = (int64_t)d->nq * W, Ep = (E + W - 1) / W * W;
-  size_t scratch = ((size_t)((D + Ep) * Q) * 4 + 63) / 64 * 64;
-  int64_t tiles = E > 0 ? Bt * ((N + Q - 1) / Q) : 0;
-  lc_ref refs[4] = {out, ref[0], ref[1], ref[2]};
-  return add_kernel(p, id, LC_K_ATTN, d, sizeof *d, tiles, scratch, 4, refs);
 }

@@ -45,8 +45,9 @@ static ldmc_status lower_member(lc_plan *p, int32_t i, int32_t root) {
 
 /* An attention kernel {attention, transpose, reshape...} (the heads merged
  * back: [B,h,N,d] -> [B,N,h,d] -> [B,N,h*d]) writes the attention straight
- * into the root's dense buffer with the transpose's strides. *done false
- * when the kernel is not of that form. */
+ * into the root's dense buffer with the transpose's strides; so does
+ * attention_grad_q (dq merged back the same way). *done false when the
+ * kernel is not of that form. */
 static ldmc_status attention_into_root(lc_plan *p, const ldmc_kernel *k, bool *done) {
   const ldmc_graph *g = p->g;
   *done = false;
@@ -54,14 +55,16 @@ static ldmc_status attention_into_root(lc_plan *p, const ldmc_kernel *k, bool *d
   int32_t att = k->nodes[0];
   const ldmc_node *a = &g->nodes[att];
   int r = a->shape.rank;
-  if (a->op != LDMC_OP_ATTENTION || r > 4 || r < 3 || p->prepack_mode) return LDMC_OK;
+  if ((a->op != LDMC_OP_ATTENTION && a->op != LDMC_OP_ATTENTION_GRAD_Q) || r > 4 || r < 3 || p->prepack_mode)
+    return LDMC_OK;
   const ldmc_node *t = &g->nodes[k->nodes[1]];
   if (t->op != LDMC_OP_TRANSPOSE || t->operands[0] != att || t->attrs.dims.v[r - 1] != r - 1) return LDMC_OK;
   for (int32_t j = 2; j < k->n_nodes; j++) { /* then a chain of reshapes */
     const ldmc_node *n = &g->nodes[k->nodes[j]];
     if (n->op != LDMC_OP_RESHAPE || n->operands[0] != k->nodes[j - 1]) return LDMC_OK;
   }
-  if (g->nodes[g->nodes[att].operands[1]].shape.dims[r - 2] <= 0) return LDMC_OK; /* no keys: the fallback */
+  if (a->op == LDMC_OP_ATTENTION && g->nodes[g->nodes[att].operands[1]].shape.dims[r - 2] <= 0)
+    return LDMC_OK; /* no keys: the fallback */
   /* the transpose's dense strides, pulled back to the attention's dims */
   int64_t tst[LDMC_MAX_RANK], ast[LDMC_MAX_RANK], os[3];
   ldmc_lc_strides(&t->shape, tst);

@@ -24,7 +24,7 @@
 static int kind_rank(const lc_kernel *k) {
   if (!k) return 5; /* interpreter fallback: the node's whole work */
   switch (k->kind) {
-    case LC_K_GEMM: case LC_K_ATTN: return 6;
+    case LC_K_GEMM: case LC_K_ATTN: case LC_K_ATTN_GRAD: return 6;
     case LC_K_NORM: case LC_K_SOFTMAX: case LC_K_REDUCE: return 5;
     case LC_K_EW: return 3;
     default: return 1; /* pack */
@@ -40,7 +40,8 @@ static const char *kind_name(const lc_kernel *k, bool main) {
     case LC_K_NORM: return "norm";
     case LC_K_PACK: return "pack";
     case LC_K_GEMM: return "gemm";
-    case LC_K_ATTN: return "attn";
+    case LC_K_ATTN: return ((const lc_attn_desc *)k->desc)->lse ? "attn_lse" : "attn";
+    case LC_K_ATTN_GRAD: return ((const lc_attn_grad_desc *)k->desc)->sub == LC_AG_KV ? "attn_dkv" : "attn_dq";
     default: return "kernel";
   }
 }

@@ -1,0 +1,31 @@
+/* A trained latent diffusion model file (`ldmc train --model unet`'s
+ * model.ldmc, and the repository's default model): its configuration
+ * rebuilt as the three models' configs, and its weights split per model in
+ * f32 (docs/training.md, "ldmc train"). */
+#ifndef LDMC_MODELS_LDM_MODEL_H
+#define LDMC_MODELS_LDM_MODEL_H
+
+#include "models/autoencoder.h"
+#include "models/diffusion.h"
+#include "models/text_encoder.h"
+#include "models/unet.h"
+
+/* The repository's default model, used when no --model is given: env
+ * LDMC_DEFAULT_MODEL, else this file under the source tree ldmc was built from. */
+#define LDMC_DEFAULT_MODEL_FILE "models/default/ldm.ldmc"
+const char *ldmc_default_model_path(void);
+
+typedef struct ldmc_ldm_model {
+  ldmc_unet_config unet;       /* batch 1: set the batch before building */
+  ldmc_clip_config text;
+  ldmc_vae_config vae;
+  ldmc_diffusion_config diffusion;
+  double latent_scale;         /* the autoencoder's scaling factor */
+  ldmc_tensor_set unet_w, text_w, vae_w; /* f32, named as each model's graph parameters */
+  int64_t step;                /* training steps behind it */
+} ldmc_ldm_model;
+
+ldmc_status ldmc_ldm_model_load(const char *path, ldmc_ldm_model *out);
+void ldmc_ldm_model_free(ldmc_ldm_model *m);
+
+#endif
