@@ -11,6 +11,7 @@ PACKAGES=(
   libzstd-dev libjansson-dev libpng-dev zlib1g-dev libcairo2-dev
   dataset-fashion-mnist
   python3-torch python3-numpy libopenblas-dev
+  liblapacke-dev liblapack-dev python3-scipy
 )
 
 missing=()
