@@ -24,13 +24,13 @@ ldmc_status ldmc_diffusion_config_check(const ldmc_diffusion_config *c) {
                       c->beta_end);
   if (!(c->cond_drop >= 0 && c->cond_drop <= 1))
     return ldmc_error(LDMC_ERR_INVALID, "diffusion: prompt dropout %g is not in [0, 1]", c->cond_drop);
-  if (c->prediction != LDMC_PREDICT_EPSILON && c->prediction != LDMC_PREDICT_V)
+  if (c->prediction != LDMC_PREDICT_EPSILON && c->prediction != LDMC_PREDICT_V && c->prediction != LDMC_PREDICT_SAMPLE)
     return ldmc_error(LDMC_ERR_INVALID, "diffusion: unknown prediction type %d", (int)c->prediction);
   return LDMC_OK;
 }
 
 static const char *const k_schedule_names[] = {"scaled_linear", "linear", "squaredcos_cap_v2"};
-static const char *const k_prediction_names[] = {"epsilon", "v_prediction"};
+static const char *const k_prediction_names[] = {"epsilon", "v_prediction", "sample"};
 
 const char *ldmc_beta_schedule_name(ldmc_beta_schedule s) {
   return (unsigned)s < 3 ? k_schedule_names[s] : "?";
@@ -46,12 +46,13 @@ ldmc_status ldmc_beta_schedule_parse(const char *s, ldmc_beta_schedule *out) {
                     s ? s : "");
 }
 
-const char *ldmc_prediction_name(ldmc_prediction p) { return (unsigned)p < 2 ? k_prediction_names[p] : "?"; }
+const char *ldmc_prediction_name(ldmc_prediction p) { return (unsigned)p < 3 ? k_prediction_names[p] : "?"; }
 
 ldmc_status ldmc_prediction_parse(const char *s, ldmc_prediction *out) {
   if (s && (strcmp(s, "epsilon") == 0 || strcmp(s, "eps") == 0)) *out = LDMC_PREDICT_EPSILON;
   else if (s && (strcmp(s, "v_prediction") == 0 || strcmp(s, "v") == 0)) *out = LDMC_PREDICT_V;
-  else return ldmc_error(LDMC_ERR_INVALID, "unknown prediction type '%s' (epsilon, v_prediction)", s ? s : "");
+  else if (s && strcmp(s, "sample") == 0) *out = LDMC_PREDICT_SAMPLE;
+  else return ldmc_error(LDMC_ERR_INVALID, "unknown prediction type '%s' (epsilon, v_prediction, sample)", s ? s : "");
   return LDMC_OK;
 }
 
@@ -161,8 +162,9 @@ ldmc_status ldmc_ldm_loss_build(const ldmc_diffusion_config *dc, const ldmc_grap
   ldmc_value eps = ldmc_rng(b, LDMC_OP_RNG_NORMAL, LDMC_F32, zs.rank, zs.dims, stream_key(b, key, 2));
   ldmc_value alpha = per_row(b, lookup(b, sa, T, t), &zs), sigma = per_row(b, lookup(b, sb, T, t), &zs);
   ldmc_value zt = ldmc_add(b, ldmc_mul(b, alpha, z0), ldmc_mul(b, sigma, eps));
-  ldmc_value target = dc->prediction == LDMC_PREDICT_V ? ldmc_sub(b, ldmc_mul(b, alpha, eps), ldmc_mul(b, sigma, z0))
-                                                       : eps;
+  ldmc_value target = dc->prediction == LDMC_PREDICT_V        ? ldmc_sub(b, ldmc_mul(b, alpha, eps), ldmc_mul(b, sigma, z0))
+                      : dc->prediction == LDMC_PREDICT_SAMPLE ? z0
+                                                              : eps;
   if (tok && dc->cond_drop > 0) { /* rows whose u' < drop get the empty prompt */
     int64_t Tt = tok->shape.dims[1];
     ldmc_value d = ldmc_rng(b, LDMC_OP_RNG_UNIFORM, LDMC_F32, 1, &B, stream_key(b, key, 3));

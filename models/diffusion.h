@@ -16,6 +16,7 @@ typedef enum ldmc_beta_schedule {
 typedef enum ldmc_prediction {
   LDMC_PREDICT_EPSILON, /* the model predicts the noise eps */
   LDMC_PREDICT_V,       /* v = alpha_t eps - sigma_t z */
+  LDMC_PREDICT_SAMPLE,  /* the model predicts the clean sample z0 (diffusers' "sample") */
 } ldmc_prediction;
 
 typedef struct ldmc_diffusion_config {
@@ -31,7 +32,7 @@ ldmc_status ldmc_diffusion_config_check(const ldmc_diffusion_config *c);
 /* "scaled_linear", "linear", "squaredcos_cap_v2" (diffusers' names) */
 const char *ldmc_beta_schedule_name(ldmc_beta_schedule s);
 ldmc_status ldmc_beta_schedule_parse(const char *s, ldmc_beta_schedule *out);
-const char *ldmc_prediction_name(ldmc_prediction p); /* "epsilon", "v_prediction" */
+const char *ldmc_prediction_name(ldmc_prediction p); /* "epsilon", "v_prediction", "sample" */
 ldmc_status ldmc_prediction_parse(const char *s, ldmc_prediction *out);
 
 /* betas[T] and alphas_cumprod[T] (abar_t = prod_{i<=t} (1 - beta_i)), in double. */
@@ -48,7 +49,7 @@ ldmc_status ldmc_diffusion_schedule(const ldmc_diffusion_config *c, double *beta
  * t = floor(T u) in 0..T-1, the noise eps, the prompt dropout (a row's tokens
  * become empty_tokens with probability cond_drop). Then
  *   z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps,
- *   loss = mean((unet(z_t, t, text(tokens)) - target)^2), target eps or v.
+ *   loss = mean((unet(z_t, t, text(tokens)) - target)^2), target eps, v or z0.
  * unet: ldmc_unet_build's graph (sample, timestep, encoder_hidden_states,
  * weights); text: a graph tokens -> context [B,T',D] (its one output), whose
  * first parameter is the tokens and the rest its weights; NULL for none.

@@ -156,3 +156,81 @@ ldmc_status ldmc_ldm_model_load(const char *path, ldmc_ldm_model *m) {
   if (st != LDMC_OK) ldmc_ldm_model_free(m);
   return st;
 }
+
+/* Runs g once: input 0 given, the other parameters bound by name from ws
+ * (views), its first output moved into *out. */
+static ldmc_status run_with_weights(const ldmc_graph *g, const ldmc_tensor *in0, const ldmc_tensor_set *ws,
+                                    const ldmc_backend_i *be, const ldmc_compile_opts *co, ldmc_tensor *out) {
+  int32_t np = ldmc_graph_num_params(g);
+  ldmc_tensor *in = calloc((size_t)np, sizeof *in), *outs = calloc((size_t)(g->n_outputs ? g->n_outputs : 1), sizeof *outs);
+  ldmc_status st = in && outs ? LDMC_OK : ldmc_error(LDMC_ERR_NOMEM, "out of memory");
+  if (st == LDMC_OK) in[0] = *in0, in[0].owns_data = false;
+  for (int32_t k = 1; k < np && st == LDMC_OK; k++) {
+    const ldmc_node *p = &g->nodes[ldmc_graph_param_node(g, k)];
+    const ldmc_tensor *w = ldmc_tensor_set_find(ws, p->attrs.name);
+    if (!w || w->dtype != p->dtype || !ldmc_shape_equal(&w->shape, &p->shape))
+      st = ldmc_error(LDMC_ERR_FORMAT, "graph '%s': weight '%s' is %s in the model file", g->name, p->attrs.name,
+                      w ? "of another type" : "missing");
+    else in[k] = *w, in[k].owns_data = false;
+  }
+  ldmc_executable *e = NULL;
+  if (st == LDMC_OK) {
+    ldmc_compile_opts c = *co;
+    c.donate = NULL;
+    c.params_are_weights = true;
+    c.n_activation_params = 1;
+    st = be->compile(g, &c, &e);
+  }
+  if (st == LDMC_OK) st = ldmc_executable_run(e, in, np, outs, g->n_outputs);
+  if (st == LDMC_OK) {
+    *out = outs[0];
+    memset(&outs[0], 0, sizeof outs[0]);
+  }
+  for (int32_t k = 0; outs && k < g->n_outputs; k++) ldmc_tensor_release(&outs[k]);
+  ldmc_executable_free(e);
+  free(in), free(outs);
+  return st;
+}
+
+ldmc_status ldmc_ldm_encode_prompts(const ldmc_ldm_model *m, const char *const *prompts, int64_t n,
+                                    const ldmc_backend_i *be, const ldmc_compile_opts *co, ldmc_tensor *out) {
+  ldmc_clip_config c = m->text;
+  c.batch = n;
+  ldmc_graph *g = NULL;
+  LDMC_TRY(ldmc_clip_build(&c, &g));
+  const ldmc_node *p0 = &g->nodes[ldmc_graph_param_node(g, 0)];
+  ldmc_tensor ids = {0};
+  ldmc_status st = ldmc_tensor_alloc(&ids, "input_ids", p0->dtype, &p0->shape);
+  int T = c.max_positions;
+  int32_t *buf = malloc((size_t)T * sizeof *buf);
+  if (st == LDMC_OK && !buf) st = ldmc_error(LDMC_ERR_NOMEM, "out of memory");
+  for (int64_t i = 0; i < n && st == LDMC_OK; i++) {
+    st = ldmc_tokenizer_encode(prompts[i], T, buf);
+    if (st != LDMC_OK) ldmc_error_prefix("prompt %lld ('%s'): ", (long long)(i + 1), prompts[i]);
+    for (int j = 0; j < T && st == LDMC_OK; j++) ldmc_tensor_set_elem(&ids, i * T + j, buf[j]);
+  }
+  if (st == LDMC_OK) st = run_with_weights(g, &ids, &m->text_w, be, co, out);
+  free(buf);
+  ldmc_tensor_release(&ids);
+  ldmc_graph_free(g);
+  return st;
+}
+
+ldmc_status ldmc_ldm_decode(const ldmc_ldm_model *m, const ldmc_tensor *latents, const ldmc_backend_i *be,
+                            const ldmc_compile_opts *co, ldmc_tensor *out) {
+  ldmc_vae_config c = m->vae;
+  c.batch = latents->shape.dims[0];
+  ldmc_graph *g = NULL;
+  LDMC_TRY(ldmc_vae_decoder_build(&c, &g));
+  const ldmc_node *p0 = &g->nodes[ldmc_graph_param_node(g, 0)];
+  ldmc_tensor z = {0};
+  ldmc_status st = ldmc_shape_equal(&p0->shape, &latents->shape)
+                       ? ldmc_tensor_alloc(&z, "latent", LDMC_F32, &p0->shape)
+                       : ldmc_error(LDMC_ERR_INVALID, "decode: the latents' shape is not the autoencoder's");
+  for (int64_t i = 0; st == LDMC_OK && i < (int64_t)(z.nbytes / 4); i++)
+    ((float *)z.data)[i] = (float)(ldmc_tensor_get(latents, i) / m->latent_scale);
+  if (st == LDMC_OK) st = run_with_weights(g, &z, &m->vae_w, be, co, out);
+  ldmc_tensor_release(&z);
+  ldmc_graph_free(g);
+  return st;
+}

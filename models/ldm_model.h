@@ -5,6 +5,7 @@
 #ifndef LDMC_MODELS_LDM_MODEL_H
 #define LDMC_MODELS_LDM_MODEL_H
 
+#include "backends/backend.h"
 #include "models/autoencoder.h"
 #include "models/diffusion.h"
 #include "models/text_encoder.h"
@@ -27,5 +28,14 @@ typedef struct ldmc_ldm_model {
 
 ldmc_status ldmc_ldm_model_load(const char *path, ldmc_ldm_model *out);
 void ldmc_ldm_model_free(ldmc_ldm_model *m);
+
+/* The prompt encoder over n prompts (tokenized; an unknown word is an error
+ * listing the vocabulary): context f32[n, T, D], allocated into *out. */
+ldmc_status ldmc_ldm_encode_prompts(const ldmc_ldm_model *m, const char *const *prompts, int64_t n,
+                                    const ldmc_backend_i *be, const ldmc_compile_opts *co, ldmc_tensor *out);
+/* The autoencoder's decoder on latents / latent_scale: images f32[B, C, H, W]
+ * (about [-1, 1]), allocated into *out. */
+ldmc_status ldmc_ldm_decode(const ldmc_ldm_model *m, const ldmc_tensor *latents, const ldmc_backend_i *be,
+                            const ldmc_compile_opts *co, ldmc_tensor *out);
 
 #endif

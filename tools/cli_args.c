@@ -79,6 +79,7 @@ void ldmc_cli_print_help(const ldmc_cli_cmd *c, FILE *f) {
 int ldmc_cli_parse(ldmc_cli_cmd *c, int argc, char **argv) {
   c->n_pos = 0;
   for (int i = 0; i < c->n_flags; i++) c->flags[i].value = NULL;
+  c->n_repeated = 0;
   bool flags_done = false;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -98,8 +99,11 @@ int ldmc_cli_parse(ldmc_cli_cmd *c, int argc, char **argv) {
       ldmc_cli_flag *fl = find_flag(c, name, len);
       if (!fl)
         return ldmc_cli_usage_error(c, "unknown flag '--%.*s' (see ldmc %s --help)", (int)len, name, c->name);
-      if (fl->value)
+      bool rep = c->repeatable && strcmp(c->repeatable, fl->name) == 0;
+      if (fl->value && !rep)
         return ldmc_cli_usage_error(c, "flag '--%s' given twice (see ldmc %s --help)", fl->name, c->name);
+      if (rep && c->n_repeated >= LDMC_CLI_MAX_REPEAT)
+        return ldmc_cli_usage_error(c, "flag '--%s' given more than %d times", fl->name, LDMC_CLI_MAX_REPEAT);
       if (!fl->metavar) {
         if (eq) return ldmc_cli_usage_error(c, "flag '--%s' takes no value (see ldmc %s --help)", fl->name, c->name);
         fl->value = "1";
@@ -114,6 +118,7 @@ int ldmc_cli_parse(ldmc_cli_cmd *c, int argc, char **argv) {
       if (fl->metavar && !fl->value[0])
         return ldmc_cli_usage_error(c, "flag '--%s' needs a non-empty value %s (see ldmc %s --help)", fl->name,
                                     fl->metavar, c->name);
+      if (rep) c->repeated[c->n_repeated++] = fl->value;
       continue;
     }
     if (!flags_done && a[0] == '-' && a[1] != '\0')
@@ -188,4 +193,16 @@ int ldmc_cli_dims(const ldmc_cli_cmd *c, const char *name, int n, int64_t hi, in
   for (int i = 0; i < n && i < 8; i++) strcat(form, i ? "xN" : "N");
   return ldmc_cli_usage_error(c, "flag '--%s' expects %s with each N in [1, %lld], got '%s'", name, form,
                               (long long)hi, v);
+}
+
+int ldmc_cli_real(const ldmc_cli_cmd *c, const char *name, double lo, double hi, double *out) {
+  const char *s = ldmc_cli_get(c, name);
+  if (!s) return LDMC_CLI_CONTINUE;
+  char *end = NULL;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || !end || *end || end == s || !(v >= lo && v <= hi))
+    return ldmc_cli_usage_error(c, "--%s %s: expected a number in [%g, %g]", name, s, lo, hi);
+  *out = v;
+  return LDMC_CLI_CONTINUE;
 }

@@ -21,6 +21,7 @@ typedef struct ldmc_cli_flag {
   const char *help;    /* one or more lines, shown in --help */
   const char *value;   /* out: the value ("1" for a given switch), NULL if absent */
 } ldmc_cli_flag;
+#define LDMC_CLI_MAX_REPEAT 16
 
 typedef struct ldmc_cli_cmd {
   const char *name;    /* "run" */
@@ -32,6 +33,9 @@ typedef struct ldmc_cli_cmd {
   int min_pos, max_pos; /* positional argument count bounds */
   const char *pos[8];   /* out: positionals */
   int n_pos;            /* out */
+  const char *repeatable; /* the one flag that may be given several times (NULL: none): every value in */
+  const char *repeated[LDMC_CLI_MAX_REPEAT]; /* out, in order (its `value` is the last) */
+  int n_repeated;         /* out */
 } ldmc_cli_cmd;
 
 /* Parses argv[1..argc) (argv[0] is the command name). Returns LDMC_CLI_CONTINUE
@@ -53,6 +57,8 @@ int ldmc_cli_fail(const ldmc_cli_cmd *c, const char *fmt, ...) __attribute__((fo
  * flag is absent, leaving *out unchanged) and 2 with a one-line message when
  * the value is malformed or outside [lo, hi]. */
 int ldmc_cli_int(const ldmc_cli_cmd *c, const char *name, int64_t lo, int64_t hi, int64_t *out);
+/* A finite decimal number in [lo, hi]. */
+int ldmc_cli_real(const ldmc_cli_cmd *c, const char *name, double lo, double hi, double *out);
 /* "64x64x4" -> n dims (exactly n, each in [1, hi]). */
 int ldmc_cli_dims(const ldmc_cli_cmd *c, const char *name, int n, int64_t hi, int64_t *out);
 

@@ -63,7 +63,7 @@ static ldmc_cli_flag k_flags[F_COUNT] = {
     [F_TEXT_HEADS] = {"text-heads", "N", "unet: prompt encoder attention heads (default 4)"},
     [F_TOKENS] = {"tokens", "T", "unet: prompt tokens = the U-Net's context tokens (default 4)"},
     [F_VAE] = {"vae", "FILE", "unet: the trained autoencoder (the model.ldmc of `ldmc train --model autoencoder`)"},
-    [F_PREDICTION] = {"prediction", "KIND", "unet: epsilon (default) or v_prediction"},
+    [F_PREDICTION] = {"prediction", "KIND", "unet: epsilon (default), v_prediction or sample"},
     [F_SCHEDULE] = {"schedule", "NAME", "unet: beta schedule scaled_linear (default, SD's) or squaredcos_cap_v2"},
     [F_COND_DROP] = {"cond-drop", "P", "unet: probability a prompt is replaced by the empty one (default 0.1)"},
     [F_VAE_CHANNELS] = {"vae-channels", "C,C,..", "autoencoder: block_out_channels (default 32,64,128)"},
@@ -93,15 +93,7 @@ static ldmc_cli_cmd k_cmd = {
 };
 
 static int real_flag(int f, double lo, double hi, double *out) {
-  const char *s = k_flags[f].value;
-  if (!s) return LDMC_CLI_CONTINUE;
-  char *end = NULL;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || !end || *end || end == s || !(v >= lo && v <= hi))
-    return ldmc_cli_usage_error(&k_cmd, "--%s %s: expected a number in [%g, %g]", k_flags[f].name, s, lo, hi);
-  *out = v;
-  return LDMC_CLI_CONTINUE;
+  return ldmc_cli_real(&k_cmd, k_flags[f].name, lo, hi, out);
 }
 
 static int int_flag(int f, int64_t lo, int64_t hi, int64_t *out) {

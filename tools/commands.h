@@ -14,5 +14,8 @@ int ldmc_cmd_stats(int argc, char **argv);   /* tools/cmd_stats.c (models side) 
 int ldmc_cmd_profile(int argc, char **argv); /* tools/cmd_profile.c (profiler) */
 int ldmc_cmd_train(int argc, char **argv);   /* tools/cmd_train.c (models + runtime/trainer.c) */
 int ldmc_cmd_plot(int argc, char **argv);    /* tools/cmd_plot.c (runtime/plot.c) */
+int ldmc_cmd_sample(int argc, char **argv);  /* tools/cmd_sample.c (models/samplers.h, ldm_model.h) */
+int ldmc_cmd_schedule(int argc, char **argv); /* tools/cmd_schedule.c (models/samplers.h) */
+int ldmc_cmd_eval(int argc, char **argv);    /* tools/cmd_eval.c (models/eval.c, models/metrics.c) */
 
 #endif

@@ -23,6 +23,10 @@ static const ldmc_subcommand commands[] = {
     {"stats", "parameters, GFLOPs per step and activation memory of U-Net variants", ldmc_cmd_stats},
     {"train", "train the classifier, the autoencoder or the latent diffusion model on Fashion-MNIST", ldmc_cmd_train},
     {"plot", "line plots of CSV columns (training logs: loss, validation) as SVG or PNG", ldmc_cmd_plot},
+    {"sample", "sample images from a latent diffusion model (the default one) into a PNG grid, with the cost",
+     ldmc_cmd_sample},
+    {"schedule", "a sampler's timesteps and per-step coefficients (diffusers' rules), one row per step", ldmc_cmd_schedule},
+    {"eval", "sample quality: FD, KID and class accuracy in the classifier's feature space", ldmc_cmd_eval},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 

@@ -1,0 +1,294 @@
+/* ldmc sample: images from a latent diffusion model (the repository's
+ * default one unless --model): prompts through the prompt encoder, a
+ * sampler's compiled denoising step looped by models/sampler_run.c, latents
+ * decoded by the autoencoder, a PNG grid (a row per prompt), optional
+ * safetensors of latents and samples, and the sampling cost
+ * (docs/sampling.md). */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "frontend/weights_io.h"
+#include "models/ldm_model.h"
+#include "models/samplers.h"
+#include "models/stats.h"
+#include "runtime/png_grid.h"
+#include "tools/cli_args.h"
+#include "tools/cli_target.h"
+#include "tools/commands.h"
+
+enum {
+  F_MODEL, F_PROMPT, F_SAMPLER, F_STEPS, F_CFG, F_ETA, F_SEED, F_N, F_OUT, F_SAVE_LATENTS, F_SAVE_SAMPLES,
+  F_SPACING, F_STEPS_OFFSET, F_BATCH, F_THREADS, F_TARGET, F_BACKEND, F_SCALE, F_PROGRESS, F_NO_PROGRESS, F_COUNT
+};
+
+static ldmc_cli_flag k_flags[F_COUNT] = {
+    [F_MODEL] = {"model", "FILE", "latent diffusion model (`ldmc train --model unet`'s model.ldmc; default: the\n"
+                                  "repository's models/default/ldm.ldmc, or $LDMC_DEFAULT_MODEL)"},
+    [F_PROMPT] = {"prompt", "TEXT", "a prompt (a class name: t-shirt, trouser, pullover, dress, coat, sandal,\n"
+                                    "shirt, sneaker, bag, ankle boot); repeat for several, one grid row each"},
+    [F_SAMPLER] = {"sampler", "NAME", "ddim (default), ddpm or dpmpp2m (DPM-Solver++ 2M)"},
+    [F_STEPS] = {"steps", "N", "denoising steps (default 50)"},
+    [F_CFG] = {"cfg", "W", "classifier-free guidance rate (default 3; 1: no unconditional pass)"},
+    [F_ETA] = {"eta", "E", "ddim: noise eta (default 0: deterministic)"},
+    [F_SEED] = {"seed", "S", "seed of the noise (default 0); a seed gives the same images for any thread count"},
+    [F_N] = {"n", "K", "images per prompt (default 8)"},
+    [F_OUT] = {"out", "FILE.png", "the PNG grid (default samples.png)"},
+    [F_SAVE_LATENTS] = {"save-latents", "FILE", "also write the final latents (latents f32[N,C,h,w]) as safetensors"},
+    [F_SAVE_SAMPLES] = {"save-samples", "FILE", "also write the decoded images (images f32[N,C,H,W] in [-1,1], labels\n"
+                                                "i64[N]: the prompted class, -1 for another prompt) as safetensors"},
+    [F_SPACING] = {"spacing", "KIND", "timestep spacing: leading, trailing or linspace (default: the sampler's\n"
+                                      "diffusers default: leading for ddim/ddpm, linspace for dpmpp2m)"},
+    [F_STEPS_OFFSET] = {"steps-offset", "K", "diffusers' steps_offset (default 1, as SD-1.5's scheduler configs)"},
+    [F_BATCH] = {"batch", "B", "images denoised together (default 16; any split gives the same images)"},
+    [F_THREADS] = {"threads", "N", "threads (default: OpenMP's)"},
+    [F_TARGET] = {"target", "NAME", "what executes: llvm-cpu[:scalar|avx2|avx512] (default) or interp"},
+    [F_BACKEND] = {"backend", "NAME", "synonym of --target"},
+    [F_SCALE] = {"scale", "S", "grid pixels per image pixel (default 2)"},
+    [F_PROGRESS] = {"progress", NULL, "draw a progress bar even when stderr is not a terminal"},
+    [F_NO_PROGRESS] = {"no-progress", NULL, "no progress bar"},
+};
+
+static ldmc_cli_cmd k_cmd = {
+    .name = "sample",
+    .usage = "[--model FILE] --prompt TEXT [--prompt TEXT ...] [--sampler ddim|ddpm|dpmpp2m] [--steps N] [--cfg W]\n"
+             "[--seed S] [--n K] [-o grid.png] [options]",
+    .summary = "sample images from a latent diffusion model into a PNG grid, with the sampling cost",
+    .details = "Prints seconds per step and the sampling cost: the U-Net's GFLOPs per step normalized to the c=320\n"
+               "U-Net at the same latent and context (as `ldmc stats`), x the denoiser evaluations per image per\n"
+               "step (2 with guidance: the conditional and unconditional passes), x steps.\n"
+               "Example: ldmc sample --prompt sneaker --prompt bag --sampler dpmpp2m --steps 20 --cfg 4 -o s.png",
+    .flags = k_flags,
+    .n_flags = F_COUNT,
+    .repeatable = "prompt",
+};
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int real_flag(int f, double lo, double hi, double *out) {
+  return ldmc_cli_real(&k_cmd, k_flags[f].name, lo, hi, out);
+}
+
+typedef struct progress {
+  bool bar;
+  int64_t done_images, total_images, B;
+  double t0;
+} progress;
+
+static ldmc_status on_step(void *ctx, const ldmc_sample_progress *p) {
+  progress *pr = ctx;
+  if (!pr->bar) return LDMC_OK;
+  double f = ((double)pr->done_images + (double)pr->B * p->step / p->n_steps) / (double)pr->total_images;
+  double el = now_s() - pr->t0, eta = f > 0 ? el * (1 - f) / f : 0;
+  int w = 30, d = (int)(w * f);
+  char bar[40];
+  for (int i = 0; i < w; i++) bar[i] = i < d ? '#' : '.';
+  bar[w] = 0;
+  fprintf(stderr, "\r[%s] step %d/%d (t=%lld) images %lld/%lld ETA %.0fs   ", bar, p->step, p->n_steps,
+          (long long)p->timestep, (long long)pr->done_images, (long long)pr->total_images, eta);
+  fflush(stderr);
+  return LDMC_OK;
+}
+
+/* the class index of a prompt that is exactly a class name (after trimming, any case), else -1 */
+static int64_t prompt_label(const char *p) {
+  for (int c = 0; c < 10; c++) {
+    const char *name = ldmc_class_prompt(c);
+    size_t n = strlen(name);
+    while (*p == ' ') p++;
+    if (strncasecmp(p, name, n) == 0) {
+      const char *r = p + n;
+      while (*r == ' ') r++;
+      if (!*r) return c;
+    }
+  }
+  return -1;
+}
+
+int ldmc_cmd_sample(int argc, char **argv) {
+  int rc = ldmc_cli_parse(&k_cmd, argc, argv);
+  if (rc != LDMC_CLI_CONTINUE) return rc;
+  int np = k_cmd.n_repeated;
+  if (np < 1) return ldmc_cli_usage_error(&k_cmd, "give at least one --prompt TEXT");
+  int64_t steps = 50, seed = 0, n = 8, batch = 16, threads = 0, offset = 1, scale = 2;
+  double cfg = 3, eta = 0;
+  if ((rc = ldmc_cli_int(&k_cmd, "steps", 1, 1000, &steps)) != LDMC_CLI_CONTINUE ||
+      (rc = ldmc_cli_int(&k_cmd, "seed", 0, (int64_t)1 << 40, &seed)) != LDMC_CLI_CONTINUE ||
+      (rc = ldmc_cli_int(&k_cmd, "n", 1, 4096, &n)) != LDMC_CLI_CONTINUE ||
+      (rc = ldmc_cli_int(&k_cmd, "batch", 1, 4096, &batch)) != LDMC_CLI_CONTINUE ||
+      (rc = ldmc_cli_int(&k_cmd, "threads", 1, 1024, &threads)) != LDMC_CLI_CONTINUE ||
+      (rc = ldmc_cli_int(&k_cmd, "steps-offset", 0, 999, &offset)) != LDMC_CLI_CONTINUE ||
+      (rc = ldmc_cli_int(&k_cmd, "scale", 1, 16, &scale)) != LDMC_CLI_CONTINUE ||
+      (rc = real_flag(F_CFG, 0, 100, &cfg)) != LDMC_CLI_CONTINUE || (rc = real_flag(F_ETA, 0, 10, &eta)) != LDMC_CLI_CONTINUE)
+    return rc;
+  if (ldmc_cli_has(&k_cmd, "progress") && ldmc_cli_has(&k_cmd, "no-progress"))
+    return ldmc_cli_usage_error(&k_cmd, "give --progress or --no-progress, not both");
+  ldmc_sampler_kind kind = LDMC_SAMPLER_DDIM;
+  if (k_flags[F_SAMPLER].value && ldmc_sampler_parse(k_flags[F_SAMPLER].value, &kind) != LDMC_OK)
+    return ldmc_cli_usage_error(&k_cmd, "--sampler: %s", ldmc_last_error());
+  ldmc_sampler_config sc;
+  ldmc_sampler_config_default(&sc, kind, (int)steps);
+  sc.steps_offset = (int)offset;
+  sc.eta = eta;
+  if (k_flags[F_SPACING].value && ldmc_spacing_parse(k_flags[F_SPACING].value, &sc.spacing) != LDMC_OK)
+    return ldmc_cli_usage_error(&k_cmd, "--spacing: %s", ldmc_last_error());
+  if (eta > 0 && kind != LDMC_SAMPLER_DDIM) return ldmc_cli_usage_error(&k_cmd, "--eta applies to --sampler ddim only");
+  const char *out = k_flags[F_OUT].value ? k_flags[F_OUT].value : "samples.png";
+  size_t ol = strlen(out);
+  if (ol < 4 || strcasecmp(out + ol - 4, ".png") != 0)
+    return ldmc_cli_usage_error(&k_cmd, "--out %s: the grid is a .png file", out);
+  int trc = 0;
+  const char *tspec = ldmc_cli_target_flag(&k_cmd, &trc);
+  if (trc != LDMC_CLI_CONTINUE) return trc;
+  ldmc_cli_target ct;
+  if (ldmc_cli_target_parse(tspec ? tspec : "llvm-cpu", &ct) != LDMC_OK)
+    return ldmc_cli_usage_error(&k_cmd, "%s", ldmc_last_error());
+  if (!ct.be) return ldmc_cli_usage_error(&k_cmd, "--target %s: no backend executes it (interp or llvm-cpu)", tspec);
+  /* prompts are checked before anything is loaded or written */
+  for (int i = 0; i < np; i++) {
+    int32_t ids[77];
+    if (ldmc_tokenizer_encode(k_cmd.repeated[i], 77, ids) != LDMC_OK)
+      return ldmc_cli_usage_error(&k_cmd, "--prompt '%s': %s", k_cmd.repeated[i], ldmc_last_error());
+  }
+
+  const char *path = k_flags[F_MODEL].value ? k_flags[F_MODEL].value : ldmc_default_model_path();
+  ldmc_ldm_model m;
+  if (ldmc_ldm_model_load(path, &m) != LDMC_OK) return ldmc_cli_fail(&k_cmd, "%s", ldmc_last_error());
+  ldmc_status st = ldmc_sampler_config_check(&sc, m.diffusion.timesteps);
+  if (st != LDMC_OK) {
+    ldmc_ldm_model_free(&m);
+    return ldmc_cli_usage_error(&k_cmd, "%s", ldmc_last_error());
+  }
+  ldmc_compile_opts co = {.threads = (int)threads};
+  bool guidance = cfg != 1;
+  int64_t total = (int64_t)np * n, B = batch < total ? batch : total;
+  int64_t lat[4] = {total, m.unet.in_channels, m.unet.height, m.unet.width};
+  ldmc_vae_config vc = m.vae;
+  vc.batch = 1;
+  {
+    int64_t ld[4];
+    ldmc_vae_latent_dims(&vc, ld);
+    if (ld[1] != lat[1] || ld[2] != lat[2] || ld[3] != lat[3]) st = ldmc_error(LDMC_ERR_FORMAT, "%s: the autoencoder's latents do not match the U-Net's", path);
+  }
+  ldmc_shape ls = ldmc_shape_make(4, lat);
+  ldmc_tensor latents = {0}, images = {0}, ctx_all = {0}, ctx = {0}, labels = {0};
+  if (st == LDMC_OK) st = ldmc_tensor_alloc(&latents, "latents", LDMC_F32, &ls);
+  /* the prompts' contexts, and the empty prompt's */
+  const char **plist = calloc((size_t)np + 1, sizeof *plist);
+  if (st == LDMC_OK && !plist) st = ldmc_error(LDMC_ERR_NOMEM, "out of memory");
+  for (int i = 0; st == LDMC_OK && i < np; i++) plist[i] = k_cmd.repeated[i];
+  if (st == LDMC_OK) plist[np] = "";
+  if (st == LDMC_OK) st = ldmc_ldm_encode_prompts(&m, plist, np + 1, ct.be, &co, &ctx_all);
+  int64_t T = m.unet.context_tokens, D = m.unet.context_dim, row = T * D;
+  ldmc_unet_config uc = m.unet;
+  uc.batch = guidance ? 2 * B : B;
+  ldmc_graph *unet = NULL;
+  ldmc_sampler *s = NULL;
+  if (st == LDMC_OK) st = ldmc_unet_build(&uc, &unet);
+  if (st == LDMC_OK) {
+    fprintf(stderr, "compiling the %s step (U-Net c=%d, batch %lld%s) on %s\n", ldmc_sampler_name(kind), m.unet.channels,
+            (long long)uc.batch, guidance ? ": conditional + unconditional" : "", ct.be->name);
+    st = ldmc_sampler_new(&m.diffusion, &sc, guidance, unet, &m.unet_w, ct.be, &co, &s);
+  }
+  int64_t cdims[3] = {guidance ? 2 * B : B, T, D};
+  ldmc_shape cs = ldmc_shape_make(3, cdims);
+  if (st == LDMC_OK) st = ldmc_tensor_alloc(&ctx, "encoder_hidden_states", LDMC_F32, &cs);
+  progress pr = {.bar = ldmc_cli_has(&k_cmd, "progress") || (!ldmc_cli_has(&k_cmd, "no-progress") && isatty(2)),
+                 .total_images = total, .B = B, .t0 = now_s()};
+  double t_sample = 0;
+  int64_t runs = 0;
+  for (int64_t i0 = 0; st == LDMC_OK && i0 < total; i0 += B) {
+    /* rows past the end repeat the last image's prompt and are dropped */
+    for (int64_t r = 0; r < B; r++) {
+      int64_t img = i0 + r < total ? i0 + r : total - 1, p = img / n;
+      memcpy((float *)ctx.data + r * row, (const float *)ctx_all.data + p * row, (size_t)row * 4);
+      if (guidance) memcpy((float *)ctx.data + (B + r) * row, (const float *)ctx_all.data + np * row, (size_t)row * 4);
+    }
+    ldmc_sample_run_opts ro = {.seed = (uint64_t)seed, .first_image = i0, .context = &ctx, .guidance_scale = cfg,
+                               .progress = on_step, .progress_ctx = &pr};
+    double t0 = now_s();
+    st = ldmc_sample_run(s, &ro);
+    t_sample += now_s() - t0;
+    runs++;
+    if (st != LDMC_OK) break;
+    const ldmc_tensor *z = ldmc_sampler_latents(s);
+    int64_t per = lat[1] * lat[2] * lat[3], rows = total - i0 < B ? total - i0 : B;
+    memcpy((float *)latents.data + i0 * per, z->data, (size_t)(rows * per) * 4);
+    pr.done_images += rows;
+  }
+  if (pr.bar) fprintf(stderr, "\n");
+  if (st == LDMC_OK) st = ldmc_ldm_decode(&m, &latents, ct.be, &co, &images);
+  if (st == LDMC_OK) {
+    ldmc_png_grid g = {.images = images.data, .n = total, .channels = images.shape.dims[1],
+                       .height = images.shape.dims[2], .width = images.shape.dims[3], .lo = -1, .hi = 1, .rows = np,
+                       .cols = (int)n, .scale = (int)scale, .pad = 2, .background = 255};
+    st = ldmc_png_grid_write(out, &g);
+  }
+  int64_t labd[1] = {total};
+  ldmc_shape lbs = ldmc_shape_make(1, labd);
+  if (st == LDMC_OK && k_flags[F_SAVE_SAMPLES].value) {
+    st = ldmc_tensor_alloc(&labels, "labels", LDMC_I64, &lbs);
+    for (int64_t i = 0; st == LDMC_OK && i < total; i++) ((int64_t *)labels.data)[i] = prompt_label(k_cmd.repeated[i / n]);
+    ldmc_tensor_set set = {0};
+    ldmc_tensor iv = images, lv = labels;
+    free(iv.name);
+    iv.name = strdup("images"), iv.owns_data = false, lv.owns_data = false;
+    lv.name = strdup("labels");
+    if (st == LDMC_OK) st = ldmc_tensor_set_add(&set, &iv);
+    if (st == LDMC_OK) st = ldmc_tensor_set_add(&set, &lv);
+    if (st == LDMC_OK) st = ldmc_safetensors_save(k_flags[F_SAVE_SAMPLES].value, &set, 0, NULL, NULL);
+    images.name = NULL;
+    ldmc_tensor_set_free(&set);
+  }
+  if (st == LDMC_OK && k_flags[F_SAVE_LATENTS].value) {
+    ldmc_tensor_set set = {0};
+    ldmc_tensor lv = latents;
+    lv.name = strdup("latents"), lv.owns_data = false;
+    st = ldmc_tensor_set_add(&set, &lv);
+    if (st == LDMC_OK) st = ldmc_safetensors_save(k_flags[F_SAVE_LATENTS].value, &set, 0, NULL, NULL);
+    ldmc_tensor_set_free(&set);
+  }
+  if (st == LDMC_OK) {
+    /* cost: the U-Net's GFLOPs per image per step normalized to c=320 at this latent and context, x passes x steps */
+    ldmc_unet_config u1 = m.unet, ref = m.unet;
+    u1.batch = ref.batch = 1;
+    ref.channels = 320;
+    ldmc_graph *g1 = NULL, *gr = NULL;
+    ldmc_model_stats s1, sr;
+    double norm = NAN, gf = NAN;
+    if (ldmc_unet_build(&u1, &g1) == LDMC_OK && ldmc_unet_build(&ref, &gr) == LDMC_OK &&
+        ldmc_stats_compute(g1, ldmc_unet_input_names, LDMC_UNET_N_INPUTS, &s1) == LDMC_OK &&
+        ldmc_stats_compute(gr, ldmc_unet_input_names, LDMC_UNET_N_INPUTS, &sr) == LDMC_OK) {
+      gf = (double)s1.mac_flops / 1e9; /* as `ldmc stats`' GFLOPs/step: convolutions, matmuls, attention */
+      norm = (double)s1.mac_flops / (double)sr.mac_flops;
+    }
+    ldmc_graph_free(g1), ldmc_graph_free(gr);
+    int passes = guidance ? 2 : 1;
+    ldmc_sampler_cost cost;
+    ldmc_sampler_get_cost(s, &cost);
+    printf("wrote %s: %d prompt%s x %lld images, %s %d steps, cfg %g, seed %lld\n", out, np, np == 1 ? "" : "s",
+           (long long)n, ldmc_sampler_name(kind), cost.n_steps, cfg, (long long)seed);
+    printf("time: %.3f s per step (batch %lld%s), %.2f s per image\n", t_sample / (double)(runs * cost.n_steps),
+           (long long)B, guidance ? ", x2 with guidance" : "", t_sample / (double)total);
+    printf("sampling cost: %.4f normalized per-step cost (U-Net c=%d: %.4f GFLOPs per image per pass; c=320 = 1)"
+           " x %d pass%s%s x %d steps = %.4f\n", norm, m.unet.channels, gf, passes, passes == 1 ? "" : "es",
+           guidance ? " (classifier-free guidance: conditional + unconditional)" : "", cost.n_steps,
+           norm * passes * cost.n_steps);
+  }
+  int ret = st == LDMC_OK ? LDMC_EXIT_OK : ldmc_cli_fail(&k_cmd, "%s", ldmc_last_error());
+  ldmc_sampler_free(s);
+  ldmc_graph_free(unet);
+  ldmc_tensor_release(&latents), ldmc_tensor_release(&images), ldmc_tensor_release(&ctx_all);
+  ldmc_tensor_release(&ctx), ldmc_tensor_release(&labels);
+  free(plist);
+  ldmc_ldm_model_free(&m);
+  return ret;
+}
