@@ -33,7 +33,8 @@ static ldmc_cli_flag k_flags[F_COUNT] = {
                                     "shirt, sneaker, bag, ankle boot); repeat for several, one grid row each"},
     [F_SAMPLER] = {"sampler", "NAME", "ddim (default), ddpm or dpmpp2m (DPM-Solver++ 2M)"},
     [F_STEPS] = {"steps", "N", "denoising steps (default 50)"},
-    [F_CFG] = {"cfg", "W", "classifier-free guidance rate (default 3; 1: no unconditional pass)"},
+    [F_CFG] = {"cfg", "W[,W..]", "classifier-free guidance rate (default 3; 1: no unconditional pass); several\n"
+                                 "rates: a row per prompt and rate, the same noise in every rate's row"},
     [F_ETA] = {"eta", "E", "ddim: noise eta (default 0: deterministic)"},
     [F_SEED] = {"seed", "S", "seed of the noise (default 0); a seed gives the same images for any thread count"},
     [F_N] = {"n", "K", "images per prompt (default 8)"},
@@ -119,7 +120,8 @@ int ldmc_cmd_sample(int argc, char **argv) {
   int np = k_cmd.n_repeated;
   if (np < 1) return ldmc_cli_usage_error(&k_cmd, "give at least one --prompt TEXT");
   int64_t steps = 50, seed = 0, n = 8, batch = 16, threads = 0, offset = 1, scale = 2;
-  double cfg = 3, eta = 0;
+  double cfg = 3, eta = 0, rates[16];
+  int nr = 1;
   if ((rc = ldmc_cli_int(&k_cmd, "steps", 1, 1000, &steps)) != LDMC_CLI_CONTINUE ||
       (rc = ldmc_cli_int(&k_cmd, "seed", 0, (int64_t)1 << 40, &seed)) != LDMC_CLI_CONTINUE ||
       (rc = ldmc_cli_int(&k_cmd, "n", 1, 4096, &n)) != LDMC_CLI_CONTINUE ||
@@ -127,8 +129,25 @@ int ldmc_cmd_sample(int argc, char **argv) {
       (rc = ldmc_cli_int(&k_cmd, "threads", 1, 1024, &threads)) != LDMC_CLI_CONTINUE ||
       (rc = ldmc_cli_int(&k_cmd, "steps-offset", 0, 999, &offset)) != LDMC_CLI_CONTINUE ||
       (rc = ldmc_cli_int(&k_cmd, "scale", 1, 16, &scale)) != LDMC_CLI_CONTINUE ||
-      (rc = real_flag(F_CFG, 0, 100, &cfg)) != LDMC_CLI_CONTINUE || (rc = real_flag(F_ETA, 0, 10, &eta)) != LDMC_CLI_CONTINUE)
+      (rc = real_flag(F_ETA, 0, 10, &eta)) != LDMC_CLI_CONTINUE)
     return rc;
+  rates[0] = cfg;
+  if (k_flags[F_CFG].value) { /* W or W,W,... */
+    const char *v = k_flags[F_CFG].value;
+    nr = 0;
+    while (*v) {
+      char *end = NULL;
+      errno = 0;
+      double w = strtod(v, &end);
+      if (errno || end == v || !(w >= 0 && w <= 100) || (*end && *end != ',') || nr >= 16)
+        return ldmc_cli_usage_error(&k_cmd, "--cfg %s: expected up to 16 comma-separated rates in [0, 100]",
+                                    k_flags[F_CFG].value);
+      rates[nr++] = w;
+      v = *end ? end + 1 : end;
+    }
+    if (nr == 0) return ldmc_cli_usage_error(&k_cmd, "--cfg: no rate given");
+    cfg = rates[0];
+  }
   if (ldmc_cli_has(&k_cmd, "progress") && ldmc_cli_has(&k_cmd, "no-progress"))
     return ldmc_cli_usage_error(&k_cmd, "give --progress or --no-progress, not both");
   ldmc_sampler_kind kind = LDMC_SAMPLER_DDIM;
@@ -168,8 +187,10 @@ int ldmc_cmd_sample(int argc, char **argv) {
     return ldmc_cli_usage_error(&k_cmd, "%s", ldmc_last_error());
   }
   ldmc_compile_opts co = {.threads = (int)threads};
-  bool guidance = cfg != 1;
-  int64_t total = (int64_t)np * n, B = batch < total ? batch : total;
+  bool guidance = nr > 1 || cfg != 1;
+  int64_t rows_out = (int64_t)np * nr, total = rows_out * n;
+  /* several rates: a batch stays within one grid row (one rate) */
+  int64_t B = nr > 1 ? (batch < n ? batch : n) : (batch < total ? batch : total);
   int64_t lat[4] = {total, m.unet.in_channels, m.unet.height, m.unet.width};
   ldmc_vae_config vc = m.vae;
   vc.batch = 1;
@@ -205,30 +226,36 @@ int ldmc_cmd_sample(int argc, char **argv) {
                  .total_images = total, .B = B, .t0 = now_s()};
   double t_sample = 0;
   int64_t runs = 0;
-  for (int64_t i0 = 0; st == LDMC_OK && i0 < total; i0 += B) {
-    /* rows past the end repeat the last image's prompt and are dropped */
-    for (int64_t r = 0; r < B; r++) {
-      int64_t img = i0 + r < total ? i0 + r : total - 1, p = img / n;
-      memcpy((float *)ctx.data + r * row, (const float *)ctx_all.data + p * row, (size_t)row * 4);
-      if (guidance) memcpy((float *)ctx.data + (B + r) * row, (const float *)ctx_all.data + np * row, (size_t)row * 4);
+  /* chunks of the output (row-major: row = prompt x rate, a column per image); image (prompt p,
+   * column c) draws noise index p n + c in every rate's row */
+  for (int64_t R = 0; st == LDMC_OK && R < (nr > 1 ? rows_out : 1); R++) {
+    int64_t first = nr > 1 ? R * n : 0, end = nr > 1 ? first + n : total;
+    for (int64_t o0 = first; st == LDMC_OK && o0 < end; o0 += B) {
+      int64_t rows = end - o0 < B ? end - o0 : B;
+      for (int64_t r = 0; r < B; r++) { /* rows past the chunk repeat its last image and are dropped */
+        int64_t o = o0 + (r < rows ? r : rows - 1), p = o / n / nr;
+        memcpy((float *)ctx.data + r * row, (const float *)ctx_all.data + p * row, (size_t)row * 4);
+        if (guidance) memcpy((float *)ctx.data + (B + r) * row, (const float *)ctx_all.data + np * row, (size_t)row * 4);
+      }
+      int64_t p0 = o0 / n / nr, c0 = o0 % n;
+      ldmc_sample_run_opts ro = {.seed = (uint64_t)seed, .first_image = nr > 1 ? p0 * n + c0 : o0, .context = &ctx,
+                                 .guidance_scale = rates[(o0 / n) % nr], .progress = on_step, .progress_ctx = &pr};
+      double t0 = now_s();
+      st = ldmc_sample_run(s, &ro);
+      t_sample += now_s() - t0;
+      runs++;
+      if (st != LDMC_OK) break;
+      const ldmc_tensor *z = ldmc_sampler_latents(s);
+      int64_t per = lat[1] * lat[2] * lat[3];
+      memcpy((float *)latents.data + o0 * per, z->data, (size_t)(rows * per) * 4);
+      pr.done_images += rows;
     }
-    ldmc_sample_run_opts ro = {.seed = (uint64_t)seed, .first_image = i0, .context = &ctx, .guidance_scale = cfg,
-                               .progress = on_step, .progress_ctx = &pr};
-    double t0 = now_s();
-    st = ldmc_sample_run(s, &ro);
-    t_sample += now_s() - t0;
-    runs++;
-    if (st != LDMC_OK) break;
-    const ldmc_tensor *z = ldmc_sampler_latents(s);
-    int64_t per = lat[1] * lat[2] * lat[3], rows = total - i0 < B ? total - i0 : B;
-    memcpy((float *)latents.data + i0 * per, z->data, (size_t)(rows * per) * 4);
-    pr.done_images += rows;
   }
   if (pr.bar) fprintf(stderr, "\n");
   if (st == LDMC_OK) st = ldmc_ldm_decode(&m, &latents, ct.be, &co, &images);
   if (st == LDMC_OK) {
     ldmc_png_grid g = {.images = images.data, .n = total, .channels = images.shape.dims[1],
-                       .height = images.shape.dims[2], .width = images.shape.dims[3], .lo = -1, .hi = 1, .rows = np,
+                       .height = images.shape.dims[2], .width = images.shape.dims[3], .lo = -1, .hi = 1, .rows = (int)rows_out,
                        .cols = (int)n, .scale = (int)scale, .pad = 2, .background = 255};
     st = ldmc_png_grid_write(out, &g);
   }
@@ -236,7 +263,8 @@ int ldmc_cmd_sample(int argc, char **argv) {
   ldmc_shape lbs = ldmc_shape_make(1, labd);
   if (st == LDMC_OK && k_flags[F_SAVE_SAMPLES].value) {
     st = ldmc_tensor_alloc(&labels, "labels", LDMC_I64, &lbs);
-    for (int64_t i = 0; st == LDMC_OK && i < total; i++) ((int64_t *)labels.data)[i] = prompt_label(k_cmd.repeated[i / n]);
+    for (int64_t i = 0; st == LDMC_OK && i < total; i++)
+      ((int64_t *)labels.data)[i] = prompt_label(k_cmd.repeated[i / n / nr]);
     ldmc_tensor_set set = {0};
     ldmc_tensor iv = images, lv = labels;
     free(iv.name);
@@ -274,8 +302,10 @@ int ldmc_cmd_sample(int argc, char **argv) {
     int passes = guidance ? 2 : 1;
     ldmc_sampler_cost cost;
     ldmc_sampler_get_cost(s, &cost);
-    printf("wrote %s: %d prompt%s x %lld images, %s %d steps, cfg %g, seed %lld\n", out, np, np == 1 ? "" : "s",
-           (long long)n, ldmc_sampler_name(kind), cost.n_steps, cfg, (long long)seed);
+    printf("wrote %s: %d prompt%s x %lld images, %s %d steps, cfg %s, seed %lld\n", out, np, np == 1 ? "" : "s",
+           (long long)n, ldmc_sampler_name(kind), cost.n_steps, k_flags[F_CFG].value ? k_flags[F_CFG].value : "3",
+           (long long)seed);
+    if (nr > 1) printf("rows: prompt x rate, %d rates per prompt\n", nr);
     printf("time: %.3f s per step (batch %lld%s), %.2f s per image\n", t_sample / (double)(runs * cost.n_steps),
            (long long)B, guidance ? ", x2 with guidance" : "", t_sample / (double)total);
     printf("sampling cost: %.4f normalized per-step cost (U-Net c=%d: %.4f GFLOPs per image per pass; c=320 = 1)"

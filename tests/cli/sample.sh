@@ -58,6 +58,22 @@ out_has "dpmpp2m 3 steps, cfg 1" "x 1 pass x 3 steps"
 run 0 "$LDMC" sample "${M[@]}" --prompt dress --n 2 --steps 3 --sampler ddpm -o e.png
 out_has "ddpm 3 steps"
 
+# a guidance sweep: a row per rate, the same noise in each row (rate 1 and rate 1 agree)
+run 0 "$LDMC" sample "${M[@]}" --prompt bag --n 2 --steps 3 --cfg 1,4,1 --seed 3 -o f.png --save-samples f.safetensors
+out_has "cfg 1,4,1" "rows: prompt x rate, 3 rates per prompt"
+dims=$($PY -c "import struct; d=open('f.png','rb').read(); print(*struct.unpack('>II',d[16:24]))")
+check "sweep grid is 2 columns x 3 rows (got $dims)" test "$dims" = "$((2 * 64 + 3 * 2)) $((3 * 64 + 4 * 2))"
+check "rows of the same rate are the same images" $PY - <<'EOF2'
+import subprocess, sys, os
+v = [float(x) for x in subprocess.run([sys.executable, os.environ["LDMC_SRC"] + "/tests/cli/st.py", "read", "f.safetensors", "images"], capture_output=True, text=True).stdout.split()]
+n = 2 * 32 * 32
+r0, r1, r2 = v[:n], v[n:2 * n], v[2 * n:]
+assert max(abs(a - b) for a, b in zip(r0, r2)) < 1e-5, "rate 1 rows differ"
+assert max(abs(a - b) for a, b in zip(r0, r1)) > 1e-3, "rate 4 row equals rate 1 row"
+EOF2
+run 2 "$LDMC" sample "${M[@]}" --prompt bag --cfg 2,x -o x.png
+err_is_one_line_with "--cfg 2,x"
+
 # errors, and no PNG left behind
 run 2 "$LDMC" sample "${M[@]}" --prompt "red sneaker" -o x.png
 err_is_one_line_with "red" "vocabulary" "t-shirt"
