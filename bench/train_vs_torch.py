@@ -70,6 +70,9 @@ def run_ldmc(cmd, env):
         if toks[0] == "phase_kernels":
             out.setdefault("kernels", {})[toks[1]] = toks[2:]
             continue
+        if toks[0] == "attn_bwd":  # attention backward: ms=, kernels=, then name=ms@GFLOP/s entries
+            out["attn_bwd"] = {t.split("=", 1)[0]: t.split("=", 1)[1] for t in toks[1:] if "=" in t}
+            continue
         d = out.setdefault("", {})
         for t in toks:  # a word without '=' opens a group: "phase_ms fwd=1 ... phase_gflops fwd=2"
             if "=" not in t:
