@@ -678,11 +678,7 @@ ldmc_status ldmc_plot_save(const ldmc_plot *p, const char *path) {
     if (cs == CAIRO_STATUS_SUCCESS) cs = cairo_surface_status(surf);
   }
   cairo_surface_destroy(surf);
-  /* cairo's font caches and fontconfig's configuration would otherwise stay
-   * allocated for the life of the process (reported by LeakSanitizer); the
-   * next plot reloads them, a few milliseconds */
-  cairo_debug_reset_static_data();
-  FcFini();
+  ldmc_plot_release_fonts();
   if (rc == LDMC_OK && cs != CAIRO_STATUS_SUCCESS)
     rc = ldmc_error(cs == CAIRO_STATUS_NO_MEMORY ? LDMC_ERR_NOMEM : LDMC_ERR_INTERNAL, "plot '%s': cairo: %s", q,
                     cairo_status_to_string(cs));
@@ -694,4 +690,12 @@ ldmc_status ldmc_plot_save(const ldmc_plot *p, const char *path) {
   free(buf.data);
   free(out.data);
   return rc;
+}
+
+/* cairo's font caches and fontconfig's configuration would otherwise stay
+ * allocated for the life of the process (reported by LeakSanitizer); the
+ * next use reloads them, a few milliseconds */
+void ldmc_plot_release_fonts(void) {
+  cairo_debug_reset_static_data();
+  FcFini();
 }

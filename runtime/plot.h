@@ -84,4 +84,9 @@ ldmc_status ldmc_plot_ticks(double lo, double hi, bool log, int max_ticks, doubl
  * "2.5e+06"); log ticks print as "0.001" .. "1e+05" by value. */
 void ldmc_plot_tick_label(double v, double step, bool log, char *buf, size_t len);
 
+/* Frees cairo's and fontconfig's font state after text was drawn (any cairo
+ * text user, e.g. png_grid.c's labels); not thread-safe, like
+ * ldmc_plot_save. */
+void ldmc_plot_release_fonts(void);
+
 #endif

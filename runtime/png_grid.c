@@ -1,17 +1,77 @@
 /* PNG grids through libpng (png_grid.h). */
+#include <cairo.h>
 #include <math.h>
 #include <png.h>
 #include <setjmp.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/plot.h"
 #include "runtime/png_grid.h"
 #include "support/fileio.h"
 
+/* Text size of the labels: a third of a cell's height, at least 10 px. */
+static double label_font(const ldmc_png_grid *g) {
+  double f = (double)(g->height * (g->scale > 0 ? g->scale : 1)) / 3.0;
+  return f < 10 ? 10 : f;
+}
+
+/* Width of the label column: the widest label plus a margin, 0 without labels. */
+static int64_t label_width(const ldmc_png_grid *g) {
+  if (!g->row_labels) return 0;
+  cairo_surface_t *sf = cairo_image_surface_create(CAIRO_FORMAT_A8, 1, 1);
+  cairo_t *cr = cairo_create(sf);
+  cairo_select_font_face(cr, "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+  cairo_set_font_size(cr, label_font(g));
+  double w = 0;
+  for (int r = 0; r < g->rows; r++) {
+    cairo_text_extents_t e;
+    cairo_text_extents(cr, g->row_labels[r] ? g->row_labels[r] : "", &e);
+    if (e.x_advance > w) w = e.x_advance;
+  }
+  cairo_destroy(cr);
+  cairo_surface_destroy(sf);
+  ldmc_plot_release_fonts();
+  return (int64_t)ceil(w) + 2 * (g->pad > 4 ? g->pad : 4);
+}
+
 void ldmc_png_grid_size(const ldmc_png_grid *g, int64_t *width, int64_t *height) {
   int s = g->scale > 0 ? g->scale : 1;
-  *width = (int64_t)g->cols * g->width * s + (int64_t)(g->cols + 1) * g->pad;
+  *width = label_width(g) + (int64_t)g->cols * g->width * s + (int64_t)(g->cols + 1) * g->pad;
   *height = (int64_t)g->rows * g->height * s + (int64_t)(g->rows + 1) * g->pad;
+}
+
+/* Draws the labels into the first lw columns of px (gray or RGB rows of stride bytes). */
+static ldmc_status draw_labels(const ldmc_png_grid *g, uint8_t *px, int64_t stride, int64_t cpp, int64_t lw,
+                               int64_t H) {
+  cairo_surface_t *sf = cairo_image_surface_create(CAIRO_FORMAT_A8, (int)lw, (int)H);
+  if (cairo_surface_status(sf) != CAIRO_STATUS_SUCCESS) {
+    cairo_surface_destroy(sf);
+    return ldmc_error(LDMC_ERR_NOMEM, "grid labels: cairo: out of memory");
+  }
+  cairo_t *cr = cairo_create(sf);
+  cairo_select_font_face(cr, "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+  cairo_set_font_size(cr, label_font(g));
+  int s = g->scale;
+  for (int r = 0; r < g->rows; r++) {
+    const char *t = g->row_labels[r] ? g->row_labels[r] : "";
+    cairo_text_extents_t e;
+    cairo_text_extents(cr, t, &e);
+    double cy = g->pad + r * (double)(g->height * s + g->pad) + (double)(g->height * s) / 2;
+    cairo_move_to(cr, (g->pad > 4 ? g->pad : 4), cy - e.y_bearing - e.height / 2);
+    cairo_show_text(cr, t);
+  }
+  cairo_surface_flush(sf);
+  const uint8_t *a = cairo_image_surface_get_data(sf);
+  int as = cairo_image_surface_get_stride(sf);
+  for (int64_t y = 0; y < H; y++) /* coverage a: ink over the background */
+    for (int64_t x = 0; x < lw; x++) {
+      uint8_t v = (uint8_t)((int)g->background * (255 - a[y * as + x]) / 255);
+      for (int64_t ch = 0; ch < cpp; ch++) px[y * stride + x * cpp + ch] = v;
+    }
+  cairo_destroy(cr);
+  cairo_surface_destroy(sf);
+  return LDMC_OK;
 }
 
 typedef struct sink {
@@ -60,10 +120,10 @@ ldmc_status ldmc_png_grid_write(const char *path, const ldmc_png_grid *g) {
   }
   memset(px, g->background, (size_t)(stride * H));
   int s = g->scale;
-  int64_t cells = (int64_t)g->rows * g->cols;
+  int64_t cells = (int64_t)g->rows * g->cols, lw = label_width(g);
   for (int64_t i = 0; i < g->n && i < cells; i++) {
     int64_t r = i / g->cols, c = i % g->cols;
-    int64_t x0 = g->pad + c * (g->width * s + g->pad), y0 = g->pad + r * (g->height * s + g->pad);
+    int64_t x0 = lw + g->pad + c * (g->width * s + g->pad), y0 = g->pad + r * (g->height * s + g->pad);
     const float *im = g->images + i * g->channels * g->height * g->width;
     for (int64_t y = 0; y < g->height * s; y++)
       for (int64_t x = 0; x < g->width * s; x++)
@@ -72,6 +132,14 @@ ldmc_status ldmc_png_grid_write(const char *path, const ldmc_png_grid *g) {
               to_byte(im[(ch * g->height + y / s) * g->width + x / s], g->lo, g->hi);
   }
   for (int64_t y = 0; y < H; y++) rows[y] = px + y * stride;
+  if (lw > 0) {
+    ldmc_status ls = draw_labels(g, px, stride, cpp, lw, H);
+    ldmc_plot_release_fonts();
+    if (ls != LDMC_OK) {
+      free(px), free(rows);
+      return ls;
+    }
+  }
 
   ldmc_atomic_file *f = NULL;
   ldmc_status st = ldmc_atomic_open(path, &f);

@@ -15,12 +15,13 @@ typedef struct ldmc_png_grid {
   int scale;           /* each pixel drawn scale x scale (nearest), >= 1 */
   int pad;             /* background pixels between cells and around the grid */
   uint8_t background;  /* gray level of the padding */
+  const char *const *row_labels; /* NULL, or rows strings drawn left of the rows (cairo), black on the background */
 } ldmc_png_grid;
 
 /* channels 1 (gray) or 3 (RGB); 8-bit PNG. The message names path. */
 ldmc_status ldmc_png_grid_write(const char *path, const ldmc_png_grid *g);
 
-/* The pixel size a grid will have (for labels drawn around it, tests). */
+/* The pixel size a grid will have, its label column included (tests). */
 void ldmc_png_grid_size(const ldmc_png_grid *g, int64_t *width, int64_t *height);
 
 #endif

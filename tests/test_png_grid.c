@@ -65,6 +65,25 @@ int main(void) {
   CHECK(px && w == 1 && h == 1 && ch == 3 && px[0] == 255 && px[1] == 0 && px[2] == 128);
   free(px);
 
+  /* labels: a column left of the cells, ink (dark pixels) only there, the cells unchanged */
+  const char *labels[2] = {"sneaker", "bag"};
+  ldmc_png_grid l = g;
+  l.row_labels = labels;
+  int64_t lw64 = 0, lh64 = 0;
+  ldmc_png_grid_size(&l, &lw64, &lh64);
+  CHECK_MSG(lw64 > 11 && lh64 == 11, "labelled grid %lldx%lld", (long long)lw64, (long long)lh64);
+  CHECK(ldmc_png_grid_write(path, &l) == LDMC_OK);
+  px = read_png(path, &w, &h, &ch);
+  CHECK(px && w == lw64 && h == lh64);
+  if (px) {
+    int lab = w - 11, dark = 0;
+    for (int y = 0; y < h; y++)
+      for (int x = 0; x < lab; x++) dark += px[y * w + x] < 100;
+    CHECK_MSG(dark > 5, "the label column has %d dark pixels", dark);
+    CHECK(px[1 * w + lab + 1] == 0 && px[1 * w + lab + 3] == 255); /* image 0 as before, shifted */
+    free(px);
+  }
+
   /* errors: nothing written */
   ldmc_png_grid bad = g;
   bad.channels = 2;

@@ -23,7 +23,8 @@
 
 enum {
   F_MODEL, F_PROMPT, F_SAMPLER, F_STEPS, F_CFG, F_ETA, F_SEED, F_N, F_OUT, F_SAVE_LATENTS, F_SAVE_SAMPLES,
-  F_SPACING, F_STEPS_OFFSET, F_BATCH, F_THREADS, F_TARGET, F_BACKEND, F_SCALE, F_PROGRESS, F_NO_PROGRESS, F_COUNT
+  F_SPACING, F_STEPS_OFFSET, F_BATCH, F_THREADS, F_TARGET, F_BACKEND, F_SCALE, F_PROGRESS, F_NO_PROGRESS, F_EVAL,
+  F_CLASSIFIER, F_LABELS, F_COUNT
 };
 
 static ldmc_cli_flag k_flags[F_COUNT] = {
@@ -52,6 +53,11 @@ static ldmc_cli_flag k_flags[F_COUNT] = {
     [F_SCALE] = {"scale", "S", "grid pixels per image pixel (default 2)"},
     [F_PROGRESS] = {"progress", NULL, "draw a progress bar even when stderr is not a terminal"},
     [F_NO_PROGRESS] = {"no-progress", NULL, "no progress bar"},
+    [F_EVAL] = {"eval", NULL, "also score the samples as `ldmc eval` does (FD, KID, class accuracy against the\n"
+                              "Fashion-MNIST test split, in the classifier's feature space)"},
+    [F_LABELS] = {"labels", NULL, "write each row's prompt (and guidance rate) left of it in the grid"},
+    [F_CLASSIFIER] = {"classifier", "FILE", "with --eval: the classifier (default: the repository's\n"
+                                            "models/default/classifier.ldmc)"},
 };
 
 static ldmc_cli_cmd k_cmd = {
@@ -254,14 +260,31 @@ int ldmc_cmd_sample(int argc, char **argv) {
   if (pr.bar) fprintf(stderr, "\n");
   if (st == LDMC_OK) st = ldmc_ldm_decode(&m, &latents, ct.be, &co, &images);
   if (st == LDMC_OK) {
-    ldmc_png_grid g = {.images = images.data, .n = total, .channels = images.shape.dims[1],
+    static char label_buf[64][96];
+    static const char *label_ptr[64];
+    bool labelled = ldmc_cli_has(&k_cmd, "labels") && rows_out <= 64;
+    for (int64_t R = 0; labelled && R < rows_out; R++) {
+      if (nr > 1) snprintf(label_buf[R], sizeof label_buf[R], "%s, cfg %g", k_cmd.repeated[R / nr], rates[R % nr]);
+      else snprintf(label_buf[R], sizeof label_buf[R], "%s", k_cmd.repeated[R]);
+      label_ptr[R] = label_buf[R];
+    }
+    ldmc_png_grid g = {.images = images.data, .n = total, .channels = images.shape.dims[1], .row_labels = labelled ? label_ptr : NULL,
                        .height = images.shape.dims[2], .width = images.shape.dims[3], .lo = -1, .hi = 1, .rows = (int)rows_out,
                        .cols = (int)n, .scale = (int)scale, .pad = 2, .background = 255};
     st = ldmc_png_grid_write(out, &g);
   }
   int64_t labd[1] = {total};
   ldmc_shape lbs = ldmc_shape_make(1, labd);
-  if (st == LDMC_OK && k_flags[F_SAVE_SAMPLES].value) {
+  char tmp_samples[64] = "";
+  const char *samples_path = k_flags[F_SAVE_SAMPLES].value;
+  if (st == LDMC_OK && !samples_path && ldmc_cli_has(&k_cmd, "eval")) { /* scored from a temporary file */
+    snprintf(tmp_samples, sizeof tmp_samples, "/tmp/ldmc-samples-XXXXXX.safetensors");
+    int fd = mkstemps(tmp_samples, 12);
+    if (fd < 0) st = ldmc_error(LDMC_ERR_IO, "--eval: cannot create a temporary file in /tmp: %s", strerror(errno));
+    else close(fd);
+    samples_path = tmp_samples;
+  }
+  if (st == LDMC_OK && samples_path) {
     st = ldmc_tensor_alloc(&labels, "labels", LDMC_I64, &lbs);
     for (int64_t i = 0; st == LDMC_OK && i < total; i++)
       ((int64_t *)labels.data)[i] = prompt_label(k_cmd.repeated[i / n / nr]);
@@ -272,7 +295,7 @@ int ldmc_cmd_sample(int argc, char **argv) {
     lv.name = strdup("labels");
     if (st == LDMC_OK) st = ldmc_tensor_set_add(&set, &iv);
     if (st == LDMC_OK) st = ldmc_tensor_set_add(&set, &lv);
-    if (st == LDMC_OK) st = ldmc_safetensors_save(k_flags[F_SAVE_SAMPLES].value, &set, 0, NULL, NULL);
+    if (st == LDMC_OK) st = ldmc_safetensors_save(samples_path, &set, 0, NULL, NULL);
     images.name = NULL;
     ldmc_tensor_set_free(&set);
   }
@@ -314,6 +337,18 @@ int ldmc_cmd_sample(int argc, char **argv) {
            norm * passes * cost.n_steps);
   }
   int ret = st == LDMC_OK ? LDMC_EXIT_OK : ldmc_cli_fail(&k_cmd, "%s", ldmc_last_error());
+  if (st == LDMC_OK && ldmc_cli_has(&k_cmd, "eval")) { /* the same report as `ldmc eval SAMPLES` */
+    fflush(stdout);
+    char th[32];
+    snprintf(th, sizeof th, "%lld", (long long)(threads > 0 ? threads : 0));
+    char *ev[12] = {"eval", (char *)samples_path};
+    int ec = 2;
+    if (k_flags[F_CLASSIFIER].value) ev[ec++] = "--classifier", ev[ec++] = (char *)k_flags[F_CLASSIFIER].value;
+    if (threads > 0) ev[ec++] = "--threads", ev[ec++] = th;
+    if (tspec) ev[ec++] = "--target", ev[ec++] = (char *)tspec;
+    ret = ldmc_cmd_eval(ec, ev);
+  }
+  if (tmp_samples[0]) unlink(tmp_samples);
   ldmc_sampler_free(s);
   ldmc_graph_free(unet);
   ldmc_tensor_release(&latents), ldmc_tensor_release(&images), ldmc_tensor_release(&ctx_all);

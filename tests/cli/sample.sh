@@ -74,6 +74,18 @@ EOF2
 run 2 "$LDMC" sample "${M[@]}" --prompt bag --cfg 2,x -o x.png
 err_is_one_line_with "--cfg 2,x"
 
+# --eval: the samples scored in the same run (the repository's classifier)
+run 0 "$LDMC" sample "${M[@]}" --prompt bag --prompt coat --n 3 --steps 2 --eval \
+  --classifier "$LDMC_SRC/models/default/classifier.ldmc" -o g.png
+out_has "FD:" "KID:" "class accuracy:" "(6 samples vs 10000 reference"
+check "--eval leaves no temporary samples file" bash -c '! grep -o "/tmp/ldmc-samples-[A-Za-z0-9]*.safetensors" "$0" | xargs -r ls 2>/dev/null | grep -q .' "$T/out"
+
+# --labels: a label column left of the cells (wider grid, same height)
+run 0 "$LDMC" sample "${M[@]}" --prompt bag --n 2 --steps 2 --labels -o h.png
+dims=$($PY -c "import struct; d=open('h.png','rb').read(); print(*struct.unpack('>II',d[16:24]))")
+check "labelled grid is wider than 2 cells and 1 row high (got $dims)" \
+  bash -c "set -- $dims; test \$1 -gt $((2 * 64 + 3 * 2)) && test \$2 -eq $((64 + 2 * 2))"
+
 # errors, and no PNG left behind
 run 2 "$LDMC" sample "${M[@]}" --prompt "red sneaker" -o x.png
 err_is_one_line_with "red" "vocabulary" "t-shirt"
@@ -91,7 +103,8 @@ run 1 "$LDMC" sample --model vae/model.ldmc --prompt bag -o x.png --no-progress
 check "an autoencoder is not a diffusion model" grep -q "not a latent diffusion model" "$T/err"
 check "no PNG written by a failed run" test ! -e x.png
 run 0 "$LDMC" sample --help
-for f in model prompt sampler steps cfg eta seed n out save-latents save-samples spacing steps-offset batch threads; do
+for f in model prompt sampler steps cfg eta seed n out save-latents save-samples spacing steps-offset batch threads \
+         eval classifier labels; do
   check "sample --help lists --$f" grep -Eq "^  --$f( |$|,)" "$T/out"
 done
 
