@@ -31,7 +31,7 @@ stage classifier --model classifier --epochs 4 --batch 64 --lr 1e-3 --warmup 200
 stage autoencoder --model autoencoder --epochs 2 --batch 64 --lr 1e-3 --warmup 200 --vae-channels 16,32,64 \
   --val-every 1000 --ckpt-every 300 --export-dtype bf16
 stage ldm --model unet --vae "$RUN/autoencoder/model.ldmc" --channels 32 --text-width 64 --text-layers 2 --text-heads 4 \
-  --tokens 4 --batch 64 --steps 3000 --lr 3e-4 --warmup 300 --ema 0.999 --val-every 500 --val-batches 8 \
+  --tokens 4 --batch 64 --steps 10000 --lr 3e-4 --warmup 300 --ema 0.9995 --val-every 1000 --val-batches 8 \
   --ckpt-every 250 --export-dtype bf16
 
 echo "== done. To make it the default model: cp $RUN/ldm/model.ldmc models/default/ldm.ldmc &&" \
