@@ -134,6 +134,13 @@ typedef struct ldmc_train_opts {
    * their dtype where the model reads them: the model computes in its dtype,
    * the update is applied in f32. */
   bool master_f32;
+  const char *frozen_regex; /* POSIX ERE: parameters it matches are frozen even where wrt_regex matches (NULL: none) */
+  /* With ema_decay > 0: a frozen parameter of the model named ema.P, for a
+   * trained P of its shape, is P's EMA state as it is before this step's
+   * update (the step graph's ema.P feeds it; it is no parameter of its own):
+   * how a consistency-distillation loss reads its EMA target network. Such
+   * parameters are never trained. An ema.P without a trained P is an error. */
+  bool ema_from_model;
 } ldmc_train_opts;
 
 /* Builds in *out the step graph of model. Parameters, in order:

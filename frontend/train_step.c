@@ -12,12 +12,12 @@
 
 #define TS_NORM_EPS 1e-6 /* torch.nn.utils.clip_grad_norm_'s */
 
-typedef enum { ROLE_DATA, ROLE_FROZEN, ROLE_TRAINED } ts_role;
+typedef enum { ROLE_DATA, ROLE_FROZEN, ROLE_TRAINED, ROLE_EMA } ts_role; /* ROLE_EMA: ema_from_model */
 
 typedef struct ts_param {
   const ldmc_node *n; /* the model's parameter node */
   ts_role role;
-  int32_t k;          /* index among the trained parameters */
+  int32_t k;          /* index among the trained parameters (ROLE_EMA: of the one it averages) */
   ldmc_dtype dt;      /* its dtype in the step graph (f32 for a master weight) */
   int32_t prep_id;    /* its node in the differentiated graph */
 } ts_param;
@@ -29,6 +29,7 @@ typedef struct ts_state {
   int32_t np, n_trained, loss_id;
 } ts_state;
 
+static ldmc_dtype compute_dtype(ldmc_dtype dt);
 static const char *pname(const ldmc_node *n) { return n->attrs.name ? n->attrs.name : ""; }
 
 /* Appends s to a ", "-separated list in buf; "..." marks where it was cut. */
@@ -96,18 +97,26 @@ static ldmc_status select_params(ts_state *s) {
   if (o->n_data_params < 0 || o->n_data_params > np)
     return ldmc_error(LDMC_ERR_INVALID, "train step: n_data_params = %d, but graph '%s' has %d parameters",
                       (int)o->n_data_params, g->name, (int)np);
-  regex_t re;
-  if (o->wrt_regex) {
-    int rc = regcomp(&re, o->wrt_regex, REG_EXTENDED | REG_NOSUB);
+  if (o->ema_from_model && !(o->ema_decay > 0))
+    return ldmc_error(LDMC_ERR_INVALID, "train step: ema_from_model needs ema_decay > 0");
+  regex_t re, fz;
+  const char *res[2] = {o->wrt_regex, o->frozen_regex};
+  regex_t *rx[2] = {&re, &fz};
+  for (int r = 0; r < 2; r++) {
+    if (!res[r]) continue;
+    int rc = regcomp(rx[r], res[r], REG_EXTENDED | REG_NOSUB);
     if (rc != 0) {
       char why[256];
-      regerror(rc, &re, why, sizeof why);
-      return ldmc_error(LDMC_ERR_INVALID, "train step: wrt_regex '%s' does not compile: %s", o->wrt_regex, why);
+      regerror(rc, rx[r], why, sizeof why);
+      if (r && o->wrt_regex) regfree(&re);
+      return ldmc_error(LDMC_ERR_INVALID, "train step: %s '%s' does not compile: %s", r ? "frozen_regex" : "wrt_regex",
+                        res[r], why);
     }
   }
   s->p = calloc((size_t)(np ? np : 1), sizeof *s->p);
   if (!s->p) {
     if (o->wrt_regex) regfree(&re);
+    if (o->frozen_regex) regfree(&fz);
     return ldmc_error(LDMC_ERR_NOMEM, "train step: out of memory");
   }
   char floats[512] = "";
@@ -121,7 +130,9 @@ static ldmc_status select_params(ts_state *s) {
     p->role = j < o->n_data_params ? ROLE_DATA : ROLE_FROZEN;
     if (p->role == ROLE_FROZEN && fl) {
       list_add(floats, sizeof floats, pname(n));
-      if (!o->wrt_regex || regexec(&re, pname(n), 0, NULL, 0) == 0) {
+      bool frozen = (o->frozen_regex && regexec(&fz, pname(n), 0, NULL, 0) == 0) ||
+                    (o->ema_from_model && strncmp(pname(n), "ema.", 4) == 0);
+      if (!frozen && (!o->wrt_regex || regexec(&re, pname(n), 0, NULL, 0) == 0)) {
         p->role = ROLE_TRAINED;
         p->k = s->n_trained++;
         if (o->master_f32 && (n->dtype == LDMC_BF16 || n->dtype == LDMC_F16)) p->dt = LDMC_F32;
@@ -131,6 +142,26 @@ static ldmc_status select_params(ts_state *s) {
   }
   s->np = np;
   if (o->wrt_regex) regfree(&re);
+  if (o->frozen_regex) regfree(&fz);
+  for (int32_t j = 0; o->ema_from_model && j < np; j++) {
+    ts_param *p = &s->p[j];
+    if (p->role != ROLE_FROZEN || strncmp(pname(p->n), "ema.", 4) != 0) continue;
+    const ts_param *of = NULL;
+    for (int32_t i = 0; i < np && !of; i++)
+      if (s->p[i].role == ROLE_TRAINED && strcmp(pname(s->p[i].n), pname(p->n) + 4) == 0) of = &s->p[i];
+    if (!of)
+      return ldmc_error(LDMC_ERR_INVALID, "train step: parameter '%s' would read the EMA of '%s', which is not "
+                        "trained", pname(p->n), pname(p->n) + 4);
+    if (!ldmc_shape_equal(&of->n->shape, &p->n->shape)) {
+      char a[80], c[80];
+      return ldmc_error(LDMC_ERR_INVALID, "train step: parameter '%s' is %s but '%s' is %s; it cannot read its EMA",
+                        pname(p->n), ldmc_shape_str(&p->n->shape, a, sizeof a), pname(of->n),
+                        ldmc_shape_str(&of->n->shape, c, sizeof c));
+    }
+    p->role = ROLE_EMA;
+    p->k = of->k;
+    p->dt = compute_dtype(of->dt);
+  }
   if (s->n_trained > 0) return LDMC_OK;
   if (!floats[0])
     return ldmc_error(LDMC_ERR_INVALID, "train step: graph '%s' has no float parameter after its %d data parameters "
@@ -156,6 +187,7 @@ static ldmc_status check_names(const ts_state *s) {
   v[n++] = strdup("step");
   for (int32_t j = 0; j < s->np && st == LDMC_OK; j++) {
     const ts_param *p = &s->p[j];
+    if (p->role == ROLE_EMA) continue; /* the step's own ema.P */
     for (int q = 0; q < (p->role == ROLE_TRAINED ? per : 1); q++) {
       char *nm = cat(prefix[q], pname(p->n));
       v[n++] = nm;
@@ -361,6 +393,8 @@ static ldmc_status assemble(ts_state *s, const ldmc_graph *dg, ldmc_graph **out)
       }
     }
   }
+  for (int32_t j = 0; j < s->np; j++) /* ema_from_model: the model reads the EMA state */
+    if (s->p[j].role == ROLE_EMA) map[s->p[j].prep_id] = ins[4 * s->p[j].k + 3];
   ldmc_graph *dst = ldmc_builder_graph(b);
   for (int32_t i = 0; i < dg->n_nodes && st == LDMC_OK && ldmc_builder_status(b) == LDMC_OK; i++) {
     const ldmc_node *n = &dg->nodes[i];

@@ -20,6 +20,14 @@ const char *ldmc_default_model_path(void) {
   return buf;
 }
 
+const char *ldmc_default_lcm_path(void) {
+  static char buf[4096];
+  const char *e = getenv("LDMC_DEFAULT_LCM_MODEL");
+  if (e && *e) return e;
+  snprintf(buf, sizeof buf, "%s/%s", LDMC_SOURCE_DIR, LDMC_DEFAULT_LCM_FILE);
+  return buf;
+}
+
 void ldmc_ldm_model_free(ldmc_ldm_model *m) {
   ldmc_tensor_set_free(&m->unet_w);
   ldmc_tensor_set_free(&m->text_w);
@@ -104,6 +112,8 @@ ldmc_status ldmc_ldm_model_load(const char *path, ldmc_ldm_model *m) {
   if (st != LDMC_OK) {
     if (!strcmp(path, ldmc_default_model_path()))
       ldmc_error_prefix("the default model (train it with bash tools/train_default.sh): ");
+    else if (!strcmp(path, ldmc_default_lcm_path()))
+      ldmc_error_prefix("the default distilled model (make it with bash tools/distill_default.sh): ");
     return st;
   }
   cfg_reader r = {ck, path, LDMC_OK};
@@ -120,6 +130,8 @@ ldmc_status ldmc_ldm_model_load(const char *path, ldmc_ldm_model *m) {
     m->unet.in_channels = m->unet.out_channels = (int)lat[2];
     m->unet.context_dim = (int)ctx[0], m->unet.context_tokens = (int)ctx[1];
     m->unet.batch = 1;
+    if (ldmc_checkpoint_config(ck, "unet.guidance_embed_dim")) /* a distilled (LCM) model */
+      m->unet.guidance_embed_dim = (int)get_int(&r, "unet.guidance_embed_dim");
     ldmc_clip_config_words(&m->text, (int)get_int(&r, "text.width"), (int)get_int(&r, "text.tokens"));
     m->text.layers = (int)get_int(&r, "text.layers");
     m->text.heads = (int)get_int(&r, "text.heads");

@@ -15,9 +15,13 @@
  * LDMC_DEFAULT_MODEL, else this file under the source tree ldmc was built from. */
 #define LDMC_DEFAULT_MODEL_FILE "models/default/ldm.ldmc"
 const char *ldmc_default_model_path(void);
+/* The default model distilled for `ldmc sample --sampler lcm` (ldmc distill):
+ * env LDMC_DEFAULT_LCM_MODEL, else this file under the source tree. */
+#define LDMC_DEFAULT_LCM_FILE "models/default/lcm.ldmc"
+const char *ldmc_default_lcm_path(void);
 
 typedef struct ldmc_ldm_model {
-  ldmc_unet_config unet;       /* batch 1: set the batch before building */
+  ldmc_unet_config unet;       /* batch 1: set the batch before building; guidance_embed_dim > 0: distilled */
   ldmc_clip_config text;
   ldmc_vae_config vae;
   ldmc_diffusion_config diffusion;

@@ -9,7 +9,8 @@
 #include "models/samplers.h"
 
 bool ldmc_sampler_is_stochastic(const ldmc_sampler_config *sc) {
-  return sc->kind == LDMC_SAMPLER_DDPM || (sc->kind == LDMC_SAMPLER_DDIM && sc->eta > 0);
+  return sc->kind == LDMC_SAMPLER_DDPM || (sc->kind == LDMC_SAMPLER_DDIM && sc->eta > 0) ||
+         (sc->kind == LDMC_SAMPLER_LCM && sc->steps > 1);
 }
 
 /* splitmix64's finalizer */
@@ -111,6 +112,16 @@ ldmc_status ldmc_sampler_step_build(const ldmc_sampler_config *sc, ldmc_predicti
   if (pred != LDMC_PREDICT_EPSILON && pred != LDMC_PREDICT_V && pred != LDMC_PREDICT_SAMPLE)
     return ldmc_error(LDMC_ERR_INVALID, "sampler: unknown prediction type %d", (int)pred);
   bool dpm = sc->kind == LDMC_SAMPLER_DPMPP_2M, noisy = ldmc_sampler_is_stochastic(sc);
+  bool lcm = sc->kind == LDMC_SAMPLER_LCM;
+  int32_t gi = ldmc_graph_find_param(denoiser, "guidance");
+  const ldmc_node *gn = gi >= 0 ? &denoiser->nodes[gi] : NULL;
+  bool has_w = gn && ldmc_graph_num_params(denoiser) > 3 && ldmc_graph_param_node(denoiser, 3) == gi;
+  if (lcm && guidance)
+    return ldmc_error(LDMC_ERR_INVALID, "sampler lcm: a distilled model takes the guidance rate as an input; build it "
+                      "without classifier-free guidance batching");
+  if (lcm && !(has_w && gn->dtype == LDMC_F32 && gn->shape.rank == 1 && gn->shape.dims[0] == Bd))
+    return ldmc_error(LDMC_ERR_INVALID, "sampler lcm: denoiser '%s' has no guidance input (4th parameter 'guidance' "
+                      "f32[%lld]): is it a distilled model?", denoiser->name ? denoiser->name : "", (long long)Bd);
   const ldmc_node *xn = &denoiser->nodes[ldmc_graph_param_node(denoiser, 0)];
   const ldmc_node *cn = &denoiser->nodes[ldmc_graph_param_node(denoiser, 2)];
   ldmc_shape xs = xn->shape;
@@ -122,7 +133,7 @@ ldmc_status ldmc_sampler_step_build(const ldmc_sampler_config *sc, ldmc_predicti
   ldmc_value x = ldmc_parameter(b, "latents", LDMC_F32, xs.rank, xs.dims);
   ldmc_value x0p = dpm ? ldmc_parameter(b, "x0_prev", LDMC_F32, xs.rank, xs.dims) : -1;
   ldmc_value ctx = ldmc_parameter(b, "encoder_hidden_states", cn->dtype, cn->shape.rank, cn->shape.dims);
-  ldmc_value w = guidance ? scalar_param(b, "guidance_scale") : -1;
+  ldmc_value w = guidance || lcm ? scalar_param(b, "guidance_scale") : -1;
   ldmc_value keys = noisy ? ldmc_parameter(b, "noise_key", LDMC_I64, 1, &B) : -1;
   ldmc_value t = scalar_param(b, "timestep"), alpha = scalar_param(b, "alpha_t"), sigma = scalar_param(b, "sigma_t");
   ldmc_value c_x = scalar_param(b, "c_x"), c_x0 = scalar_param(b, "c_x0"), c_eps = scalar_param(b, "c_eps");
@@ -138,6 +149,8 @@ ldmc_status ldmc_sampler_step_build(const ldmc_sampler_config *sc, ldmc_predicti
   if (st == LDMC_OK) {
     for (int32_t i = 0; i < np; i++) bind[i] = -1;
     bind[0] = xin, bind[1] = tb, bind[2] = ctx;
+    if (lcm) /* LCM's w = guidance scale - 1, one per row */
+      bind[3] = ldmc_broadcast_to(b, ldmc_sub(b, w, ldmc_constant_scalar(b, LDMC_F32, 1.0)), 1, &Bd);
     st = ldmc_builder_inline(b, denoiser, bind, NULL, outs);
   }
   ldmc_value m = st == LDMC_OK ? outs[0] : -1;

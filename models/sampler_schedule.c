@@ -8,7 +8,14 @@
 
 #include "models/samplers.h"
 
-static const char *const k_sampler_names[] = {"ddim", "ddpm", "dpmpp2m"};
+static const char *const k_sampler_names[] = {"ddim", "ddpm", "dpmpp2m", "lcm"};
+_Static_assert(sizeof k_sampler_names / sizeof k_sampler_names[0] == LDMC_SAMPLER_COUNT, "a name per sampler");
+
+void ldmc_lcm_boundary(double t, double scaling, double *c_skip, double *c_out) {
+  double s = scaling * t, sd2 = LDMC_LCM_SIGMA_DATA * LDMC_LCM_SIGMA_DATA;
+  *c_skip = sd2 / (s * s + sd2);
+  *c_out = s / sqrt(s * s + sd2);
+}
 static const char *const k_spacing_names[] = {"leading", "trailing", "linspace"};
 static const char *const k_variance_names[] = {"fixed_small", "fixed_large"};
 
@@ -24,7 +31,7 @@ ldmc_status ldmc_sampler_parse(const char *s, ldmc_sampler_kind *out) {
     *out = LDMC_SAMPLER_DPMPP_2M;
     return LDMC_OK;
   }
-  return ldmc_error(LDMC_ERR_INVALID, "unknown sampler '%s' (ddim, ddpm, dpmpp2m)", s ? s : "");
+  return ldmc_error(LDMC_ERR_INVALID, "unknown sampler '%s' (ddim, ddpm, dpmpp2m, lcm)", s ? s : "");
 }
 
 const char *ldmc_spacing_name(ldmc_timestep_spacing s) { return (unsigned)s < LDMC_SPACING_COUNT ? k_spacing_names[s] : "?"; }
@@ -60,6 +67,8 @@ void ldmc_sampler_config_default(ldmc_sampler_config *c, ldmc_sampler_kind kind,
   c->final_sigmas = LDMC_FINAL_SIGMA_ZERO;
   c->lambda_min_clipped = -INFINITY;
   c->clip_sample_range = 1.0;
+  c->lcm_origin_steps = 50;
+  c->timestep_scaling = 10.0;
 }
 
 ldmc_status ldmc_sampler_config_check(const ldmc_sampler_config *c, int T) {
@@ -79,6 +88,16 @@ ldmc_status ldmc_sampler_config_check(const ldmc_sampler_config *c, int T) {
     return ldmc_error(LDMC_ERR_INVALID, "sampler: unknown DDPM variance type %d", (int)c->variance);
   if ((unsigned)c->final_sigmas > LDMC_FINAL_SIGMA_MIN)
     return ldmc_error(LDMC_ERR_INVALID, "sampler: unknown final sigmas type %d", (int)c->final_sigmas);
+  if (c->kind == LDMC_SAMPLER_LCM) {
+    if (c->lcm_origin_steps < 1 || c->lcm_origin_steps > T)
+      return ldmc_error(LDMC_ERR_INVALID, "sampler lcm: %d solver steps is not in [1, %d]", c->lcm_origin_steps, T);
+    if (c->steps > c->lcm_origin_steps)
+      return ldmc_error(LDMC_ERR_INVALID, "sampler lcm: %d steps is more than the %d solver steps of the distillation",
+                        c->steps, c->lcm_origin_steps);
+    if (!(c->timestep_scaling > 0) || !isfinite(c->timestep_scaling))
+      return ldmc_error(LDMC_ERR_INVALID, "sampler lcm: timestep scaling %g is not a positive number",
+                        c->timestep_scaling);
+  }
   if (isnan(c->lambda_min_clipped))
     return ldmc_error(LDMC_ERR_INVALID, "sampler: lambda_min_clipped is NaN");
   if (c->clip_sample && !(c->clip_sample_range > 0 && isfinite(c->clip_sample_range)))
@@ -124,6 +143,17 @@ static ldmc_status timesteps_from(const double *abar, int T, const ldmc_sampler_
   int last = dpm ? dpm_last_timestep(abar, T, sc->lambda_min_clipped) : T;
   if (last < 1)
     return ldmc_error(LDMC_ERR_INVALID, "sampler: lambda_min_clipped %g leaves no timestep", sc->lambda_min_clipped);
+  if (sc->kind == LDMC_SAMPLER_LCM) { /* diffusers' LCMScheduler.set_timesteps, strength 1 */
+    int origin = sc->lcm_origin_steps, k = T / origin;
+    if (N > cap) return ldmc_error(LDMC_ERR_INVALID, "sampler: %d timesteps do not fit in %d", N, cap);
+    double step = (double)origin / (double)N; /* np.linspace(0, origin, N, endpoint=False) */
+    for (int i = 0; i < N; i++) {
+      int idx = (int)floor((double)i * step);
+      out[i] = (int64_t)(origin - idx) * k - 1; /* the reversed list k i - 1, i = origin..1 */
+    }
+    *n_out = N;
+    return LDMC_OK;
+  }
   double *v = malloc((size_t)(N + 2) * sizeof *v);
   if (!v) return ldmc_error(LDMC_ERR_NOMEM, "sampler: out of memory");
   int n = 0;
@@ -212,6 +242,23 @@ static void ddpm_step(const ldmc_sampler_config *sc, const double *abar, ldmc_sa
   s->c_noise = s->timestep > 0 ? sqrt(var) : 0; /* diffusers adds noise while t > 0 */
 }
 
+/* LCMScheduler.step: denoised = c_skip x + c_out x0, then re-noised to the
+ * next timestep (abar_prev), except after the last step, which returns it. */
+static void lcm_step(const ldmc_sampler_config *sc, const double *abar, bool last, ldmc_sampler_step *s) {
+  ldmc_lcm_boundary((double)s->timestep, sc->timestep_scaling, &s->c_skip, &s->c_out);
+  if (last) {
+    s->prev_timestep = -1;
+    s->alpha_cumprod_prev = 1; /* set_alpha_to_one: unused, nothing is re-noised */
+    s->c_x = s->c_skip, s->c_x0 = s->c_out;
+    return;
+  }
+  double abp = abar[s->prev_timestep];
+  s->alpha_cumprod_prev = abp;
+  s->c_x = sqrt(abp) * s->c_skip;
+  s->c_x0 = sqrt(abp) * s->c_out;
+  s->c_noise = sqrt(1 - abp);
+}
+
 /* DPM-Solver++ in sigma = sqrt((1 - abar) / abar): alpha = 1 / sqrt(sigma^2 + 1),
  * sigma_t = sigma alpha, lambda = -log sigma, so exp(-h) = sigma_t / sigma_s. */
 static ldmc_status dpm_steps(const ldmc_sampler_config *sc, const double *abar, ldmc_sampler_schedule *o) {
@@ -271,6 +318,9 @@ ldmc_status ldmc_sampler_schedule_build(const ldmc_diffusion_config *dc, const l
       else if (sc->kind == LDMC_SAMPLER_DDPM) {
         s->prev_timestep = i + 1 < n ? ts[i + 1] : -1; /* the next in the list (older diffusers: t - T // N) */
         ddpm_step(sc, abar, s);
+      } else if (sc->kind == LDMC_SAMPLER_LCM) {
+        s->prev_timestep = i + 1 < n ? ts[i + 1] : -1;
+        lcm_step(sc, abar, i + 1 == n, s);
       }
     }
     if (st == LDMC_OK && sc->kind == LDMC_SAMPLER_DPMPP_2M) st = dpm_steps(sc, abar, out);

@@ -21,6 +21,7 @@ typedef enum ldmc_sampler_kind {
   LDMC_SAMPLER_DDIM,     /* diffusers' DDIMScheduler */
   LDMC_SAMPLER_DDPM,     /* DDPMScheduler */
   LDMC_SAMPLER_DPMPP_2M, /* DPMSolverMultistepScheduler: dpmsolver++, order 2, midpoint */
+  LDMC_SAMPLER_LCM,      /* LCMScheduler: multi-step consistency sampling of a distilled model */
   LDMC_SAMPLER_COUNT
 } ldmc_sampler_kind;
 
@@ -60,12 +61,22 @@ typedef struct ldmc_sampler_config {
    * for pixels in [-1, 1]; off here, as latent models configure it. */
   bool clip_sample;
   double clip_sample_range;      /* 1 */
+  /* LCM: the distillation's solver steps (original_inference_steps, 50) and
+   * the boundary scalings' timestep scaling (10) */
+  int lcm_origin_steps;
+  double timestep_scaling;
 } ldmc_sampler_config;
+
+/* Consistency models' boundary scalings at timestep t (LCM; diffusers'
+ * get_scalings_for_boundary_condition_discrete): with s = scaling t,
+ * c_skip = sigma_data^2 / (s^2 + sigma_data^2), c_out = s / sqrt(s^2 + sigma_data^2). */
+#define LDMC_LCM_SIGMA_DATA 0.5
+void ldmc_lcm_boundary(double t, double scaling, double *c_skip, double *c_out);
 
 /* diffusers' defaults for the kind (clip_sample off, see above) and steps. */
 void ldmc_sampler_config_default(ldmc_sampler_config *c, ldmc_sampler_kind kind, int steps);
 ldmc_status ldmc_sampler_config_check(const ldmc_sampler_config *c, int train_timesteps);
-const char *ldmc_sampler_name(ldmc_sampler_kind k);          /* "ddim", "ddpm", "dpmpp2m" */
+const char *ldmc_sampler_name(ldmc_sampler_kind k);          /* "ddim", "ddpm", "dpmpp2m", "lcm" */
 ldmc_status ldmc_sampler_parse(const char *s, ldmc_sampler_kind *out); /* also "dpm++2m", "dpmsolver++" */
 const char *ldmc_spacing_name(ldmc_timestep_spacing s);      /* "leading", "trailing", "linspace" */
 ldmc_status ldmc_spacing_parse(const char *s, ldmc_timestep_spacing *out);
@@ -78,7 +89,10 @@ ldmc_status ldmc_ddpm_variance_parse(const char *s, ldmc_ddpm_variance *out);
  * one deviation: a trailing value that numpy's float arange adds below 0
  * (T = 1000, N = 61: ..., 15, -1) is dropped (diffusers would index
  * alphas_cumprod[-1]). A timestep >= T (leading with a large steps_offset)
- * and, for DPM-Solver++, a repeated timestep are errors. */
+ * and, for DPM-Solver++, a repeated timestep are errors. LCM: the solver's
+ * timesteps k i - 1 (k = T / lcm_origin_steps, i = 1..origin), reversed, at
+ * indices floor(linspace(0, origin, N, endpoint=False)): 999, 759, 499, 259
+ * for N = 4; N > origin is an error. */
 ldmc_status ldmc_sampler_timesteps(const ldmc_diffusion_config *dc, const ldmc_sampler_config *sc, int64_t *out,
                                    int cap, int *n);
 
@@ -90,6 +104,7 @@ typedef struct ldmc_sampler_step {
   double alpha_cumprod_prev; /* abar at prev_timestep, or the final value of the rule */
   double alpha, sigma;       /* sqrt(abar_t), sqrt(1 - abar_t): the prediction conversion */
   double c_x, c_x0, c_eps, c_d, c_noise; /* the update above */
+  double c_skip, c_out;      /* LCM: the boundary scalings at t (denoised = c_skip x + c_out x0) */
   int order;                 /* DPM-Solver++: 1 or 2; 0 for the others */
 } ldmc_sampler_step;
 
@@ -110,12 +125,16 @@ void ldmc_sampler_schedule_release(ldmc_sampler_schedule *s);
  * conditional, B..2B-1 unconditional (the context's rows likewise), and
  * m = m_u + w (m_c - m_u); without, Bd = B and the denoiser runs once.
  *
+ * LCM: the denoiser is a distilled student with the guidance input (its
+ * 4th parameter "guidance", ldmc_unet_config.guidance_embed_dim): one pass
+ * at batch B (guidance false), fed guidance_scale - 1 (LCM's w).
+ *
  * The step graph "sampler_step", parameters in this order:
  *   latents f32[B,...]        x_t (donated: output "latents" overwrites it)
  *   x0_prev f32[B,...]        DPM-Solver++ only: the previous step's x0
  *   encoder_hidden_states     the denoiser's context, [Bd,...]
- *   guidance_scale f32[]      with guidance only
- *   noise_key i64[B]          stochastic samplers only (DDPM; DDIM with eta > 0):
+ *   guidance_scale f32[]      with guidance, and LCM
+ *   noise_key i64[B]          stochastic samplers only (DDPM; DDIM with eta > 0; LCM, N > 1):
  *                             row b's noise is rng_normal keyed by noise_key[b]
  *   timestep, alpha_t, sigma_t, c_x, c_x0, c_eps, c_d, c_noise: f32[]
  *   then the denoiser's weights, under their own names.

@@ -9,7 +9,12 @@
 #include "frontend/nn.h"
 #include "models/unet.h"
 
-const char *const ldmc_unet_input_names[LDMC_UNET_N_INPUTS] = {"sample", "timestep", "encoder_hidden_states"};
+const char *const ldmc_unet_input_names[LDMC_UNET_MAX_INPUTS] = {"sample", "timestep", "encoder_hidden_states",
+                                                                  "guidance"};
+
+int ldmc_unet_n_inputs(const ldmc_unet_config *cfg) { return cfg->guidance_embed_dim > 0 ? 4 : 3; }
+
+
 
 typedef struct unet_ctx {
   ldmc_builder *b;
@@ -77,22 +82,42 @@ static ldmc_value transformer(unet_ctx *u, ldmc_value x) {
   return ldmc_add(b, h, x);
 }
 
-/* Timesteps(flip_sin_to_cos=True, downscale_freq_shift=0): [cos(t f), sin(t f)]
- * with f_i = exp(-ln(10000) i / half), then TimestepEmbedding (linear, SiLU, linear). */
-static ldmc_value time_embedding(unet_ctx *u, ldmc_value timestep) {
+/* [B] -> [B, 2 half] sinusoids of v f_i, f_i = mult exp(-ln(10000) i / div),
+ * cos first (diffusers' flip_sin_to_cos) or sin first, under scope. */
+static ldmc_value sinusoids(unet_ctx *u, const char *scope, ldmc_value v, int64_t half, double mult, double div,
+                            bool cos_first) {
   ldmc_builder *b = u->b;
-  const int64_t c = u->cfg->channels, half = c / 2, batch = u->cfg->batch;
   float *freqs = malloc((size_t)half * sizeof *freqs);
   if (!freqs) return ldmc_constant(b, LDMC_F32, 1, &half, NULL); /* reports the missing data */
-  for (int64_t i = 0; i < half; i++) freqs[i] = (float)exp(-log(10000.0) * (double)i / (double)half);
-  ldmc_builder_push_scope(b, "time_proj");
+  for (int64_t i = 0; i < half; i++) freqs[i] = (float)(mult * exp(-log(10000.0) * (double)i / div));
+  ldmc_builder_push_scope(b, "%s", scope);
   ldmc_value f = ldmc_constant(b, LDMC_F32, 1, &half, freqs);
   free(freqs);
-  const int64_t b1[2] = {batch, 1};
-  ldmc_value arg = ldmc_mul(b, ldmc_reshape(b, timestep, 2, b1), f); /* [B, half] */
-  ldmc_value parts[2] = {ldmc_unary(b, LDMC_OP_COS, arg), ldmc_unary(b, LDMC_OP_SIN, arg)};
+  const int64_t b1[2] = {u->cfg->batch, 1};
+  ldmc_value arg = ldmc_mul(b, ldmc_reshape(b, v, 2, b1), f); /* [B, half] */
+  ldmc_value c = ldmc_unary(b, LDMC_OP_COS, arg), s = ldmc_unary(b, LDMC_OP_SIN, arg);
+  ldmc_value parts[2] = {cos_first ? c : s, cos_first ? s : c};
   ldmc_value emb = ldmc_concatenate(b, 2, parts, 1);
   ldmc_builder_pop_scope(b);
+  return emb;
+}
+
+/* Timesteps(flip_sin_to_cos=True, downscale_freq_shift=0): [cos(t f), sin(t f)]
+ * with f_i = exp(-ln(10000) i / half), then TimestepEmbedding (linear, SiLU,
+ * linear). With guidance w, LCM's guidance_scale_embedding(w, dim) =
+ * [sin(1000 w f), cos(1000 w f)], f_i = exp(-ln(10000) i / (dim/2 - 1)),
+ * projected by cond_proj (no bias) and added before linear_1. */
+static ldmc_value time_embedding(unet_ctx *u, ldmc_value timestep, ldmc_value guidance) {
+  ldmc_builder *b = u->b;
+  const int64_t c = u->cfg->channels;
+  ldmc_value emb = sinusoids(u, "time_proj", timestep, c / 2, 1.0, (double)(c / 2), true);
+  if (guidance >= 0) {
+    int64_t gh = u->cfg->guidance_embed_dim / 2;
+    ldmc_value g = sinusoids(u, "guidance_proj", guidance, gh, 1000.0, (double)(gh > 1 ? gh - 1 : 1), false);
+    ldmc_builder_push_scope(b, "time_embedding");
+    emb = ldmc_add(b, emb, ldmc_nn_linear(b, "cond_proj", g, c, false));
+    ldmc_builder_pop_scope(b);
+  }
   ldmc_builder_push_scope(b, "time_embedding");
   ldmc_value t = ldmc_nn_linear(b, "linear_1", emb, 4 * c, true);
   t = ldmc_nn_linear(b, "linear_2", ldmc_silu(b, t), 4 * c, true);
@@ -114,7 +139,8 @@ ldmc_status ldmc_unet_build(const ldmc_unet_config *cfg, ldmc_graph **out) {
   ldmc_value sample = ldmc_parameter(b, ldmc_unet_input_names[0], LDMC_F32, 4, sd);
   ldmc_value timestep = ldmc_parameter(b, ldmc_unet_input_names[1], LDMC_F32, 1, &B);
   u.context = ldmc_parameter(b, ldmc_unet_input_names[2], LDMC_F32, 3, cd);
-  u.temb = time_embedding(&u, timestep);
+  ldmc_value guidance = cfg->guidance_embed_dim > 0 ? ldmc_parameter(b, ldmc_unet_input_names[3], LDMC_F32, 1, &B) : -1;
+  u.temb = time_embedding(&u, timestep, guidance);
 
   ldmc_value *skips = malloc(MAX_SKIPS * sizeof *skips);
   if (!skips) {

@@ -23,6 +23,13 @@ typedef struct ldmc_unet_config {
   int64_t height, width, batch;         /* latent H x W and batch */
   int transformer_depth;                /* BasicTransformerBlocks per Transformer2DModel; 0 means 1 */
   int ff_mult;                          /* GEGLU inner width / dim; 0 means 4 */
+  /* > 0: a guidance-rate embedding (LCM's time_cond_proj_dim): a 4th input
+   * "guidance" f32[B] (LCM's w = guidance scale - 1), embedded as
+   * [sin(1000 w f), cos(1000 w f)] with f_i = exp(-ln(10000) i / (dim/2 - 1)),
+   * projected by time_embedding.cond_proj (Linear dim -> c, no bias) and
+   * added to the timestep's sinusoidal projection before linear_1, as
+   * diffusers' TimestepEmbedding(cond_proj_dim) does. Even, 0: none. */
+  int guidance_embed_dim;
 } ldmc_unet_config;
 
 /* The scaling family's defaults at width c: 64x64 latent, batch 1, context 1024x77. */
@@ -31,7 +38,7 @@ void ldmc_unet_config_default(ldmc_unet_config *cfg, int channels);
 void ldmc_unet_config_sd15(ldmc_unet_config *cfg);
 
 /* Builds the forward graph. Parameters, in order: sample f32[B,4,H,W],
- * timestep f32[B], encoder_hidden_states f32[B,T,D], then every weight under
+ * timestep f32[B], encoder_hidden_states f32[B,T,D], [guidance f32[B]], then every weight under
  * its diffusers state-dict key. One output, out_sample f32[B,4,H,W]. */
 ldmc_status ldmc_unet_build(const ldmc_unet_config *cfg, ldmc_graph **out);
 
@@ -39,9 +46,12 @@ ldmc_status ldmc_unet_build(const ldmc_unet_config *cfg, ldmc_graph **out);
  * 2^(levels-1), ...); the message names the field. */
 ldmc_status ldmc_unet_config_check(const ldmc_unet_config *cfg);
 
-/* The graph's inputs (not weights), in parameter order. */
+/* The graph's inputs (not weights), in parameter order: sample, timestep,
+ * encoder_hidden_states, and guidance when guidance_embed_dim > 0. */
 #define LDMC_UNET_N_INPUTS 3
-extern const char *const ldmc_unet_input_names[LDMC_UNET_N_INPUTS]; /* sample, timestep, encoder_hidden_states */
+#define LDMC_UNET_MAX_INPUTS 4
+extern const char *const ldmc_unet_input_names[LDMC_UNET_MAX_INPUTS];
+int ldmc_unet_n_inputs(const ldmc_unet_config *cfg); /* 3, or 4 with the guidance embedding */
 
 /* The shared CLI options: channels "320" (one width), latent "HxW" or "HxWxC"
  * (C = in/out channels), context "DxT" (width x tokens), batch >= 1 (0 keeps 1).

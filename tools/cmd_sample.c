@@ -29,13 +29,16 @@ enum {
 
 static ldmc_cli_flag k_flags[F_COUNT] = {
     [F_MODEL] = {"model", "FILE", "latent diffusion model (`ldmc train --model unet`'s model.ldmc; default: the\n"
-                                  "repository's models/default/ldm.ldmc, or $LDMC_DEFAULT_MODEL)"},
+                                  "repository's models/default/ldm.ldmc, or $LDMC_DEFAULT_MODEL; with --sampler\n"
+                                  "lcm its distilled models/default/lcm.ldmc, or $LDMC_DEFAULT_LCM_MODEL)"},
     [F_PROMPT] = {"prompt", "TEXT", "a prompt (a class name: t-shirt, trouser, pullover, dress, coat, sandal,\n"
                                     "shirt, sneaker, bag, ankle boot); repeat for several, one grid row each"},
-    [F_SAMPLER] = {"sampler", "NAME", "ddim (default), ddpm or dpmpp2m (DPM-Solver++ 2M)"},
+    [F_SAMPLER] = {"sampler", "NAME", "ddim (default), ddpm, dpmpp2m (DPM-Solver++ 2M), or lcm (multi-step\n"
+                                      "consistency sampling of a distilled model, `ldmc distill`; 1-8 steps)"},
     [F_STEPS] = {"steps", "N", "denoising steps (default 50)"},
     [F_CFG] = {"cfg", "W[,W..]", "classifier-free guidance rate (default 3; 1: no unconditional pass); several\n"
-                                 "rates: a row per prompt and rate, the same noise in every rate's row"},
+                                 "rates: a row per prompt and rate, the same noise in every rate's row; lcm:\n"
+                                 "the rate given to the distilled model (one pass per step whatever W)"},
     [F_ETA] = {"eta", "E", "ddim: noise eta (default 0: deterministic)"},
     [F_SEED] = {"seed", "S", "seed of the noise (default 0); a seed gives the same images for any thread count"},
     [F_N] = {"n", "K", "images per prompt (default 8)"},
@@ -62,7 +65,7 @@ static ldmc_cli_flag k_flags[F_COUNT] = {
 
 static ldmc_cli_cmd k_cmd = {
     .name = "sample",
-    .usage = "[--model FILE] --prompt TEXT [--prompt TEXT ...] [--sampler ddim|ddpm|dpmpp2m] [--steps N] [--cfg W]\n"
+    .usage = "[--model FILE] --prompt TEXT [--prompt TEXT ...] [--sampler ddim|ddpm|dpmpp2m|lcm] [--steps N] [--cfg W]\n"
              "[--seed S] [--n K] [-o grid.png] [options]",
     .summary = "sample images from a latent diffusion model into a PNG grid, with the sampling cost",
     .details = "Prints seconds per step and the sampling cost: the U-Net's GFLOPs per step normalized to the c=320\n"
@@ -184,16 +187,23 @@ int ldmc_cmd_sample(int argc, char **argv) {
       return ldmc_cli_usage_error(&k_cmd, "--prompt '%s': %s", k_cmd.repeated[i], ldmc_last_error());
   }
 
-  const char *path = k_flags[F_MODEL].value ? k_flags[F_MODEL].value : ldmc_default_model_path();
+  bool lcm = kind == LDMC_SAMPLER_LCM;
+  const char *path = k_flags[F_MODEL].value ? k_flags[F_MODEL].value
+                     : lcm                  ? ldmc_default_lcm_path()
+                                            : ldmc_default_model_path();
   ldmc_ldm_model m;
   if (ldmc_ldm_model_load(path, &m) != LDMC_OK) return ldmc_cli_fail(&k_cmd, "%s", ldmc_last_error());
   ldmc_status st = ldmc_sampler_config_check(&sc, m.diffusion.timesteps);
+  if (st == LDMC_OK && lcm && m.unet.guidance_embed_dim == 0)
+    st = ldmc_error(LDMC_ERR_INVALID, "--sampler lcm needs a distilled model (`ldmc distill`); %s is not one", path);
+  if (st == LDMC_OK && !lcm && m.unet.guidance_embed_dim > 0)
+    st = ldmc_error(LDMC_ERR_INVALID, "%s is a distilled (consistency) model: sample it with --sampler lcm", path);
   if (st != LDMC_OK) {
     ldmc_ldm_model_free(&m);
     return ldmc_cli_usage_error(&k_cmd, "%s", ldmc_last_error());
   }
   ldmc_compile_opts co = {.threads = (int)threads};
-  bool guidance = nr > 1 || cfg != 1;
+  bool guidance = !lcm && (nr > 1 || cfg != 1); /* lcm: the rate is the model's input, one pass */
   int64_t rows_out = (int64_t)np * nr, total = rows_out * n;
   /* several rates: a batch stays within one grid row (one rate) */
   int64_t B = nr > 1 ? (batch < n ? batch : n) : (batch < total ? batch : total);
@@ -312,11 +322,12 @@ int ldmc_cmd_sample(int argc, char **argv) {
     ldmc_unet_config u1 = m.unet, ref = m.unet;
     u1.batch = ref.batch = 1;
     ref.channels = 320;
+    ref.guidance_embed_dim = 0;
     ldmc_graph *g1 = NULL, *gr = NULL;
     ldmc_model_stats s1, sr;
     double norm = NAN, gf = NAN;
     if (ldmc_unet_build(&u1, &g1) == LDMC_OK && ldmc_unet_build(&ref, &gr) == LDMC_OK &&
-        ldmc_stats_compute(g1, ldmc_unet_input_names, LDMC_UNET_N_INPUTS, &s1) == LDMC_OK &&
+        ldmc_stats_compute(g1, ldmc_unet_input_names, ldmc_unet_n_inputs(&u1), &s1) == LDMC_OK &&
         ldmc_stats_compute(gr, ldmc_unet_input_names, LDMC_UNET_N_INPUTS, &sr) == LDMC_OK) {
       gf = (double)s1.mac_flops / 1e9; /* as `ldmc stats`' GFLOPs/step: convolutions, matmuls, attention */
       norm = (double)s1.mac_flops / (double)sr.mac_flops;

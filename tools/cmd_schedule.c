@@ -19,7 +19,8 @@ enum {
 static ldmc_cli_flag k_flags[F_COUNT] = {
     [F_SCHEDULE] = {"schedule", "NAME", "noise schedule: scaled-linear (SD-1.5's betas 0.00085..0.012, the default),\n"
                                         "cosine (squaredcos_cap_v2) or linear (diffusers' names work too)"},
-    [F_SAMPLER] = {"sampler", "NAME", "ddim (default), ddpm or dpmpp2m (DPM-Solver++ 2M)"},
+    [F_SAMPLER] = {"sampler", "NAME", "ddim (default), ddpm, dpmpp2m (DPM-Solver++ 2M) or lcm (LCMScheduler, 50\n"
+                                      "solver steps: for 4 steps 999, 759, 499, 259)"},
     [F_STEPS] = {"steps", "N", "inference steps, 1..train timesteps (default 50)"},
     [F_SPACING] = {"spacing", "RULE", "timestep spacing: leading, trailing or linspace (default: diffusers' for the\n"
                                       "sampler: leading for ddim and ddpm, linspace for dpmpp2m)"},
@@ -37,7 +38,7 @@ static ldmc_cli_flag k_flags[F_COUNT] = {
 
 static ldmc_cli_cmd k_cmd = {
     .name = "schedule",
-    .usage = "[--sampler ddim|ddpm|dpmpp2m] [--steps N] [--schedule scaled-linear|cosine|linear]\n"
+    .usage = "[--sampler ddim|ddpm|dpmpp2m|lcm] [--steps N] [--schedule scaled-linear|cosine|linear]\n"
              " [--spacing leading|trailing|linspace] [--steps-offset K] [--eta E] [--variance TYPE]\n"
              " [--final-sigmas zero|sigma-min] [--no-alpha-to-one] [--no-lower-order-final]\n"
              " [--lambda-min-clipped L] [--train-timesteps T] [--format csv|table]",
@@ -50,9 +51,12 @@ static ldmc_cli_cmd k_cmd = {
                "  ddim     c_x0 c_eps c_noise      (c_noise = eta sigma_t(eta))\n"
                "  ddpm     c_x c_x0 c_noise        (the posterior mean's coefficients, sqrt of the variance)\n"
                "  dpmpp2m  order c_x c_x0 c_d      (order 1 or 2; c_d weighs x0 - x0_prev)\n"
+               "  lcm      c_skip c_out c_noise    (denoised = c_skip x + c_out x0, re-noised to prev_timestep:\n"
+               "                                   c_x = sqrt(abar_prev) c_skip, c_x0 = sqrt(abar_prev) c_out)\n"
                "Examples:\n"
                "  ldmc schedule --sampler ddim --steps 50 --steps-offset 1\n"
-               "  ldmc schedule --sampler dpmpp2m --steps 20 --spacing trailing --format table\n",
+               "  ldmc schedule --sampler dpmpp2m --steps 20 --spacing trailing --format table\n"
+               "  ldmc schedule --sampler lcm --steps 4\n",
     .flags = k_flags,
     .n_flags = F_COUNT,
     .min_pos = 0,
@@ -142,13 +146,18 @@ int ldmc_cmd_schedule(int argc, char **argv) {
   if (st != LDMC_OK) return ldmc_cli_fail(&k_cmd, "%s", ldmc_last_error());
 
   static const char *const cols[LDMC_SAMPLER_COUNT][4] = {
-      {"c_x0", "c_eps", "c_noise", NULL}, {"c_x", "c_x0", "c_noise", NULL}, {"order", "c_x", "c_x0", "c_d"}};
+      {"c_x0", "c_eps", "c_noise", NULL}, {"c_x", "c_x0", "c_noise", NULL}, {"order", "c_x", "c_x0", "c_d"},
+      {"c_skip", "c_out", "c_noise", NULL}};
   const char *const *c = cols[sc.kind];
   if (table) {
-    printf("# %s, %d steps, %s spacing, steps_offset %d, %s schedule (T = %d)", ldmc_sampler_name(sc.kind), s.n_steps,
-           ldmc_spacing_name(sc.spacing), sc.steps_offset, ldmc_beta_schedule_name(dc.schedule), dc.timesteps);
+    printf("# %s, %d steps, ", ldmc_sampler_name(sc.kind), s.n_steps);
+    if (sc.kind != LDMC_SAMPLER_LCM) /* LCM's timesteps come from its solver steps */
+      printf("%s spacing, steps_offset %d, ", ldmc_spacing_name(sc.spacing), sc.steps_offset);
+    printf("%s schedule (T = %d)", ldmc_beta_schedule_name(dc.schedule), dc.timesteps);
     if (sc.kind == LDMC_SAMPLER_DDIM) printf(", eta %g, set_alpha_to_one %s", sc.eta, sc.set_alpha_to_one ? "true" : "false");
     if (sc.kind == LDMC_SAMPLER_DDPM) printf(", %s", ldmc_ddpm_variance_name(sc.variance));
+    if (sc.kind == LDMC_SAMPLER_LCM)
+      printf(", %d solver steps, timestep scaling %g", sc.lcm_origin_steps, sc.timestep_scaling);
     if (sc.kind == LDMC_SAMPLER_DPMPP_2M)
       printf(", final sigma %s, lower_order_final %s", sc.final_sigmas == LDMC_FINAL_SIGMA_ZERO ? "zero" : "sigma_min",
              sc.lower_order_final ? "true" : "false");
@@ -166,6 +175,7 @@ int ldmc_cmd_schedule(int argc, char **argv) {
     int n = 0;
     if (sc.kind == LDMC_SAMPLER_DDIM) v[n++] = p->c_x0, v[n++] = p->c_eps, v[n++] = p->c_noise;
     else if (sc.kind == LDMC_SAMPLER_DDPM) v[n++] = p->c_x, v[n++] = p->c_x0, v[n++] = p->c_noise;
+    else if (sc.kind == LDMC_SAMPLER_LCM) v[n++] = p->c_skip, v[n++] = p->c_out, v[n++] = p->c_noise;
     else v[n++] = p->order, v[n++] = p->c_x, v[n++] = p->c_x0, v[n++] = p->c_d;
     if (table) {
       printf("%5d %8lld %13lld %14.9f %18.9f", i + 1, (long long)p->timestep, (long long)p->prev_timestep, p->alpha_cumprod,

@@ -4,7 +4,6 @@
  * graphs, data and validation are models/; this file maps flags to them. */
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,7 @@
 #include "models/train_data.h"
 #include "runtime/checkpoint.h"
 #include "tools/cli_args.h"
+#include "tools/cli_kv.h"
 #include "tools/cli_target.h"
 #include "tools/commands.h"
 
@@ -124,32 +124,6 @@ static int widths_flag(int f, int *w, int max, int *n) {
   return LDMC_CLI_CONTINUE;
 }
 
-/* key/value configuration stored with checkpoints and the model */
-typedef struct kv {
-  int n;
-  char keys[32][40], values[32][96];
-  const char *kp[32], *vp[32];
-} kv;
-
-static void kv_add(kv *c, const char *k, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void kv_add(kv *c, const char *k, const char *fmt, ...) {
-  if (c->n >= 32) return;
-  va_list ap;
-  va_start(ap, fmt);
-  snprintf(c->keys[c->n], sizeof c->keys[0], "%s", k);
-  vsnprintf(c->values[c->n], sizeof c->values[0], fmt, ap);
-  va_end(ap);
-  c->kp[c->n] = c->keys[c->n], c->vp[c->n] = c->values[c->n];
-  c->n++;
-}
-
-static void kv_ints(kv *c, const char *k, const int *v, int n) {
-  char buf[96] = "";
-  size_t len = 0;
-  for (int i = 0; i < n && len < sizeof buf - 12; i++) len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%d", i ? "," : "", v[i]);
-  kv_add(c, k, "%s", buf);
-}
-
 /* The autoencoder's configuration and weights from its model file. */
 static ldmc_status load_vae(const char *path, ldmc_vae_config *cfg, ldmc_tensor_set *ws, double *scale) {
   ldmc_checkpoint *ck = NULL;
@@ -188,7 +162,7 @@ static ldmc_status load_vae(const char *path, ldmc_vae_config *cfg, ldmc_tensor_
 typedef struct job {
   ldmc_graph *loss;
   int32_t n_data;
-  kv cfg;
+  ldmc_cli_kv cfg;
   ldmc_classifier_config cls;
   ldmc_vae_config vae;
   ldmc_tensor_set vae_ws; /* unet: the autoencoder inside the model file */
@@ -208,10 +182,10 @@ static int build_classifier(job *j, int64_t batch) {
   if (ldmc_classifier_config_check(&j->cls) != LDMC_OK || ldmc_classifier_train_build(&j->cls, &j->loss) != LDMC_OK)
     return ldmc_cli_fail(&k_cmd, "%s", ldmc_last_error());
   j->n_data = LDMC_CLASSIFIER_TRAIN_N_INPUTS;
-  kv_add(&j->cfg, "model", "classifier");
-  kv_ints(&j->cfg, "widths", j->cls.widths, j->cls.n_stages);
-  kv_add(&j->cfg, "features", "%d", j->cls.features);
-  kv_add(&j->cfg, "classes", "%d", j->cls.classes);
+  ldmc_cli_kv_add(&j->cfg, "model", "classifier");
+  ldmc_cli_kv_ints(&j->cfg, "widths", j->cls.widths, j->cls.n_stages);
+  ldmc_cli_kv_add(&j->cfg, "features", "%d", j->cls.features);
+  ldmc_cli_kv_add(&j->cfg, "classes", "%d", j->cls.classes);
   return LDMC_CLI_CONTINUE;
 }
 
@@ -230,12 +204,12 @@ static int build_vae(job *j, int64_t batch) {
   if (ldmc_vae_config_check(&j->vae) != LDMC_OK || ldmc_vae_loss_build(&j->vae, &j->loss) != LDMC_OK)
     return ldmc_cli_fail(&k_cmd, "%s", ldmc_last_error());
   j->n_data = LDMC_VAE_LOSS_N_INPUTS;
-  kv_add(&j->cfg, "model", "autoencoder");
-  kv_ints(&j->cfg, "block_out_channels", j->vae.block_out_channels, j->vae.n_blocks);
-  kv_add(&j->cfg, "layers_per_block", "%d", j->vae.layers_per_block);
-  kv_add(&j->cfg, "latent_channels", "%d", j->vae.latent_channels);
-  kv_add(&j->cfg, "norm_num_groups", "%d", j->vae.norm_num_groups);
-  kv_add(&j->cfg, "kl_weight", "%g", j->vae.kl_weight);
+  ldmc_cli_kv_add(&j->cfg, "model", "autoencoder");
+  ldmc_cli_kv_ints(&j->cfg, "block_out_channels", j->vae.block_out_channels, j->vae.n_blocks);
+  ldmc_cli_kv_add(&j->cfg, "layers_per_block", "%d", j->vae.layers_per_block);
+  ldmc_cli_kv_add(&j->cfg, "latent_channels", "%d", j->vae.latent_channels);
+  ldmc_cli_kv_add(&j->cfg, "norm_num_groups", "%d", j->vae.norm_num_groups);
+  ldmc_cli_kv_add(&j->cfg, "kl_weight", "%g", j->vae.kl_weight);
   return LDMC_CLI_CONTINUE;
 }
 
@@ -281,23 +255,23 @@ static int build_ldm(job *j, int64_t batch) {
   if (st != LDMC_OK) return ldmc_cli_fail(&k_cmd, "%s", ldmc_last_error());
   j->n_data = LDMC_LDM_N_DATA;
   j->tokens = (int)T;
-  kv_add(&j->cfg, "model", "ldm");
-  kv_add(&j->cfg, "unet.channels", "%d", u.channels);
-  kv_add(&j->cfg, "unet.latent", "%lldx%lldx%d", (long long)u.height, (long long)u.width, u.in_channels);
-  kv_add(&j->cfg, "unet.context", "%dx%d", u.context_dim, u.context_tokens);
-  kv_add(&j->cfg, "text.width", "%d", tc.width);
-  kv_add(&j->cfg, "text.layers", "%d", tc.layers);
-  kv_add(&j->cfg, "text.heads", "%d", tc.heads);
-  kv_add(&j->cfg, "text.tokens", "%d", tc.max_positions);
-  kv_add(&j->cfg, "prediction", "%s", ldmc_prediction_name(dc.prediction));
-  kv_add(&j->cfg, "beta_schedule", "%s", ldmc_beta_schedule_name(dc.schedule));
-  kv_add(&j->cfg, "num_train_timesteps", "%d", dc.timesteps);
-  kv_add(&j->cfg, "cond_drop", "%g", dc.cond_drop);
-  kv_ints(&j->cfg, "vae.block_out_channels", j->vae.block_out_channels, j->vae.n_blocks);
-  kv_add(&j->cfg, "vae.layers_per_block", "%d", j->vae.layers_per_block);
-  kv_add(&j->cfg, "vae.latent_channels", "%d", j->vae.latent_channels);
-  kv_add(&j->cfg, "vae.norm_num_groups", "%d", j->vae.norm_num_groups);
-  kv_add(&j->cfg, "vae.scaling_factor", "%.9g", j->vae_scale);
+  ldmc_cli_kv_add(&j->cfg, "model", "ldm");
+  ldmc_cli_kv_add(&j->cfg, "unet.channels", "%d", u.channels);
+  ldmc_cli_kv_add(&j->cfg, "unet.latent", "%lldx%lldx%d", (long long)u.height, (long long)u.width, u.in_channels);
+  ldmc_cli_kv_add(&j->cfg, "unet.context", "%dx%d", u.context_dim, u.context_tokens);
+  ldmc_cli_kv_add(&j->cfg, "text.width", "%d", tc.width);
+  ldmc_cli_kv_add(&j->cfg, "text.layers", "%d", tc.layers);
+  ldmc_cli_kv_add(&j->cfg, "text.heads", "%d", tc.heads);
+  ldmc_cli_kv_add(&j->cfg, "text.tokens", "%d", tc.max_positions);
+  ldmc_cli_kv_add(&j->cfg, "prediction", "%s", ldmc_prediction_name(dc.prediction));
+  ldmc_cli_kv_add(&j->cfg, "beta_schedule", "%s", ldmc_beta_schedule_name(dc.schedule));
+  ldmc_cli_kv_add(&j->cfg, "num_train_timesteps", "%d", dc.timesteps);
+  ldmc_cli_kv_add(&j->cfg, "cond_drop", "%g", dc.cond_drop);
+  ldmc_cli_kv_ints(&j->cfg, "vae.block_out_channels", j->vae.block_out_channels, j->vae.n_blocks);
+  ldmc_cli_kv_add(&j->cfg, "vae.layers_per_block", "%d", j->vae.layers_per_block);
+  ldmc_cli_kv_add(&j->cfg, "vae.latent_channels", "%d", j->vae.latent_channels);
+  ldmc_cli_kv_add(&j->cfg, "vae.norm_num_groups", "%d", j->vae.norm_num_groups);
+  ldmc_cli_kv_add(&j->cfg, "vae.scaling_factor", "%.9g", j->vae_scale);
   return LDMC_CLI_CONTINUE;
 }
 
@@ -360,8 +334,8 @@ int ldmc_cmd_train(int argc, char **argv) {
     ldmc_tensor_set_free(&j.vae_ws);
     return rc;
   }
-  kv_add(&j.cfg, "batch", "%lld", (long long)batch);
-  kv_add(&j.cfg, "seed", "%lld", (long long)seed);
+  ldmc_cli_kv_add(&j.cfg, "batch", "%lld", (long long)batch);
+  ldmc_cli_kv_add(&j.cfg, "seed", "%lld", (long long)seed);
 
   ldmc_train_opts to = {.clip_norm = clip, .ema_decay = ema, .weight_decay = wd, .master_f32 = true};
   ldmc_compile_opts co = {.threads = (int)threads, .bf16 = ldmc_cli_has(&k_cmd, "bf16")};
@@ -404,7 +378,7 @@ int ldmc_cmd_train(int argc, char **argv) {
       double scale = NAN;
       if (st == LDMC_OK) st = ldmc_vae_measure_scale(&j.vae, &ws, &dopt, 10000, &scale);
       if (st == LDMC_OK) {
-        kv_add(&j.cfg, "scaling_factor", "%.9g", scale);
+        ldmc_cli_kv_add(&j.cfg, "scaling_factor", "%.9g", scale);
         fprintf(stderr, "latent scale factor: %.6f (1/std of the latents of %lld training images)\n", scale,
                 (long long)(limit > 0 && limit < 10000 ? limit : 10000));
       }

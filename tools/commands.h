@@ -13,6 +13,7 @@ int ldmc_cmd_compile(int argc, char **argv); /* tools/cmd_compile.c (passes side
 int ldmc_cmd_stats(int argc, char **argv);   /* tools/cmd_stats.c (models side) */
 int ldmc_cmd_profile(int argc, char **argv); /* tools/cmd_profile.c (profiler) */
 int ldmc_cmd_train(int argc, char **argv);   /* tools/cmd_train.c (models + runtime/trainer.c) */
+int ldmc_cmd_distill(int argc, char **argv); /* tools/cmd_distill.c (models/distill.h + runtime/trainer.c) */
 int ldmc_cmd_plot(int argc, char **argv);    /* tools/cmd_plot.c (runtime/plot.c) */
 int ldmc_cmd_sample(int argc, char **argv);  /* tools/cmd_sample.c (models/samplers.h, ldm_model.h) */
 int ldmc_cmd_schedule(int argc, char **argv); /* tools/cmd_schedule.c (models/samplers.h) */

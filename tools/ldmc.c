@@ -22,6 +22,8 @@ static const ldmc_subcommand commands[] = {
     {"profile", "per-kernel time, FLOPs, bytes and GFLOP/s against the machine's peak; traces", ldmc_cmd_profile},
     {"stats", "parameters, GFLOPs per step and activation memory of U-Net variants", ldmc_cmd_stats},
     {"train", "train the classifier, the autoencoder or the latent diffusion model on Fashion-MNIST", ldmc_cmd_train},
+    {"distill", "latent consistency distillation of a latent diffusion model to 1-8-step sampling (lcm)",
+     ldmc_cmd_distill},
     {"plot", "line plots of CSV columns (training logs: loss, validation) as SVG or PNG", ldmc_cmd_plot},
     {"sample", "sample images from a latent diffusion model (the default one) into a PNG grid, with the cost",
      ldmc_cmd_sample},
