@@ -11,11 +11,13 @@
 
 #include "backends/backend.h"
 #include "backends/llvm_cpu/llvm_cpu.h"
+#include "backends/tpusim/tpusim.h"
 
 #ifndef LDMC_LLVM_CPU_PLUGIN
 static const ldmc_backend_i *const k_backends[] = {
     &ldmc_backend_interp,
     &ldmc_backend_llvm_cpu,
+    &ldmc_backend_tpusim,
 };
 enum { N_BACKENDS = (int)(sizeof k_backends / sizeof k_backends[0]) };
 
@@ -136,6 +138,7 @@ static const ldmc_backend_i k_llvm_cpu_proxy = {
 static const ldmc_backend_i *const k_backends[] = {
     &ldmc_backend_interp,
     &k_llvm_cpu_proxy,
+    &ldmc_backend_tpusim,
 };
 enum { N_BACKENDS = (int)(sizeof k_backends / sizeof k_backends[0]) };
 

@@ -30,8 +30,9 @@ static ldmc_target targets[] = {
      .scratchpad_bytes = 228 << 10,
      .native_ops = LDMC_OPMASK(LDMC_OP_SOFTMAX) | LDMC_OPMASK(LDMC_OP_GROUP_NORM) | LDMC_OPMASK(LDMC_OP_LAYER_NORM) |
                    LDMC_OPMASK(LDMC_OP_ATTENTION)},
-    /* the simulated accelerator: 128x128 systolic array, 16 MiB scratchpad, no composites (planning only) */
-    {.name = "tpusim", .backend = NULL, .vector_bytes = 512, .scratchpad_bytes = 16 << 20, .native_ops = 0},
+    /* the simulated accelerator: 128x128 systolic array, 16 MiB scratchpad, no composites; backends/tpusim runs
+     * the ops it lowers and refuses the others by name */
+    {.name = "tpusim", .backend = "tpusim", .vector_bytes = 512, .scratchpad_bytes = 16 << 20, .native_ops = 0},
 };
 #define N_TARGETS ((int)(sizeof targets / sizeof targets[0]))
 

@@ -1,0 +1,230 @@
+/* The tpusim backend behind the vtable: checks every node can be lowered
+ * (naming the first that cannot: there is no fallback), lowers each
+ * non-source node to one kernel (lower_*.c), verifies every stream, and at
+ * run time executes them in order on the functional simulator over one
+ * off-chip f32 buffer per node value. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/tpusim/lower.h"
+#include "backends/tpusim/tpusim.h"
+
+typedef struct tpk_exec {
+  ldmc_tpu_target t;
+  const ldmc_graph *g; /* the executable's graph */
+  float **vals;        /* per node: its off-chip buffer (parameters: the caller's input, bound per run) */
+  uint64_t *bytes;     /* per node */
+  tpk_kernel *k;
+  ldmc_tpu_stats *stats;
+  uint64_t runs;
+  int n_k;
+  ldmc_profile_hook hook;
+  ldmc_tpu_mem mem; /* a kernel's buffers, bound per run (large: kept off the stack) */
+} tpk_exec;
+
+static bool f32_only(const ldmc_node *n) { return n->dtype == LDMC_F32; }
+
+/* Why node n cannot be lowered, or NULL. dot_general needs bf16 allowed. */
+static const char *why_not(const ldmc_node *n, bool bf16) {
+  if (!f32_only(n)) return "only f32 values are lowered (v0)";
+  switch (n->op) {
+    case LDMC_OP_PARAMETER: case LDMC_OP_CONSTANT: case LDMC_OP_BROADCAST_IN_DIM: return NULL;
+    case LDMC_OP_REDUCE: return tpk_reduce_contiguous(n) ? NULL : "only consecutive dims are reduced (v0)";
+    case LDMC_OP_DOT_GENERAL:
+      return bf16 ? NULL
+                  : "its inputs are rounded to bf16 by the matrix units: compile with bf16 allowed "
+                    "(ldmc_compile_opts.bf16, ldmc run --bf16)";
+    default:
+      if (tpk_unary_func(n->op) >= 0 || tpk_binary_func(n->op) >= 0) return NULL;
+      return "no lowering (v0)";
+  }
+}
+
+static bool tpk_supports(const ldmc_node *n) { return why_not(n, false) == NULL; }
+
+static void tpk_destroy(void *context) {
+  tpk_exec *x = context;
+  if (!x) return;
+  for (int i = 0; i < x->n_k; i++) ldmc_tpu_program_free(&x->k[i].prog);
+  if (x->vals)
+    for (int32_t i = 0; i < x->g->n_nodes; i++)
+      if (x->g->nodes[i].op != LDMC_OP_PARAMETER) free(x->vals[i]);
+  free(x->vals);
+  free(x->bytes);
+  free(x->k);
+  free(x->stats);
+  free(x);
+}
+
+static void kernel_mem(const tpk_exec *x, const tpk_kernel *k, ldmc_tpu_mem *mem, bool with_data) {
+  mem->count = k->n_bufs;
+  for (int i = 0; i < k->n_bufs; i++)
+    mem->buf[i] = (ldmc_tpu_buffer){.data = with_data ? x->vals[k->buf_node[i]] : NULL, .bytes = x->bytes[k->buf_node[i]]};
+}
+
+static ldmc_status tpk_run(void *context, const ldmc_tensor *inputs, int n_inputs, ldmc_tensor *outputs, int n_outputs) {
+  tpk_exec *x = context;
+  const ldmc_graph *g = x->g;
+  for (int32_t i = 0, k = 0; i < g->n_nodes && k < n_inputs; i++)
+    if (g->nodes[i].op == LDMC_OP_PARAMETER) x->vals[i] = inputs[k++].data; /* DMA only loads from it */
+  ldmc_tpu_mem *mem = &x->mem;
+  for (int i = 0; i < x->n_k; i++) {
+    tpk_kernel *k = &x->k[i];
+    if (k->prog.count == 0) continue; /* an empty value */
+    int64_t t0 = __builtin_expect(x->hook.kernel != NULL, 0) ? ldmc_profile_now_ns() : 0;
+    kernel_mem(x, k, mem, true);
+    ldmc_status st = ldmc_tpu_sim_run(&x->t, &k->prog, mem, LDMC_TPU_SIM_FUNCTIONAL, &x->stats[i]);
+    if (st != LDMC_OK)
+      return ldmc_error(st, "tpusim: %%%d %s: %s", (int)k->node, ldmc_op_name(g->nodes[k->node].op), ldmc_last_error());
+    if (__builtin_expect(x->hook.kernel != NULL, 0)) {
+      ldmc_kernel_event ev = {.kernel = i, .name = ldmc_op_name(g->nodes[k->node].op), .nodes = &k->node, .n_nodes = 1};
+      ev.start_ns = t0;
+      ev.end_ns = ldmc_profile_now_ns();
+      ldmc_profile_kernel_cost(g, &k->node, 1, &ev);
+      x->hook.kernel(x->hook.ctx, &ev);
+    }
+  }
+  x->runs++;
+  for (int o = 0; o < n_outputs; o++) LDMC_TRY(ldmc_output_deliver(g, o, x->vals[g->outputs[o]], false, &outputs[o]));
+  return LDMC_OK;
+}
+
+static ldmc_status tpk_set_profiler(void *context, const ldmc_profile_hook *hook) {
+  tpk_exec *x = context;
+  x->hook = hook ? *hook : (ldmc_profile_hook){0};
+  return LDMC_OK;
+}
+
+static const ldmc_executable_i k_tpk_exec = {.run = tpk_run, .destroy = tpk_destroy, .set_profiler = tpk_set_profiler};
+
+static ldmc_status default_target(ldmc_tpu_target *t) {
+  const char *s = getenv("LDMC_TPUSIM_TARGET");
+  if (!s || !*s) s = "v5e";
+  size_t n = strlen(s);
+  if (strchr(s, '/') || (n > 5 && strcmp(s + n - 5, ".json") == 0)) return ldmc_tpu_target_load(s, t);
+  return ldmc_tpu_target_preset(s, t);
+}
+
+static ldmc_status lower_node(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k) {
+  const ldmc_node *n = &g->nodes[id];
+  if (n->op == LDMC_OP_BROADCAST_IN_DIM) return tpk_lower_broadcast(g, id, t, k);
+  if (n->op == LDMC_OP_REDUCE) return tpk_lower_reduce(g, id, t, k);
+  if (n->op == LDMC_OP_DOT_GENERAL) return tpk_lower_dot(g, id, t, k);
+  if (tpk_unary_func(n->op) >= 0) return tpk_lower_unary(g, id, t, k);
+  return tpk_lower_binary(g, id, t, k);
+}
+
+static ldmc_status build(tpk_exec *x, const ldmc_graph *g) {
+  int32_t nn = g->n_nodes;
+  x->vals = calloc((size_t)(nn ? nn : 1), sizeof *x->vals);
+  x->bytes = calloc((size_t)(nn ? nn : 1), sizeof *x->bytes);
+  x->k = calloc((size_t)(nn ? nn : 1), sizeof *x->k);
+  x->stats = calloc((size_t)(nn ? nn : 1), sizeof *x->stats);
+  if (!x->vals || !x->bytes || !x->k || !x->stats) return ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory");
+  for (int32_t i = 0; i < nn; i++) {
+    const ldmc_node *n = &g->nodes[i];
+    uint32_t numel;
+    LDMC_TRY(tpk_numel32(g, i, &numel));
+    x->bytes[i] = 4ull * numel;
+    if (n->op == LDMC_OP_PARAMETER) continue;
+    x->vals[i] = calloc(numel ? numel : 1, 4);
+    if (!x->vals[i]) return ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory for %%%d %s", (int)i, ldmc_op_name(n->op));
+    if (n->op == LDMC_OP_CONSTANT) {
+      if (n->attrs.value.nbytes < x->bytes[i] || (x->bytes[i] && !n->attrs.value.data))
+        return ldmc_error(LDMC_ERR_INVALID, "tpusim: %%%d constant: holds %zu bytes, needs %" PRIu64, (int)i,
+                          n->attrs.value.nbytes, x->bytes[i]);
+      if (x->bytes[i]) memcpy(x->vals[i], n->attrs.value.data, x->bytes[i]);
+      continue;
+    }
+    tpk_kernel *k = &x->k[x->n_k++];
+    ldmc_tpu_program_init(&k->prog);
+    LDMC_TRY(lower_node(g, i, &x->t, k));
+    if (k->prog.count) {
+      ldmc_tpu_mem mem;
+      kernel_mem(x, k, &mem, false);
+      ldmc_status st = ldmc_tpu_verify(&x->t, &k->prog, &mem);
+      if (st != LDMC_OK)
+        return ldmc_error(LDMC_ERR_INTERNAL, "tpusim: %%%d %s: the lowered stream fails verification: %s", (int)i,
+                          ldmc_op_name(n->op), ldmc_last_error());
+    }
+  }
+  return LDMC_OK;
+}
+
+ldmc_status ldmc_tpusim_compile(const ldmc_graph *g, const ldmc_compile_opts *o, const ldmc_tpu_target *t,
+                                ldmc_executable **out) {
+  *out = NULL;
+  if (!g) return ldmc_error(LDMC_ERR_INVALID, "tpusim: no graph");
+  LDMC_TRY(ldmc_graph_verify(g));
+  bool bf16 = o && o->bf16;
+  if (o && o->donate) return ldmc_error(LDMC_ERR_UNSUPPORTED, "tpusim: donated state is not supported (v0)");
+  for (int32_t i = 0; i < g->n_nodes; i++) {
+    const char *why = why_not(&g->nodes[i], bf16);
+    if (why)
+      return ldmc_error(LDMC_ERR_UNSUPPORTED, "tpusim: %%%d %s (%s): %s", (int)i, ldmc_op_name(g->nodes[i].op),
+                        ldmc_dtype_name(g->nodes[i].dtype), why);
+  }
+  tpk_exec *x = calloc(1, sizeof *x);
+  ldmc_executable *e = calloc(1, sizeof *e);
+  ldmc_graph *gc = ldmc_graph_clone(g);
+  if (!x || !e || !gc) {
+    free(x), free(e), ldmc_graph_free(gc);
+    return ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory compiling graph '%s'", g->name);
+  }
+  x->g = gc;
+  ldmc_status st = t ? ldmc_tpu_target_check(t, "tpusim target") : default_target(&x->t);
+  if (t && st == LDMC_OK) x->t = *t;
+  if (st == LDMC_OK) st = build(x, gc);
+  if (st != LDMC_OK) {
+    tpk_destroy(x);
+    ldmc_graph_free(gc);
+    free(e);
+    return st;
+  }
+  e->iface = &k_tpk_exec;
+  e->context = x;
+  e->graph = gc;
+  *out = e;
+  return LDMC_OK;
+}
+
+static ldmc_status tpk_compile(const ldmc_graph *g, const ldmc_compile_opts *o, ldmc_executable **out) {
+  return ldmc_tpusim_compile(g, o, NULL, out);
+}
+
+static tpk_exec *exec_of(const ldmc_executable *e) {
+  return e && e->iface == &k_tpk_exec ? (tpk_exec *)e->context : NULL;
+}
+
+int ldmc_tpusim_kernel_count(const ldmc_executable *e) {
+  const tpk_exec *x = exec_of(e);
+  return x ? x->n_k : -1;
+}
+
+ldmc_status ldmc_tpusim_kernel_get(const ldmc_executable *e, int i, ldmc_tpusim_kernel *out) {
+  const tpk_exec *x = exec_of(e);
+  if (!x) return ldmc_error(LDMC_ERR_INVALID, "not a tpusim executable");
+  if (i < 0 || i >= x->n_k) return ldmc_error(LDMC_ERR_INVALID, "tpusim: kernel %d of %d", i, x->n_k);
+  const tpk_kernel *k = &x->k[i];
+  out->node = k->node;
+  out->tiles = k->tile_desc;
+  out->program = &k->prog;
+  kernel_mem(x, k, &out->mem, false);
+  out->stats = x->stats[i];
+  out->runs = x->runs;
+  return LDMC_OK;
+}
+
+const ldmc_tpu_target *ldmc_tpusim_target(const ldmc_executable *e) {
+  const tpk_exec *x = exec_of(e);
+  return x ? &x->t : NULL;
+}
+
+const ldmc_backend_i ldmc_backend_tpusim = {
+    .name = "tpusim",
+    .description = "TPU-like accelerator model: one kernel per node, run on the functional simulator (backends/tpusim)",
+    .supports = tpk_supports,
+    .compile = tpk_compile,
+};

@@ -1,0 +1,74 @@
+/* Private to backends/tpusim: lowering one graph node to one tpusim
+ * instruction stream (a "kernel"). Every node value lives in its own
+ * off-chip f32 buffer; a kernel reads its operands' buffers and writes its
+ * own. Streams are tiled into the scratchpad with tile sizes derived from
+ * the target, double-buffered with the token protocol of
+ * docs/backends/tpusim.md ("Queues and tokens"). */
+#ifndef LDMC_TPUSIM_LOWER_H
+#define LDMC_TPUSIM_LOWER_H
+
+#include "backends/tpusim/isa.h"
+#include "ir/ir.h"
+
+#define TPK_NBUF 2        /* buffer sets: a tile loads while the previous one computes */
+#define TPK_MAX_DIM 65535 /* rows / cols / strides of scratchpad operands are 16-bit */
+
+/* A kernel's off-chip buffers: buffer i of its program holds node buf_node[i]. */
+typedef struct tpk_kernel {
+  int32_t node;
+  int n_bufs;
+  int32_t buf_node[3];
+  ldmc_tpu_program prog;
+  char tile_desc[64]; /* the tiles chosen, e.g. "tile 64x128" */
+} tpk_kernel;
+
+/* Emission state for one kernel. */
+typedef struct tpk_em {
+  const ldmc_tpu_target *t;
+  ldmc_tpu_program *p;
+  ldmc_status st;     /* first failure of a push */
+  uint32_t vmem_used; /* bump allocator over the scratchpad */
+} tpk_em;
+
+void tpk_em_init(tpk_em *e, const ldmc_tpu_target *t, ldmc_tpu_program *p);
+/* A scratchpad block of bytes, 64-byte aligned; fails (e->st) past the scratchpad. */
+uint32_t tpk_vmem_alloc(tpk_em *e, uint64_t bytes);
+void tpk_push(tpk_em *e, const ldmc_tpu_insn *in);
+
+/* After one pipeline step's instructions (from index `begin`): sets the
+ * token flags. A step loads into buffer set step % TPK_NBUF and computes
+ * into output tile `tile` (set tile % TPK_NBUF); `opens`: its first write of
+ * that tile (waits for the store of tile - TPK_NBUF); `closes`: the step
+ * also stores the tile. */
+void tpk_step_tokens(tpk_em *e, size_t begin, int64_t step, int64_t nsteps, int64_t tile, bool opens, bool closes,
+                     int64_t ntiles);
+
+/* Instruction builders (f32 / bf16 scratchpad operands). */
+void tpk_dma_load(tpk_em *e, int buf, uint32_t off, uint32_t stride, uint32_t rows, uint32_t cols, uint32_t vaddr,
+                  uint32_t vstride, unsigned vdtype);
+void tpk_dma_store(tpk_em *e, int buf, uint32_t off, uint32_t stride, uint32_t rows, uint32_t cols, uint32_t vaddr,
+                   uint32_t vstride);
+void tpk_vec(tpk_em *e, ldmc_tpu_opcode op, unsigned func, unsigned bcast, uint32_t rows, uint32_t cols, uint32_t dst,
+             uint32_t dst_stride, uint32_t a, uint32_t a_stride, uint32_t b, uint32_t b_stride, float imm);
+
+/* Lowerings: fill k->prog (and k->buf_node, k->tile_desc) for node id of g.
+ * Unsupported forms fail with LDMC_ERR_UNSUPPORTED naming the node. */
+ldmc_status tpk_lower_unary(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
+ldmc_status tpk_lower_binary(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
+ldmc_status tpk_lower_broadcast(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
+ldmc_status tpk_lower_reduce(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
+ldmc_status tpk_lower_dot(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
+
+/* True when a reduce node reduces consecutive dims of its operand. */
+bool tpk_reduce_contiguous(const ldmc_node *n);
+
+/* ISA function of an ldmc unary / binary op; -1 if none. */
+int tpk_unary_func(ldmc_op op);
+int tpk_binary_func(ldmc_op op);
+
+/* Element count of a node, as checked 32-bit off-chip addressing needs. */
+ldmc_status tpk_numel32(const ldmc_graph *g, int32_t id, uint32_t *out);
+
+static inline uint32_t tpk_min32(uint64_t a, uint64_t b) { return (uint32_t)(a < b ? a : b); }
+
+#endif

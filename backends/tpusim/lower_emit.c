@@ -1,0 +1,131 @@
+/* Instruction emission shared by the tpusim lowerings: the scratchpad
+ * allocator, instruction builders, and the token flags of a double-buffered
+ * tile pipeline (docs/backends/tpusim.md, "Queues and tokens"). */
+#include <inttypes.h>
+#include <string.h>
+
+#include "backends/tpusim/lower.h"
+
+void tpk_em_init(tpk_em *e, const ldmc_tpu_target *t, ldmc_tpu_program *p) {
+  memset(e, 0, sizeof *e);
+  e->t = t;
+  e->p = p;
+}
+
+uint32_t tpk_vmem_alloc(tpk_em *e, uint64_t bytes) {
+  uint64_t a = ((uint64_t)e->vmem_used + 63) & ~(uint64_t)63;
+  if (a + bytes > e->t->vmem_bytes || a + bytes > UINT32_MAX) {
+    if (e->st == LDMC_OK)
+      e->st = ldmc_error(LDMC_ERR_INTERNAL, "tpusim: scratchpad of %" PRIu64 " bytes exhausted (%" PRIu64 " more needed at %" PRIu64 ")",
+                         e->t->vmem_bytes, bytes, a);
+    return 0;
+  }
+  e->vmem_used = (uint32_t)(a + bytes);
+  return (uint32_t)a;
+}
+
+void tpk_push(tpk_em *e, const ldmc_tpu_insn *in) {
+  if (e->st != LDMC_OK) return;
+  e->st = ldmc_tpu_program_push(e->p, in);
+}
+
+void tpk_dma_load(tpk_em *e, int buf, uint32_t off, uint32_t stride, uint32_t rows, uint32_t cols, uint32_t vaddr,
+                  uint32_t vstride, unsigned vdtype) {
+  ldmc_tpu_insn in = ldmc_tpu_insn_make(LDMC_TPU_DMA_LOAD, 0);
+  in.u.dma = (ldmc_tpu_dma){.buf = (uint8_t)buf, .mem_dtype = LDMC_TPU_F32, .vmem_dtype = (uint8_t)vdtype,
+                            .rows = (uint16_t)rows, .cols = (uint16_t)cols, .mem_offset = off, .mem_stride = stride,
+                            .vmem_addr = vaddr, .vmem_stride = vstride};
+  tpk_push(e, &in);
+}
+
+void tpk_dma_store(tpk_em *e, int buf, uint32_t off, uint32_t stride, uint32_t rows, uint32_t cols, uint32_t vaddr,
+                   uint32_t vstride) {
+  ldmc_tpu_insn in = ldmc_tpu_insn_make(LDMC_TPU_DMA_STORE, 0);
+  in.u.dma = (ldmc_tpu_dma){.buf = (uint8_t)buf, .mem_dtype = LDMC_TPU_F32, .vmem_dtype = LDMC_TPU_F32,
+                            .rows = (uint16_t)rows, .cols = (uint16_t)cols, .mem_offset = off, .mem_stride = stride,
+                            .vmem_addr = vaddr, .vmem_stride = vstride};
+  tpk_push(e, &in);
+}
+
+void tpk_vec(tpk_em *e, ldmc_tpu_opcode op, unsigned func, unsigned bcast, uint32_t rows, uint32_t cols, uint32_t dst,
+             uint32_t dst_stride, uint32_t a, uint32_t a_stride, uint32_t b, uint32_t b_stride, float imm) {
+  ldmc_tpu_insn in = ldmc_tpu_insn_make(op, 0);
+  in.u.vec = (ldmc_tpu_vec){.func = (uint8_t)func, .bcast = (uint8_t)bcast, .rows = (uint16_t)rows,
+                            .cols = (uint16_t)cols, .dst = dst, .a = a, .b = b, .dst_stride = (uint16_t)dst_stride,
+                            .a_stride = (uint16_t)a_stride, .b_stride = (uint16_t)b_stride, .imm = imm,
+                            .dst_dtype = LDMC_TPU_F32, .a_dtype = LDMC_TPU_F32, .b_dtype = LDMC_TPU_F32};
+  tpk_push(e, &in);
+}
+
+/* The flags follow from three counters per step: a load waits for the
+ * compute of step - NBUF to free its buffer set, compute waits for its loads
+ * (and, finishing a tile, for the store of tile - NBUF to free the output
+ * set), a store waits for its compute. Every "free" token is pushed only when
+ * someone will pop it, so the channels end empty. */
+void tpk_step_tokens(tpk_em *e, size_t begin, int64_t step, int64_t nsteps, int64_t tile, bool opens, bool closes,
+                     int64_t ntiles) {
+  if (e->st != LDMC_OK) return;
+  ldmc_tpu_insn *in = e->p->insns;
+  size_t end = e->p->count;
+  size_t first[LDMC_TPU_Q_COUNT], last[LDMC_TPU_Q_COUNT];
+  for (int q = 0; q < LDMC_TPU_Q_COUNT; q++) first[q] = last[q] = SIZE_MAX;
+  for (size_t i = begin; i < end; i++) {
+    ldmc_tpu_queue q = ldmc_tpu_insn_queue(&in[i]);
+    if (q >= LDMC_TPU_Q_COUNT) continue;
+    if (first[q] == SIZE_MAX) first[q] = i;
+    last[q] = i;
+  }
+  if (first[LDMC_TPU_Q_LOAD] == SIZE_MAX || first[LDMC_TPU_Q_COMPUTE] == SIZE_MAX ||
+      closes != (first[LDMC_TPU_Q_STORE] != SIZE_MAX)) {
+    e->st = ldmc_error(LDMC_ERR_INTERNAL, "tpusim: pipeline step %" PRId64 " lacks a load, compute or store", step);
+    return;
+  }
+  if (step >= TPK_NBUF) in[first[LDMC_TPU_Q_LOAD]].dep |= LDMC_TPU_POP_NEXT;
+  in[last[LDMC_TPU_Q_LOAD]].dep |= LDMC_TPU_PUSH_NEXT;
+  in[first[LDMC_TPU_Q_COMPUTE]].dep |= LDMC_TPU_POP_PREV;
+  if (opens && tile >= TPK_NBUF) in[first[LDMC_TPU_Q_COMPUTE]].dep |= LDMC_TPU_POP_NEXT;
+  if (step + TPK_NBUF < nsteps) in[last[LDMC_TPU_Q_COMPUTE]].dep |= LDMC_TPU_PUSH_PREV;
+  if (closes) {
+    in[last[LDMC_TPU_Q_COMPUTE]].dep |= LDMC_TPU_PUSH_NEXT;
+    in[first[LDMC_TPU_Q_STORE]].dep |= LDMC_TPU_POP_PREV;
+    if (tile + TPK_NBUF < ntiles) in[last[LDMC_TPU_Q_STORE]].dep |= LDMC_TPU_PUSH_PREV;
+  }
+}
+
+int tpk_unary_func(ldmc_op op) {
+  switch (op) {
+    case LDMC_OP_NEG: return LDMC_TPU_U_NEG;
+    case LDMC_OP_ABS: return LDMC_TPU_U_ABS;
+    case LDMC_OP_EXP: return LDMC_TPU_U_EXP;
+    case LDMC_OP_LOG: return LDMC_TPU_U_LOG;
+    case LDMC_OP_SQRT: return LDMC_TPU_U_SQRT;
+    case LDMC_OP_RSQRT: return LDMC_TPU_U_RSQRT;
+    case LDMC_OP_TANH: return LDMC_TPU_U_TANH;
+    case LDMC_OP_ERF: return LDMC_TPU_U_ERF;
+    case LDMC_OP_LOGISTIC: return LDMC_TPU_U_SIGMOID;
+    default: return -1;
+  }
+}
+
+int tpk_binary_func(ldmc_op op) {
+  switch (op) {
+    case LDMC_OP_ADD: return LDMC_TPU_B_ADD;
+    case LDMC_OP_SUB: return LDMC_TPU_B_SUB;
+    case LDMC_OP_MUL: return LDMC_TPU_B_MUL;
+    case LDMC_OP_DIV: return LDMC_TPU_B_DIV;
+    case LDMC_OP_MAX: return LDMC_TPU_B_MAX;
+    case LDMC_OP_MIN: return LDMC_TPU_B_MIN;
+    default: return -1;
+  }
+}
+
+ldmc_status tpk_numel32(const ldmc_graph *g, int32_t id, uint32_t *out) {
+  const ldmc_node *n = &g->nodes[id];
+  int64_t c;
+  LDMC_TRY(ldmc_shape_numel(&n->shape, 4, &c));
+  if (c > (int64_t)UINT32_MAX)
+    return ldmc_error(LDMC_ERR_UNSUPPORTED, "tpusim: %%%d %s: %" PRId64 " elements exceed 32-bit off-chip offsets", (int)id,
+                      ldmc_op_name(n->op), c);
+  *out = (uint32_t)c;
+  return LDMC_OK;
+}
