@@ -39,6 +39,9 @@ run 2 "$LDMC" sample --model "$TEACHER" --sampler lcm --prompt bag --n 1 -o t.pn
 err_is_one_line_with "needs a distilled model"
 run 2 "$LDMC" sample --model a/model.ldmc --sampler lcm --steps 60 --prompt bag --n 1 -o t.png
 err_is_one_line_with "more than the 50 solver steps"
+run 0 "$LDMC" sample --sampler lcm --steps 2 --prompt sneaker --n 2 --no-progress -o d.png
+out_has "lcm 2 steps"
+check "without --model, --sampler lcm samples the shipped distilled model" test -s d.png
 run 0 "$LDMC" schedule --sampler lcm --steps 4
 check "lcm 4 steps: 999 759 499 259 (diffusers' LCMScheduler)" \
   test "$(tail -n +2 "$T/out" | cut -d, -f2 | tr '\n' ' ')" = "999 759 499 259 "
