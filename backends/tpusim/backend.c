@@ -1,6 +1,8 @@
 /* The tpusim backend behind the vtable: checks every node can be lowered
- * (naming the first that cannot: there is no fallback), lowers each
- * non-source node to one kernel (lower_*.c), verifies every stream, and at
+ * (naming the first that cannot: there is no fallback), decomposes
+ * composites (norms, softmax, attention, GELU, SiLU, upsampling) with the
+ * pass pipeline's decompose pass, lowers each non-source node of the result
+ * to one kernel (lower_*.c), verifies every stream, and at
  * run time executes them in order on the functional simulator over one
  * off-chip f32 buffer per node value. */
 #include <inttypes.h>
@@ -10,6 +12,7 @@
 
 #include "backends/tpusim/lower.h"
 #include "backends/tpusim/tpusim.h"
+#include "passes/passes.h"
 
 typedef struct tpk_exec {
   ldmc_tpu_target t;
@@ -26,23 +29,43 @@ typedef struct tpk_exec {
 
 static bool f32_only(const ldmc_node *n) { return n->dtype == LDMC_F32; }
 
-/* Why node n cannot be lowered, or NULL. dot_general needs bf16 allowed. */
-static const char *why_not(const ldmc_node *n, bool bf16) {
+/* Why node n cannot be lowered, or NULL. dot_general and convolution need
+ * bf16 allowed (their products are of bf16-rounded inputs). g, when given,
+ * also checks the operands' dtypes (a guard: a non-f32 operand is a node
+ * refused itself, which is why supports(), passing NULL, may say yes to an
+ * f32 convert). */
+static const char *why_not(const ldmc_graph *g, const ldmc_node *n, bool bf16) {
   if (!f32_only(n)) return "only f32 values are lowered (v0)";
+  if (g)
+    for (int j = 0; j < n->n_operands; j++)
+      if (g->nodes[n->operands[j]].dtype != LDMC_F32) return "only f32 operands are lowered (v0)";
+  static const char *const need_bf16 =
+      "no lowering at f32 accuracy: its inputs are rounded to bf16 by the matrix units; compile with bf16 "
+      "allowed (ldmc_compile_opts.bf16, ldmc run --bf16)";
   switch (n->op) {
     case LDMC_OP_PARAMETER: case LDMC_OP_CONSTANT: case LDMC_OP_BROADCAST_IN_DIM: return NULL;
+    case LDMC_OP_SIN: case LDMC_OP_COS: return NULL;
+    case LDMC_OP_RESHAPE: case LDMC_OP_TRANSPOSE: case LDMC_OP_SLICE: case LDMC_OP_CONCATENATE: case LDMC_OP_PAD:
+      return tpk_move_why_not(n);
+    /* f32 -> f32 (a copy): a non-f32 operand is itself a node refused above */
+    case LDMC_OP_CONVERT: return NULL;
+    /* composites: decomposed at compile time into the ops lowered here (decompose_graph) */
+    case LDMC_OP_SILU: case LDMC_OP_GELU: case LDMC_OP_SOFTMAX: case LDMC_OP_GROUP_NORM: case LDMC_OP_LAYER_NORM:
+    case LDMC_OP_UPSAMPLE_NEAREST: return NULL;
+    case LDMC_OP_ATTENTION: return bf16 ? NULL : need_bf16; /* its products are dot_generals */
     case LDMC_OP_REDUCE: return tpk_reduce_contiguous(n) ? NULL : "only consecutive dims are reduced (v0)";
-    case LDMC_OP_DOT_GENERAL:
-      return bf16 ? NULL
-                  : "its inputs are rounded to bf16 by the matrix units: compile with bf16 allowed "
-                    "(ldmc_compile_opts.bf16, ldmc run --bf16)";
+    case LDMC_OP_DOT_GENERAL: return bf16 ? NULL : need_bf16;
+    case LDMC_OP_CONVOLUTION: {
+      const char *w = tpk_conv_why_not(n);
+      return w ? w : bf16 ? NULL : need_bf16;
+    }
     default:
       if (tpk_unary_func(n->op) >= 0 || tpk_binary_func(n->op) >= 0) return NULL;
       return "no lowering (v0)";
   }
 }
 
-static bool tpk_supports(const ldmc_node *n) { return why_not(n, false) == NULL; }
+static bool tpk_supports(const ldmc_node *n) { return why_not(NULL, n, false) == NULL; }
 
 static void tpk_destroy(void *context) {
   tpk_exec *x = context;
@@ -112,6 +135,11 @@ static ldmc_status lower_node(const ldmc_graph *g, int32_t id, const ldmc_tpu_ta
   if (n->op == LDMC_OP_BROADCAST_IN_DIM) return tpk_lower_broadcast(g, id, t, k);
   if (n->op == LDMC_OP_REDUCE) return tpk_lower_reduce(g, id, t, k);
   if (n->op == LDMC_OP_DOT_GENERAL) return tpk_lower_dot(g, id, t, k);
+  if (n->op == LDMC_OP_CONVOLUTION) return tpk_lower_conv(g, id, t, k);
+  if (n->op == LDMC_OP_SIN || n->op == LDMC_OP_COS) return tpk_lower_sincos(g, id, t, k);
+  if (n->op == LDMC_OP_RESHAPE || n->op == LDMC_OP_TRANSPOSE || n->op == LDMC_OP_SLICE || n->op == LDMC_OP_CONCATENATE ||
+      n->op == LDMC_OP_CONVERT || n->op == LDMC_OP_PAD)
+    return tpk_lower_move(g, id, t, k);
   if (tpk_unary_func(n->op) >= 0) return tpk_lower_unary(g, id, t, k);
   return tpk_lower_binary(g, id, t, k);
 }
@@ -153,6 +181,52 @@ static ldmc_status build(tpk_exec *x, const ldmc_graph *g) {
   return LDMC_OK;
 }
 
+/* A copy of g with its composites decomposed into primitives by the tpusim
+ * pass target's decompose pass (the target runs no composite natively) and
+ * the cleanup passes around it, as the target's pipeline has them; the plan
+ * passes are not run (one kernel per node). A graph without composites is
+ * copied as it is. */
+static ldmc_status decompose_graph(const ldmc_graph *g, const ldmc_compile_opts *o, ldmc_graph **out) {
+  *out = NULL;
+  bool any = false;
+  for (int32_t i = 0; i < g->n_nodes && !any; i++) any = ldmc_op_table[g->nodes[i].op].flags & LDMC_OPF_COMPOSITE;
+  ldmc_graph *c = ldmc_graph_clone(g);
+  if (!c) return ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory copying graph '%s'", g->name);
+  if (!any) {
+    *out = c;
+    return LDMC_OK;
+  }
+  const ldmc_target *tt = ldmc_target_find("tpusim");
+  ldmc_pipeline *pl = ldmc_pipeline_new("tpusim-decompose");
+  static const ldmc_pass *const cleanup[] = {&ldmc_pass_simplify, &ldmc_pass_fold, &ldmc_pass_cse, &ldmc_pass_dce};
+  ldmc_status st = tt && pl ? LDMC_OK : ldmc_error(LDMC_ERR_INTERNAL, "tpusim: no tpusim pass target or pipeline");
+  if (st == LDMC_OK) st = ldmc_pipeline_add_fixpoint(pl, "cleanup", 4, cleanup);
+  if (st == LDMC_OK) st = ldmc_pipeline_add(pl, &ldmc_pass_decompose);
+  if (st == LDMC_OK) st = ldmc_pipeline_add_fixpoint(pl, "cleanup2", 4, cleanup);
+  ldmc_pass_ctx ctx = {.target = tt};
+  if (st == LDMC_OK) st = ldmc_pipeline_run(pl, c, &ctx, o ? o->pipeline : NULL);
+  ldmc_pipeline_free(pl);
+  /* the executable is called with the original graph's inputs and outputs */
+  if (st == LDMC_OK && (ldmc_graph_num_params(c) != ldmc_graph_num_params(g) || c->n_outputs != g->n_outputs))
+    st = ldmc_error(LDMC_ERR_INTERNAL, "tpusim: decomposing graph '%s' changed its inputs or outputs", g->name);
+  if (st != LDMC_OK) {
+    ldmc_graph_free(c);
+    return st;
+  }
+  *out = c;
+  return LDMC_OK;
+}
+
+static ldmc_status refuse(const ldmc_graph *g, bool bf16, const char *after) {
+  for (int32_t i = 0; i < g->n_nodes; i++) {
+    const char *why = why_not(g, &g->nodes[i], bf16);
+    if (why)
+      return ldmc_error(LDMC_ERR_UNSUPPORTED, "tpusim: %%%d %s (%s)%s: %s", (int)i, ldmc_op_name(g->nodes[i].op),
+                        ldmc_dtype_name(g->nodes[i].dtype), after, why);
+  }
+  return LDMC_OK;
+}
+
 ldmc_status ldmc_tpusim_compile(const ldmc_graph *g, const ldmc_compile_opts *o, const ldmc_tpu_target *t,
                                 ldmc_executable **out) {
   *out = NULL;
@@ -160,16 +234,18 @@ ldmc_status ldmc_tpusim_compile(const ldmc_graph *g, const ldmc_compile_opts *o,
   LDMC_TRY(ldmc_graph_verify(g));
   bool bf16 = o && o->bf16;
   if (o && o->donate) return ldmc_error(LDMC_ERR_UNSUPPORTED, "tpusim: donated state is not supported (v0)");
-  for (int32_t i = 0; i < g->n_nodes; i++) {
-    const char *why = why_not(&g->nodes[i], bf16);
-    if (why)
-      return ldmc_error(LDMC_ERR_UNSUPPORTED, "tpusim: %%%d %s (%s): %s", (int)i, ldmc_op_name(g->nodes[i].op),
-                        ldmc_dtype_name(g->nodes[i].dtype), why);
+  LDMC_TRY(refuse(g, bf16, ""));
+  ldmc_graph *gc = NULL;
+  LDMC_TRY(decompose_graph(g, o, &gc));
+  /* a composite's decomposition should only hold lowered ops; if not, say which */
+  ldmc_status rs = refuse(gc, bf16, " of the decomposed graph");
+  if (rs != LDMC_OK) {
+    ldmc_graph_free(gc);
+    return rs;
   }
   tpk_exec *x = calloc(1, sizeof *x);
   ldmc_executable *e = calloc(1, sizeof *e);
-  ldmc_graph *gc = ldmc_graph_clone(g);
-  if (!x || !e || !gc) {
+  if (!x || !e) {
     free(x), free(e), ldmc_graph_free(gc);
     return ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory compiling graph '%s'", g->name);
   }
@@ -224,7 +300,7 @@ const ldmc_tpu_target *ldmc_tpusim_target(const ldmc_executable *e) {
 
 const ldmc_backend_i ldmc_backend_tpusim = {
     .name = "tpusim",
-    .description = "TPU-like accelerator model: one kernel per node, run on the functional simulator (backends/tpusim)",
+    .description = "TPU-like accelerator model: composites decomposed, one kernel per node, run on the functional simulator (backends/tpusim)",
     .supports = tpk_supports,
     .compile = tpk_compile,
 };

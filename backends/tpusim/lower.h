@@ -12,12 +12,14 @@
 
 #define TPK_NBUF 2        /* buffer sets: a tile loads while the previous one computes */
 #define TPK_MAX_DIM 65535 /* rows / cols / strides of scratchpad operands are 16-bit */
+#define TPK_MAX_BUFS 16   /* off-chip buffers of one kernel: a concatenate's operands and its result */
+#define TPK_MAX_PAD 255   /* a DMA's padding fields are 8-bit */
 
 /* A kernel's off-chip buffers: buffer i of its program holds node buf_node[i]. */
 typedef struct tpk_kernel {
   int32_t node;
   int n_bufs;
-  int32_t buf_node[3];
+  int32_t buf_node[TPK_MAX_BUFS];
   ldmc_tpu_program prog;
   char tile_desc[64]; /* the tiles chosen, e.g. "tile 64x128" */
 } tpk_kernel;
@@ -43,6 +45,11 @@ void tpk_push(tpk_em *e, const ldmc_tpu_insn *in);
 void tpk_step_tokens(tpk_em *e, size_t begin, int64_t step, int64_t nsteps, int64_t tile, bool opens, bool closes,
                      int64_t ntiles);
 
+/* Tile rows x cols for n_arrays f32 arrays per buffer set over an R x C
+ * view (lower_ew.c): whole vregs per row, capped at a quarter of the tensor
+ * unless that is shorter than the off-chip latency's worth of bytes. */
+void tpk_ew_tiles(const ldmc_tpu_target *t, uint64_t R, uint64_t C, int n_arrays, uint32_t *tr, uint32_t *tc);
+
 /* Instruction builders (f32 / bf16 scratchpad operands). */
 void tpk_dma_load(tpk_em *e, int buf, uint32_t off, uint32_t stride, uint32_t rows, uint32_t cols, uint32_t vaddr,
                   uint32_t vstride, unsigned vdtype);
@@ -58,6 +65,15 @@ ldmc_status tpk_lower_binary(const ldmc_graph *g, int32_t id, const ldmc_tpu_tar
 ldmc_status tpk_lower_broadcast(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
 ldmc_status tpk_lower_reduce(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
 ldmc_status tpk_lower_dot(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
+/* lower_move.c: reshape, transpose, slice, concatenate, pad, convert (f32 -> f32) as strided DMA copies;
+ * sin and cos as vector-unit polynomials. */
+ldmc_status tpk_lower_move(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
+ldmc_status tpk_lower_sincos(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
+/* lower_conv.c: convolution (NCHW / OIHW / NCHW, 2 spatial dims) on the matrix units. */
+ldmc_status tpk_lower_conv(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
+/* Why a node of these ops cannot be lowered (from the node alone), or NULL. */
+const char *tpk_move_why_not(const ldmc_node *n);
+const char *tpk_conv_why_not(const ldmc_node *n);
 
 /* True when a reduce node reduces consecutive dims of its operand. */
 bool tpk_reduce_contiguous(const ldmc_node *n);

@@ -10,7 +10,7 @@
 #include "backends/tpusim/lower.h"
 
 /* Tile rows x cols for n_arrays f32 arrays per buffer set. */
-static void ew_tiles(const ldmc_tpu_target *t, uint64_t R, uint64_t C, int n_arrays, uint32_t *tr, uint32_t *tc) {
+void tpk_ew_tiles(const ldmc_tpu_target *t, uint64_t R, uint64_t C, int n_arrays, uint32_t *tr, uint32_t *tc) {
   uint64_t slack = 64u * TPK_NBUF * (uint64_t)n_arrays;
   uint64_t per = t->vmem_bytes > slack ? (t->vmem_bytes - slack) / (TPK_NBUF * (uint64_t)n_arrays) : 0;
   uint64_t elems = per / 4;
@@ -55,7 +55,7 @@ static ldmc_status ew_lower(const ldmc_graph *g, int32_t id, const ldmc_tpu_targ
   view2(n, &R, &C);
   if (numel == 0) return LDMC_OK; /* nothing to run */
   uint32_t tr, tc;
-  ew_tiles(t, R, C, n_in + 1, &tr, &tc);
+  tpk_ew_tiles(t, R, C, n_in + 1, &tr, &tc);
   snprintf(k->tile_desc, sizeof k->tile_desc, "tile %ux%u", tr, tc);
   tpk_em e;
   tpk_em_init(&e, t, &k->prog);
@@ -124,7 +124,7 @@ ldmc_status tpk_lower_broadcast(const ldmc_graph *g, int32_t id, const ldmc_tpu_
   uint64_t C = d[r - 1], D2 = d[r - 2], outer = 1, sc = s[r - 1], s2 = s[r - 2];
   for (int i = 0; i < r - 2; i++) outer *= d[i];
   uint32_t tr, tc;
-  ew_tiles(t, D2, C, 2, &tr, &tc);
+  tpk_ew_tiles(t, D2, C, 2, &tr, &tc);
   snprintf(k->tile_desc, sizeof k->tile_desc, "tile %ux%u%s", tr, tc, sc ? "" : " (row broadcast)");
   tpk_em e;
   tpk_em_init(&e, t, &k->prog);
