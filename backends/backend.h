@@ -43,12 +43,16 @@ typedef struct ldmc_compile_opts {
  * parameter order (dtype and shape must match), and fills one freshly
  * allocated tensor per graph output, named as the output. */
 typedef struct ldmc_profile_hook ldmc_profile_hook;
+struct ldmc_output_hook;
 typedef struct ldmc_executable_i {
   ldmc_status (*run)(void *context, const ldmc_tensor *inputs, int n_inputs, ldmc_tensor *outputs, int n_outputs);
   void (*destroy)(void *context);
   /* Optional (NULL: the backend reports no kernels): keeps a copy of *hook,
    * or clears it when hook is NULL or hook->kernel is NULL. See below. */
   ldmc_status (*set_profiler)(void *context, const ldmc_profile_hook *hook);
+  /* Optional (NULL: outputs are ready when run() returns): keeps a copy of
+   * *hook, or clears it when hook is NULL. See "output hook" below. */
+  ldmc_status (*set_output_hook)(void *context, const struct ldmc_output_hook *hook);
 } ldmc_executable_i;
 
 typedef struct ldmc_executable {
@@ -142,6 +146,23 @@ struct ldmc_profile_hook {
 /* Sets (or with NULL clears) the executable's hook. LDMC_ERR_UNSUPPORTED when
  * its backend reports no kernels (set_profiler is NULL). Not while it runs. */
 ldmc_status ldmc_executable_set_profiler(ldmc_executable *e, const ldmc_profile_hook *hook);
+
+/* ---- output hook ---------------------------------------------------------------
+ * An executable with an output hook calls ready(ctx, o, data) once per run
+ * for every graph output o, on the thread that called run(), as soon as the
+ * kernels have written o's final value: data points at its bytes (dtype and
+ * shape as the graph says), which stay valid and unchanged until run()
+ * returns. Data-parallel training starts the all-reduce of a gradient
+ * bucket from it while the rest of the backward runs (runtime/grad_sync.h).
+ * The callback must not call into the executable. */
+typedef struct ldmc_output_hook {
+  void (*ready)(void *ctx, int32_t output, const void *data);
+  void *ctx;
+} ldmc_output_hook;
+
+/* Sets (or with NULL clears) the hook. LDMC_ERR_UNSUPPORTED when the backend
+ * has none (its outputs are then complete only when run() returns). */
+ldmc_status ldmc_executable_set_output_hook(ldmc_executable *e, const ldmc_output_hook *hook);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t ldmc_profile_now_ns(void);

@@ -12,6 +12,14 @@ ldmc_status ldmc_executable_set_profiler(ldmc_executable *e, const ldmc_profile_
   return e->iface->set_profiler(e->context, hook && hook->kernel ? hook : NULL);
 }
 
+ldmc_status ldmc_executable_set_output_hook(ldmc_executable *e, const ldmc_output_hook *hook) {
+  if (!e || !e->iface) return ldmc_error(LDMC_ERR_INVALID, "no executable for an output hook");
+  if (!e->iface->set_output_hook)
+    return ldmc_error(LDMC_ERR_UNSUPPORTED, "the backend of graph '%s' reports no output as ready before run() returns",
+                      e->graph && e->graph->name ? e->graph->name : "");
+  return e->iface->set_output_hook(e->context, hook && hook->ready ? hook : NULL);
+}
+
 int64_t ldmc_profile_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

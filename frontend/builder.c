@@ -246,6 +246,28 @@ ldmc_value ldmc_rng(ldmc_builder *b, ldmc_op op, ldmc_dtype dt, int rank, const 
   return ldmc_builder_node(b, op, dt, &s, 1, &key, NULL);
 }
 
+static int g_shard_rank = 0, g_shard_ranks = 1;
+void ldmc_batch_shard_set(int rank, int ranks) {
+  g_shard_ranks = ranks > 1 ? ranks : 1;
+  g_shard_rank = rank >= 0 && rank < g_shard_ranks ? rank : 0;
+}
+void ldmc_batch_shard_get(int *rank, int *ranks) {
+  if (rank) *rank = g_shard_rank;
+  if (ranks) *ranks = g_shard_ranks;
+}
+
+ldmc_value ldmc_rng_batch(ldmc_builder *b, ldmc_op op, ldmc_dtype dt, int rank, const int64_t *dims, ldmc_value key) {
+  if (g_shard_ranks == 1 || rank < 1 || !dims) return ldmc_rng(b, op, dt, rank, dims, key);
+  if (!dims_ok(b, rank, dims, "rng")) return -1;
+  /* Philox element i depends only on (key, i): the global draw's rows are
+   * the single-process rows */
+  int64_t g[LDMC_MAX_RANK], start[LDMC_MAX_RANK] = {0}, limit[LDMC_MAX_RANK], stride[LDMC_MAX_RANK];
+  for (int i = 0; i < rank; i++) g[i] = limit[i] = dims[i], stride[i] = 1;
+  g[0] = dims[0] * g_shard_ranks;
+  start[0] = dims[0] * g_shard_rank, limit[0] = start[0] + dims[0];
+  return ldmc_slice(b, ldmc_rng(b, op, dt, rank, g, key), start, limit, stride);
+}
+
 /* ---- elementwise ---- */
 ldmc_value ldmc_unary(ldmc_builder *b, ldmc_op op, ldmc_value x) {
   if (!ldmc_builder_ok(b, 1, &x)) return -1;

@@ -32,6 +32,17 @@ ldmc_value ldmc_constant(ldmc_builder *b, ldmc_dtype dt, int rank, const int64_t
 ldmc_value ldmc_iota(ldmc_builder *b, ldmc_dtype dt, int rank, const int64_t *dims, int axis);
 /* rng_uniform / rng_normal (op) of that type, keyed by an i64[] value */
 ldmc_value ldmc_rng(ldmc_builder *b, ldmc_op op, ldmc_dtype dt, int rank, const int64_t *dims, ldmc_value key);
+/* Data-parallel training (docs/distributed.md): this process computes rows
+ * [rank B, (rank + 1) B) of a global batch of ranks x B rows. Loss graphs
+ * draw their per-row noise with ldmc_rng_batch, so a shard's rows get the
+ * noise the same rows get in one process's global batch. Process-wide;
+ * default rank 0 of 1 (ldmc_rng_batch is then ldmc_rng). Set it around
+ * building a training loss only. */
+void ldmc_batch_shard_set(int rank, int ranks);
+void ldmc_batch_shard_get(int *rank, int *ranks);
+/* ldmc_rng over dims whose dims[0] is the local batch B: with ranks > 1 it
+ * draws [ranks B, dims[1..]] and slices out this rank's rows. */
+ldmc_value ldmc_rng_batch(ldmc_builder *b, ldmc_op op, ldmc_dtype dt, int rank, const int64_t *dims, ldmc_value key);
 
 /* elementwise; binary ops broadcast numpy-style (inserting broadcast_in_dim) */
 ldmc_value ldmc_unary(ldmc_builder *b, ldmc_op op, ldmc_value x);
@@ -164,6 +175,16 @@ typedef struct ldmc_train_opts {
  * option (betas and ema_decay in [0, 1), eps, weight_decay, clip_norm >= 0 and
  * finite), a name clash in the step graph; and whatever ldmc_grad reports. */
 ldmc_status ldmc_train_step_build(const ldmc_graph *model, const ldmc_train_opts *o, ldmc_graph **out);
+
+/* The same step in two graphs, for data-parallel training (the gradients
+ * are all-reduced between them): *grads has the step graph's parameters
+ * and outputs loss, then grad.P per trained P (in parameter order); *update
+ * has parameters grad.P per trained P (f32 or f64, as the update computes),
+ * lr, step, then P, adam_m.P, adam_v.P (, ema.P) per trained P, and outputs
+ * grad_norm, then the state outputs as the step graph names them.
+ * Fed the same gradients, the two compute what the fused step does. */
+ldmc_status ldmc_train_step_build_split(const ldmc_graph *model, const ldmc_train_opts *o, ldmc_graph **grads,
+                                        ldmc_graph **update);
 
 /* The state pairing of a step graph (or any graph): out_to_in[i] (one entry
  * per output of step) is the index, in parameter (run input) order, of the

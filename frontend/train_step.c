@@ -353,12 +353,28 @@ static void build_update(ts_build *t, const ldmc_value *grads, const ldmc_value 
   ldmc_builder_pop_scope(b);
 }
 
+/* The updated state as outputs named like its parameters (P, adam_m.P, ...). */
+static ldmc_status state_outputs(const ts_state *s, ldmc_builder *b, const ldmc_value *outs) {
+  static const char *prefix[] = {"", "adam_m.", "adam_v.", "ema."};
+  for (int32_t j = 0; j < s->np; j++) {
+    const ts_param *p = &s->p[j];
+    for (int q = 0; p->role == ROLE_TRAINED && q < 4; q++) {
+      if (outs[4 * p->k + q] < 0) continue;
+      char *nm = cat(prefix[q], pname(p->n));
+      if (!nm) return ldmc_error(LDMC_ERR_NOMEM, "train step: out of memory");
+      ldmc_builder_output(b, outs[4 * p->k + q], nm);
+      free(nm);
+    }
+  }
+  return LDMC_OK;
+}
+
 /* Parameters in step-graph order, then the differentiated graph's other
  * nodes, then the update; outputs as frontend.h lists them. */
-static ldmc_status assemble(ts_state *s, const ldmc_graph *dg, ldmc_graph **out) {
+static ldmc_status assemble(ts_state *s, const ldmc_graph *dg, bool grads_only, ldmc_graph **out) {
   static const char *prefix[] = {"", "adam_m.", "adam_v.", "ema."};
   const ldmc_train_opts *o = &s->o;
-  char *gname = cat(s->model->name ? s->model->name : "", ".train_step");
+  char *gname = cat(s->model->name ? s->model->name : "", grads_only ? ".train_grads" : ".train_step");
   ts_build t = {.s = s, .b = gname ? ldmc_builder_new(gname) : NULL};
   free(gname);
   size_t nt = (size_t)s->n_trained;
@@ -412,20 +428,21 @@ static ldmc_status assemble(ts_state *s, const ldmc_graph *dg, ldmc_graph **out)
     else
       grads[k] = map[dg->outputs[1 + k]];
   }
-  if (st == LDMC_OK && ldmc_builder_status(b) == LDMC_OK) {
+  if (st == LDMC_OK && ldmc_builder_status(b) == LDMC_OK && grads_only) {
+    ldmc_builder_output(b, map[dg->outputs[0]], "loss");
+    for (int32_t j = 0; j < s->np && st == LDMC_OK; j++) {
+      const ts_param *p = &s->p[j];
+      if (p->role != ROLE_TRAINED) continue;
+      char *nm = cat("grad.", pname(p->n));
+      if (nm) ldmc_builder_output(b, to(b, grads[p->k], compute_dtype(p->dt)), nm);
+      else st = ldmc_error(LDMC_ERR_NOMEM, "train step: out of memory");
+      free(nm);
+    }
+  } else if (st == LDMC_OK && ldmc_builder_status(b) == LDMC_OK) {
     build_update(&t, grads, ins, outs);
     ldmc_builder_output(b, map[dg->outputs[0]], "loss");
     ldmc_builder_output(b, t.grad_norm, "grad_norm");
-    for (int32_t j = 0; j < s->np; j++) {
-      const ts_param *p = &s->p[j];
-      for (int q = 0; p->role == ROLE_TRAINED && q < 4; q++) {
-        if (outs[4 * p->k + q] < 0) continue;
-        char *nm = cat(prefix[q], pname(p->n));
-        if (nm) ldmc_builder_output(b, outs[4 * p->k + q], nm);
-        else st = ldmc_error(LDMC_ERR_NOMEM, "train step: out of memory");
-        free(nm);
-      }
-    }
+    st = state_outputs(s, b, outs);
   }
   free(map);
   free(ins);
@@ -441,7 +458,59 @@ static ldmc_status assemble(ts_state *s, const ldmc_graph *dg, ldmc_graph **out)
   return st;
 }
 
-ldmc_status ldmc_train_step_build(const ldmc_graph *model, const ldmc_train_opts *o, ldmc_graph **out) {
+/* The update half of a split step: grad.P inputs (as data), lr, step, the
+ * trained state; clipping, AdamW and EMA exactly as the fused step builds
+ * them; outputs grad_norm and the state. */
+static ldmc_status assemble_update(ts_state *s, ldmc_graph **out) {
+  static const char *prefix[] = {"", "adam_m.", "adam_v.", "ema."};
+  const ldmc_train_opts *o = &s->o;
+  char *gname = cat(s->model->name ? s->model->name : "", ".train_update");
+  ts_build t = {.s = s, .b = gname ? ldmc_builder_new(gname) : NULL};
+  free(gname);
+  size_t nt = (size_t)s->n_trained;
+  ldmc_value *ins = malloc(4 * nt * sizeof *ins), *outs = malloc(4 * nt * sizeof *outs);
+  ldmc_value *grads = malloc(nt * sizeof *grads);
+  ldmc_status st = t.b && ins && outs && grads ? LDMC_OK : ldmc_error(LDMC_ERR_NOMEM, "train step: out of memory");
+  ldmc_builder *b = t.b;
+  for (int pass = 0; pass < 2 && st == LDMC_OK; pass++) {
+    if (pass == 1) {
+      t.lr = ldmc_parameter(b, "lr", LDMC_F32, 0, NULL);
+      t.step = ldmc_parameter(b, "step", LDMC_F32, 0, NULL);
+    }
+    for (int32_t j = 0; j < s->np && st == LDMC_OK; j++) {
+      const ts_param *p = &s->p[j];
+      if (p->role != ROLE_TRAINED) continue;
+      const ldmc_shape *sh = &p->n->shape;
+      for (int q = pass ? 0 : 4; q < (pass ? (o->ema_decay > 0 ? 4 : 3) : 5); q++) {
+        char *nm = cat(q == 4 ? "grad." : prefix[q], pname(p->n));
+        ldmc_dtype dt = q == 4 ? compute_dtype(p->dt) : q ? compute_dtype(p->dt) : p->dt;
+        ldmc_value v = nm ? ldmc_parameter(b, nm, dt, sh->rank, sh->dims) : -1;
+        if (!nm) st = ldmc_error(LDMC_ERR_NOMEM, "train step: out of memory");
+        free(nm);
+        if (q == 4) grads[p->k] = v;
+        else ins[4 * p->k + q] = v;
+      }
+    }
+  }
+  if (st == LDMC_OK && ldmc_builder_status(b) == LDMC_OK) {
+    build_update(&t, grads, ins, outs);
+    ldmc_builder_output(b, t.grad_norm, "grad_norm");
+    st = state_outputs(s, b, outs);
+  }
+  free(ins);
+  free(outs);
+  free(grads);
+  if (st != LDMC_OK) {
+    ldmc_builder_free(b);
+    return st;
+  }
+  *out = ldmc_builder_finish(b, &st);
+  if (!*out) ldmc_error_prefix("train step: ");
+  return st;
+}
+
+static ldmc_status build_step(const ldmc_graph *model, const ldmc_train_opts *o, ldmc_graph **out,
+                              ldmc_graph **update) {
   if (!out) return ldmc_error(LDMC_ERR_INVALID, "train step: out is NULL");
   *out = NULL;
   if (!model || !o) return ldmc_error(LDMC_ERR_INVALID, "train step: %s is NULL", model ? "opts" : "the model");
@@ -464,11 +533,24 @@ ldmc_status ldmc_train_step_build(const ldmc_graph *model, const ldmc_train_opts
   if (st == LDMC_OK && dg->n_outputs != 1 + s.n_trained)
     st = ldmc_error(LDMC_ERR_INTERNAL, "train step: autodiff gave %d outputs, expected %d", (int)dg->n_outputs,
                     (int)(1 + s.n_trained));
-  if (st == LDMC_OK) st = assemble(&s, dg, out);
+  if (st == LDMC_OK) st = assemble(&s, dg, update != NULL, out);
+  if (st == LDMC_OK && update) st = assemble_update(&s, update);
   ldmc_graph_free(prep);
   ldmc_graph_free(dg);
   free(s.p);
+  if (st != LDMC_OK) ldmc_graph_free(*out), *out = NULL;
   return st;
+}
+
+ldmc_status ldmc_train_step_build(const ldmc_graph *model, const ldmc_train_opts *o, ldmc_graph **out) {
+  return build_step(model, o, out, NULL);
+}
+
+ldmc_status ldmc_train_step_build_split(const ldmc_graph *model, const ldmc_train_opts *o, ldmc_graph **grads,
+                                        ldmc_graph **update) {
+  if (!update) return ldmc_error(LDMC_ERR_INVALID, "train step: update is NULL");
+  *update = NULL;
+  return build_step(model, o, grads, update);
 }
 
 ldmc_status ldmc_train_step_state_pairs(const ldmc_graph *step, int32_t *out_to_in) {

@@ -309,7 +309,7 @@ ldmc_status ldmc_vae_build(const ldmc_vae_config *cfg, ldmc_graph **out) {
 }
 
 static ldmc_value rng_normal(ldmc_builder *b, ldmc_value key, const int64_t dims[4]) {
-  return ldmc_rng(b, LDMC_OP_RNG_NORMAL, LDMC_F32, 4, dims, key);
+  return ldmc_rng_batch(b, LDMC_OP_RNG_NORMAL, LDMC_F32, 4, dims, key);
 }
 
 static ldmc_value sum_all(ldmc_builder *b, ldmc_value x) {

@@ -152,14 +152,14 @@ ldmc_status ldmc_ldm_loss_build(const ldmc_diffusion_config *dc, const ldmc_grap
 
   ldmc_builder_push_scope(b, "diffusion");
   /* z0 = scale (mean + std n): a sample of the posterior, as SD trains */
-  ldmc_value n = ldmc_rng(b, LDMC_OP_RNG_NORMAL, LDMC_F32, zs.rank, zs.dims, stream_key(b, key, 0));
+  ldmc_value n = ldmc_rng_batch(b, LDMC_OP_RNG_NORMAL, LDMC_F32, zs.rank, zs.dims, stream_key(b, key, 0));
   ldmc_value std = ldmc_unary(b, LDMC_OP_EXP, ldmc_scale(b, logvar, 0.5));
   ldmc_value z0 = ldmc_scale(b, ldmc_add(b, mean, ldmc_mul(b, std, n)), latent_scale);
   /* t = min(floor(T u), T - 1): uniform on 0..T-1 */
-  ldmc_value u = ldmc_rng(b, LDMC_OP_RNG_UNIFORM, LDMC_F32, 1, &B, stream_key(b, key, 1));
+  ldmc_value u = ldmc_rng_batch(b, LDMC_OP_RNG_UNIFORM, LDMC_F32, 1, &B, stream_key(b, key, 1));
   ldmc_value t = ldmc_convert(b, ldmc_scale(b, u, (double)T), LDMC_I32);
   t = ldmc_binary(b, LDMC_OP_MIN, t, ldmc_broadcast_to(b, ldmc_constant_scalar(b, LDMC_I32, T - 1), 1, &B));
-  ldmc_value eps = ldmc_rng(b, LDMC_OP_RNG_NORMAL, LDMC_F32, zs.rank, zs.dims, stream_key(b, key, 2));
+  ldmc_value eps = ldmc_rng_batch(b, LDMC_OP_RNG_NORMAL, LDMC_F32, zs.rank, zs.dims, stream_key(b, key, 2));
   ldmc_value alpha = per_row(b, lookup(b, sa, T, t), &zs), sigma = per_row(b, lookup(b, sb, T, t), &zs);
   ldmc_value zt = ldmc_add(b, ldmc_mul(b, alpha, z0), ldmc_mul(b, sigma, eps));
   ldmc_value target = dc->prediction == LDMC_PREDICT_V        ? ldmc_sub(b, ldmc_mul(b, alpha, eps), ldmc_mul(b, sigma, z0))
@@ -167,7 +167,7 @@ ldmc_status ldmc_ldm_loss_build(const ldmc_diffusion_config *dc, const ldmc_grap
                                                               : eps;
   if (tok && dc->cond_drop > 0) { /* rows whose u' < drop get the empty prompt */
     int64_t Tt = tok->shape.dims[1];
-    ldmc_value d = ldmc_rng(b, LDMC_OP_RNG_UNIFORM, LDMC_F32, 1, &B, stream_key(b, key, 3));
+    ldmc_value d = ldmc_rng_batch(b, LDMC_OP_RNG_UNIFORM, LDMC_F32, 1, &B, stream_key(b, key, 3));
     ldmc_value drop = ldmc_compare_values(b, LDMC_CMP_LT, d, ldmc_broadcast_to(b, ldmc_constant_scalar(b, LDMC_F32, dc->cond_drop), 1, &B));
     ldmc_value empty = ldmc_constant(b, LDMC_I32, 1, &Tt, empty_tokens);
     if (tok->dtype != LDMC_I32) empty = ldmc_convert(b, empty, tok->dtype);

@@ -209,15 +209,15 @@ ldmc_status ldmc_lcd_loss_build(const ldmc_diffusion_config *dc, const ldmc_lcd_
   ldmc_value cks = -1, cos_ = -1, cke = -1, coe = -1, scale = -1;
   if (st == LDMC_OK) {
     ldmc_builder_push_scope(b, "distill");
-    ldmc_value n0 = ldmc_rng(b, LDMC_OP_RNG_NORMAL, LDMC_F32, zs->rank, zs->dims, stream_key(b, key, 0));
+    ldmc_value n0 = ldmc_rng_batch(b, LDMC_OP_RNG_NORMAL, LDMC_F32, zs->rank, zs->dims, stream_key(b, key, 0));
     ldmc_value z0 = ldmc_scale(b, ldmc_add(b, mean, ldmc_mul(b, ldmc_unary(b, LDMC_OP_EXP, ldmc_scale(b, logvar, 0.5)), n0)),
                                latent_scale);
     /* n = min(floor(N u), N - 1), uniform on 0..N-1 */
-    ldmc_value u = ldmc_rng(b, LDMC_OP_RNG_UNIFORM, LDMC_F32, 1, &B, stream_key(b, key, 1));
+    ldmc_value u = ldmc_rng_batch(b, LDMC_OP_RNG_UNIFORM, LDMC_F32, 1, &B, stream_key(b, key, 1));
     ldmc_value idx = ldmc_convert(b, ldmc_scale(b, u, (double)N), LDMC_I32);
     idx = ldmc_binary(b, LDMC_OP_MIN, idx, ldmc_broadcast_to(b, ldmc_constant_scalar(b, LDMC_I32, N - 1), 1, &B));
-    ldmc_value eps = ldmc_rng(b, LDMC_OP_RNG_NORMAL, LDMC_F32, zs->rank, zs->dims, stream_key(b, key, 2));
-    ldmc_value us = ldmc_rng(b, LDMC_OP_RNG_UNIFORM, LDMC_F32, 1, &B, stream_key(b, key, 3));
+    ldmc_value eps = ldmc_rng_batch(b, LDMC_OP_RNG_NORMAL, LDMC_F32, zs->rank, zs->dims, stream_key(b, key, 2));
+    ldmc_value us = ldmc_rng_batch(b, LDMC_OP_RNG_UNIFORM, LDMC_F32, 1, &B, stream_key(b, key, 3));
     scale = ldmc_add(b, ldmc_scale(b, us, lc->scale_max - lc->scale_min),
                                 ldmc_broadcast_to(b, ldmc_constant_scalar(b, LDMC_F32, lc->scale_min), 1, &B));
     w = ldmc_sub(b, scale, ldmc_broadcast_to(b, ldmc_constant_scalar(b, LDMC_F32, 1.0), 1, &B)); /* LCM's w */

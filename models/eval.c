@@ -8,6 +8,7 @@
 
 #include "frontend/weights_io.h"
 #include "models/eval.h"
+#include "runtime/dist.h"
 #include "models/weights.h"
 #include "runtime/checkpoint.h"
 
@@ -224,8 +225,16 @@ ldmc_status ldmc_feature_extractor_run(ldmc_feature_extractor *x, int64_t n, ldm
   float *im = x->inputs[0].data;
   ldmc_tensor outs[2] = {{0}};
   ldmc_status st = LDMC_OK;
+  /* under mpirun, batch k runs on rank k mod N and the rest stays 0 there; the sum over
+   * the ranks then holds every batch's figures exactly as one process computes them */
+  int ranks = ldmc_dist_size(), rank = ldmc_dist_rank();
+  if (ranks > 1) {
+    memset(out->features, 0, (size_t)n * (size_t)x->d * sizeof(float));
+    memset(out->logits, 0, (size_t)n * (size_t)x->classes * sizeof(float));
+  }
   for (int64_t b0 = 0; b0 < n && st == LDMC_OK; b0 += x->batch) {
     int64_t rows = n - b0 < x->batch ? n - b0 : x->batch;
+    if ((b0 / x->batch) % ranks != rank) continue;
     for (int64_t r = 0; r < rows; r++) image(ctx, b0 + r, im + r * x->image);
     for (int64_t i = rows * x->image; i < x->batch * x->image; i++) im[i] = -1.0f;
     st = ldmc_executable_run(x->exe, x->inputs, x->np, outs, 2);
@@ -234,6 +243,11 @@ ldmc_status ldmc_feature_extractor_run(ldmc_feature_extractor *x, int64_t n, ldm
       memcpy(out->features + b0 * x->d, outs[x->out_features].data, (size_t)(rows * x->d) * sizeof(float));
     }
     ldmc_tensor_release(&outs[0]), ldmc_tensor_release(&outs[1]); /* each run allocates them */
+  }
+  if (ranks > 1) {
+    st = ldmc_dist_agree(st, "the classifier's features");
+    if (st == LDMC_OK) st = ldmc_dist_allreduce_f32(out->features, (size_t)n * (size_t)x->d, "the features");
+    if (st == LDMC_OK) st = ldmc_dist_allreduce_f32(out->logits, (size_t)n * (size_t)x->classes, "the logits");
   }
   if (st != LDMC_OK) {
     ldmc_error_prefix("running the classifier: ");

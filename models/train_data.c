@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "models/train_data.h"
+#include "runtime/dist.h"
 #include "runtime/fashion_mnist.h"
 
 #define IMG (LDMC_FMNIST_SIZE * LDMC_FMNIST_SIZE)
@@ -15,9 +16,11 @@ struct ldmc_model_data {
   data_kind kind;
   ldmc_fmnist *split[2]; /* train, test */
   ldmc_fmnist_batcher *batcher;
-  int64_t B;
+  int64_t B;             /* rows this process trains per step */
+  int64_t G, first;      /* rows of the global batch; this shard's first */
   uint64_t seed;
-  int32_t *idx, *labels; /* per batch row */
+  int32_t *idx, *labels; /* per global batch row */
+  float *images;         /* a global batch's images (sharded classifier and autoencoder) */
   ldmc_train_session *s;
   double metric;
   /* validation: a graph over the test split, its weights viewing the session's */
@@ -46,7 +49,7 @@ void ldmc_model_data_free(ldmc_model_data *d) {
   for (int32_t k = 0; d->val_in && k < d->val_data; k++) ldmc_tensor_release(&d->val_in[k]);
   free(d->val_in);
   ldmc_graph_free(d->val_graph);
-  free(d->idx), free(d->labels), free(d->token_table);
+  free(d->idx), free(d->labels), free(d->token_table), free(d->images);
   free(d);
 }
 
@@ -64,15 +67,26 @@ static ldmc_status open_splits(ldmc_model_data *d, const ldmc_data_opts *o, int6
     LDMC_TRY(ldmc_fmnist_open(o->dir, i ? LDMC_FMNIST_TEST : LDMC_FMNIST_TRAIN, &d->split[i]));
     ldmc_fmnist_limit(d->split[i], o->limit);
   }
-  if (ldmc_fmnist_count(d->split[0]) < batch)
-    return ldmc_error(LDMC_ERR_INVALID, "batch %lld is larger than the %lld training images", (long long)batch,
+  int64_t ranks = o->shard_ranks > 1 ? o->shard_ranks : 1, G = batch * ranks;
+  if (ldmc_fmnist_count(d->split[0]) < G)
+    return ldmc_error(LDMC_ERR_INVALID, "batch %lld is larger than the %lld training images", (long long)G,
                       (long long)ldmc_fmnist_count(d->split[0]));
-  d->B = batch;
+  d->B = batch, d->G = G, d->first = ranks > 1 ? batch * o->shard_rank : 0;
   d->seed = o->seed;
-  d->idx = malloc((size_t)batch * sizeof *d->idx);
-  d->labels = malloc((size_t)batch * sizeof *d->labels);
-  if (!d->idx || !d->labels) return ldmc_error(LDMC_ERR_NOMEM, "training data: out of memory");
-  return ldmc_fmnist_batcher_new(d->split[0], (int32_t)batch, LDMC_FMNIST_SHUFFLE, o->seed, &d->batcher);
+  d->idx = malloc((size_t)G * sizeof *d->idx);
+  d->labels = malloc((size_t)G * sizeof *d->labels);
+  if (ranks > 1) d->images = malloc((size_t)(G * IMG) * sizeof *d->images);
+  if (!d->idx || !d->labels || (ranks > 1 && !d->images)) return ldmc_error(LDMC_ERR_NOMEM, "training data: out of memory");
+  return ldmc_fmnist_batcher_new(d->split[0], (int32_t)G, LDMC_FMNIST_SHUFFLE, o->seed, &d->batcher);
+}
+
+/* The next global batch; this shard's rows into images (B x IMG) and labels (B). */
+static ldmc_status next_shard(ldmc_model_data *d, float *images, int32_t *labels) {
+  if (d->G == d->B) return ldmc_fmnist_batcher_next(d->batcher, images, labels, NULL);
+  LDMC_TRY(ldmc_fmnist_batcher_next(d->batcher, d->images, d->labels, NULL));
+  memcpy(images, d->images + d->first * IMG, (size_t)(d->B * IMG) * sizeof *images);
+  if (labels) memcpy(labels, d->labels + d->first, (size_t)d->B * sizeof *labels);
+  return LDMC_OK;
 }
 
 /* A validation graph g (taking ownership): its first n_data inputs owned
@@ -113,7 +127,7 @@ static ldmc_status set_state(void *ctx, const int64_t *v, int n) {
 static ldmc_status cls_fill(void *ctx, int64_t step, ldmc_tensor *data) {
   (void)step;
   ldmc_model_data *d = ctx;
-  return ldmc_fmnist_batcher_next(d->batcher, data[0].data, data[1].data, NULL);
+  return next_shard(d, data[0].data, data[1].data);
 }
 
 static ldmc_status cls_validate(void *ctx, const ldmc_tensor *inputs, double *loss) {
@@ -160,7 +174,7 @@ ldmc_status ldmc_classifier_data_new(const ldmc_classifier_config *cfg, const ld
     return st;
   }
   *src = (ldmc_train_source){.ctx = d, .fill = cls_fill, .get_state = get_state, .set_state = set_state,
-                             .validate = cls_validate, .images_per_step = cfg->batch, .metric_name = "accuracy",
+                             .validate = cls_validate, .images_per_step = d->G, .metric_name = "accuracy",
                              .metric = &d->metric};
   *out = d;
   return LDMC_OK;
@@ -169,7 +183,7 @@ ldmc_status ldmc_classifier_data_new(const ldmc_classifier_config *cfg, const ld
 /* ---- autoencoder ---- */
 static ldmc_status vae_fill(void *ctx, int64_t step, ldmc_tensor *data) {
   ldmc_model_data *d = ctx;
-  LDMC_TRY(ldmc_fmnist_batcher_next(d->batcher, data[0].data, d->labels, NULL));
+  LDMC_TRY(next_shard(d, data[0].data, d->G == d->B ? d->labels : NULL));
   ((int64_t *)data[1].data)[0] = key_of(d->seed, step);
   return LDMC_OK;
 }
@@ -225,7 +239,7 @@ ldmc_status ldmc_vae_data_new(const ldmc_vae_config *cfg, const ldmc_data_opts *
     return st;
   }
   *src = (ldmc_train_source){.ctx = d, .fill = vae_fill, .get_state = get_state, .set_state = set_state,
-                             .validate = vae_validate, .images_per_step = cfg->batch, .metric_name = "psnr",
+                             .validate = vae_validate, .images_per_step = d->G, .metric_name = "psnr",
                              .metric = &d->metric};
   *out = d;
   return LDMC_OK;
@@ -347,7 +361,7 @@ static void ldm_rows(ldmc_model_data *d, int split, const int32_t *idx, const in
 static ldmc_status ldm_fill(void *ctx, int64_t step, ldmc_tensor *data) {
   ldmc_model_data *d = ctx;
   LDMC_TRY(ldmc_fmnist_batcher_next_indices(d->batcher, d->idx, d->labels, NULL));
-  ldm_rows(d, 0, d->idx, d->labels, data);
+  ldm_rows(d, 0, d->idx + d->first, d->labels + d->first, data);
   ((int64_t *)data[3].data)[0] = key_of(d->seed, step);
   return LDMC_OK;
 }
@@ -355,15 +369,17 @@ static ldmc_status ldm_fill(void *ctx, int64_t step, ldmc_tensor *data) {
 static ldmc_status ldm_validate(void *ctx, const ldmc_tensor *inputs, double *loss) {
   (void)inputs;
   ldmc_model_data *d = ctx;
-  int64_t n = ldmc_fmnist_count(d->split[1]), nb = n / d->B;
+  /* batches of the global size, each rank its rows (the graph's noise is
+   * that of those rows), the shard means averaged over the ranks */
+  int64_t n = ldmc_fmnist_count(d->split[1]), nb = n / d->G;
   if (nb > d->val_batches) nb = d->val_batches;
   double sum = 0;
   ldmc_tensor out = {0};
   ldmc_status st = LDMC_OK;
   for (int64_t b = 0; b < nb && st == LDMC_OK; b++) {
     for (int64_t r = 0; r < d->B; r++) {
-      d->idx[r] = (int32_t)(b * d->B + r);
-      d->labels[r] = ldmc_fmnist_labels(d->split[1])[b * d->B + r];
+      d->idx[r] = (int32_t)(b * d->G + d->first + r);
+      d->labels[r] = ldmc_fmnist_labels(d->split[1])[d->idx[r]];
     }
     ldm_rows(d, 1, d->idx, d->labels, d->val_in);
     ((int64_t *)d->val_in[3].data)[0] = ((int64_t)1 << 40) + b;
@@ -372,6 +388,10 @@ static ldmc_status ldm_validate(void *ctx, const ldmc_tensor *inputs, double *lo
     ldmc_tensor_release(&out);
   }
   ldmc_tensor_release(&out);
+  if (st == LDMC_OK && d->G != d->B) {
+    st = ldmc_dist_allreduce_f64(&sum, 1, "the validation loss");
+    sum /= (double)(d->G / d->B);
+  }
   *loss = nb ? sum / (double)nb : NAN;
   return st;
 }
@@ -417,7 +437,7 @@ ldmc_status ldmc_ldm_data_new(const ldmc_graph *loss, const ldmc_vae_config *vcf
     return st;
   }
   *src = (ldmc_train_source){.ctx = d, .fill = ldm_fill, .get_state = get_state, .set_state = set_state,
-                             .validate = ldm_validate, .images_per_step = B};
+                             .validate = ldm_validate, .images_per_step = d->G};
   *out = d;
   return LDMC_OK;
 }

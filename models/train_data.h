@@ -25,6 +25,10 @@ typedef struct ldmc_data_opts {
   uint64_t seed;
   const ldmc_backend_i *be;
   ldmc_compile_opts co;
+  /* Data-parallel shard (0, 0: one process): the batcher draws global
+   * batches of shard_ranks x B images and this process trains rows
+   * [shard_rank B, (shard_rank + 1) B) of each (B: the loss graph's batch). */
+  int shard_rank, shard_ranks;
 } ldmc_data_opts;
 
 /* Classifier: images, labels; validation: mean cross-entropy and accuracy

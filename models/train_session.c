@@ -6,10 +6,22 @@
 #include "models/train_session.h"
 #include "models/weights.h"
 #include "runtime/checkpoint.h"
+#include "runtime/dist.h"
+#include "runtime/grad_sync.h"
 #include "support/half.h"
+
+/* grads graph outputs are all-reduced in buckets of about this size */
+#define LDMC_DP_BUCKET_BYTES ((size_t)4 << 20)
 
 void ldmc_train_session_free(ldmc_train_session *s) {
   if (!s) return;
+  ldmc_grad_sync_free(s->sync);
+  ldmc_executable_free(s->grads_exe);
+  ldmc_executable_free(s->update_exe);
+  for (int32_t i = 0; s->update_out && s->update && i < s->update->n_outputs; i++) ldmc_tensor_release(&s->update_out[i]);
+  free(s->update_in), free(s->update_out), free(s->update_pairs), free(s->update_grad_of);
+  ldmc_graph_free(s->grads);
+  ldmc_graph_free(s->update);
   ldmc_executable_free(s->exe);
   for (int32_t i = 0; s->inputs && i < s->n_inputs; i++) ldmc_tensor_release(&s->inputs[i]);
   free(s->inputs);
@@ -45,6 +57,95 @@ static ldmc_status init_input(ldmc_train_session *s, int32_t k, const ldmc_tenso
     return ldmc_error(LDMC_ERR_INVALID, "training: initial '%s' is %s of %zu bytes, the step needs %s of %zu", base,
                       ldmc_dtype_name(src->dtype), src->nbytes, ldmc_dtype_name(t->dtype), t->nbytes);
   memcpy(t->data, src->data, t->nbytes);
+  return LDMC_OK;
+}
+
+void ldmc_train_session_print_comm(const ldmc_train_session *s, FILE *f) {
+  if (!s->sync) return;
+  ldmc_grad_sync_stats g;
+  ldmc_grad_sync_get_stats(s->sync, &g);
+  if (g.steps < 1) return;
+  fprintf(f, "all-reduce: %d ranks, %d buckets, %.2f MB per step, %.2f ms per step in MPI, step waited %.2f ms for it "
+          "(%s)\n", ldmc_dist_size(), (int)g.buckets, (double)g.bytes_per_step / 1e6, 1e3 * g.allreduce_s / (double)g.steps,
+          1e3 * g.wait_s / (double)g.steps, g.overlapped ? "overlapped with the backward" : "after the backward");
+}
+
+ldmc_status ldmc_train_session_loop(ldmc_train_session *s, const ldmc_train_source *src, ldmc_train_loop_opts *lo,
+                                    ldmc_train_result *res) {
+  lo->runner = ldmc_train_session_runner(s);
+  ldmc_status st = ldmc_dist_agree(LDMC_OK, "setting up");
+  if (st == LDMC_OK) st = ldmc_train_loop(s->exe, s->step, s->pairs, s->n_data, s->inputs, src, lo, res);
+  if (st != LDMC_OK && ldmc_dist_active()) ldmc_dist_abort(ldmc_last_error());
+  if (ldmc_dist_active() && ldmc_dist_rank() == 0) ldmc_train_session_print_comm(s, stderr);
+  return st;
+}
+
+const ldmc_train_runner *ldmc_train_session_runner(const ldmc_train_session *s) {
+  return s->update_exe ? &s->runner : NULL;
+}
+
+/* One data-parallel step: gradients, all-reduce (overlapped), update. */
+static ldmc_status dp_run(void *ctx, ldmc_tensor *inputs, double *loss, double *grad_norm) {
+  ldmc_train_session *s = ctx;
+  LDMC_TRY(ldmc_grad_sync_run(s->sync, s->grads_exe, inputs, s->n_inputs));
+  *loss = ldmc_grad_sync_output(s->sync, 0)[0];
+  int32_t np = ldmc_graph_num_params(s->update);
+  for (int32_t k = 0; k < np; k++)
+    if (s->update_grad_of[k] >= 0) s->update_in[k].data = ldmc_grad_sync_output(s->sync, s->update_grad_of[k]);
+  LDMC_TRY(ldmc_executable_run(s->update_exe, s->update_in, np, s->update_out, s->update->n_outputs));
+  *grad_norm = ldmc_tensor_get(&s->update_out[0], 0);
+  return LDMC_OK;
+}
+
+/* The split step, compiled: the gradients graph over the session's inputs,
+ * the update graph over views of them and of the all-reduced gradients. */
+static ldmc_status dp_setup(ldmc_train_session *s, const ldmc_graph *loss, const ldmc_train_opts *o,
+                            const ldmc_backend_i *be, const ldmc_compile_opts *co, int32_t n_act) {
+  LDMC_TRY(ldmc_train_step_build_split(loss, o, &s->grads, &s->update));
+  int32_t np = ldmc_graph_num_params(s->update), no = s->update->n_outputs;
+  s->update_in = calloc((size_t)np, sizeof *s->update_in);
+  s->update_out = calloc((size_t)no, sizeof *s->update_out);
+  s->update_pairs = malloc((size_t)no * sizeof *s->update_pairs);
+  s->update_grad_of = malloc((size_t)np * sizeof *s->update_grad_of);
+  if (!s->update_in || !s->update_out || !s->update_pairs || !s->update_grad_of)
+    return ldmc_error(LDMC_ERR_NOMEM, "training: out of memory");
+  LDMC_TRY(ldmc_train_step_state_pairs(s->update, s->update_pairs));
+  for (int32_t k = 0; k < np; k++) {
+    const ldmc_node *p = &s->update->nodes[ldmc_graph_param_node(s->update, k)];
+    const char *nm = p->attrs.name;
+    s->update_grad_of[k] = -1;
+    for (int32_t o2 = 0; o2 < s->grads->n_outputs && s->update_grad_of[k] < 0; o2++)
+      if (!strcmp(s->grads->output_names[o2], nm)) s->update_grad_of[k] = o2;
+    if (s->update_grad_of[k] >= 0) {
+      s->update_in[k] = (ldmc_tensor){.name = (char *)nm, .dtype = p->dtype, .shape = p->shape};
+      int64_t ne = 0;
+      LDMC_TRY(ldmc_shape_numel(&p->shape, 4, &ne));
+      s->update_in[k].nbytes = (size_t)ne * ldmc_dtype_size(p->dtype);
+      continue;
+    }
+    ldmc_tensor *t = ldmc_train_session_find(s, nm);
+    if (!t) return ldmc_error(LDMC_ERR_INTERNAL, "training: the update graph's '%s' is not in the step's inputs", nm);
+    s->update_in[k] = *t;
+    s->update_in[k].owns_data = false;
+  }
+  ldmc_compile_opts c = *co;
+  c.donate = NULL;
+  c.params_are_weights = true;
+  c.n_activation_params = n_act;
+  ldmc_status st = be->compile(s->grads, &c, &s->grads_exe);
+  if (st != LDMC_OK) {
+    ldmc_error_prefix("compiling the gradients graph on %s: ", be->name);
+    return st;
+  }
+  c.donate = s->update_pairs;
+  c.params_are_weights = false;
+  st = be->compile(s->update, &c, &s->update_exe);
+  if (st != LDMC_OK) {
+    ldmc_error_prefix("compiling the update graph on %s: ", be->name);
+    return st;
+  }
+  LDMC_TRY(ldmc_grad_sync_new(s->grads_exe->graph, LDMC_DP_BUCKET_BYTES, &s->sync));
+  s->runner = (ldmc_train_runner){.ctx = s, .run = dp_run};
   return LDMC_OK;
 }
 
@@ -89,8 +190,12 @@ ldmc_status ldmc_train_session_new(const ldmc_graph *loss, int32_t n_data, const
     c.donate = s->pairs;
     c.params_are_weights = true; /* frozen inputs after the state: prepacked once */
     c.n_activation_params = last_state + 1;
-    st = be->compile(s->step, &c, &s->exe);
-    if (st != LDMC_OK) ldmc_error_prefix("compiling the training step on %s: ", be->name);
+    if (ldmc_dist_active()) {
+      st = dp_setup(s, loss, &o, be, co, last_state + 1);
+    } else {
+      st = be->compile(s->step, &c, &s->exe);
+      if (st != LDMC_OK) ldmc_error_prefix("compiling the training step on %s: ", be->name);
+    }
   }
   if (st != LDMC_OK) {
     ldmc_train_session_free(s);

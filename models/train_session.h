@@ -6,8 +6,11 @@
 #ifndef LDMC_MODELS_TRAIN_SESSION_H
 #define LDMC_MODELS_TRAIN_SESSION_H
 
+#include <stdio.h>
+
 #include "backends/backend.h"
 #include "frontend/frontend.h"
+#include "runtime/trainer.h"
 
 typedef struct ldmc_train_session {
   ldmc_graph *step;      /* ldmc_train_step_build of the loss */
@@ -15,9 +18,33 @@ typedef struct ldmc_train_session {
   int32_t n_data;        /* data inputs first, then lr, step */
   int32_t n_inputs;
   ldmc_tensor *inputs;   /* one per step parameter, owned, bound for every run */
-  ldmc_executable *exe;
+  ldmc_executable *exe;  /* the fused step; NULL when data-parallel */
   bool ema;
+  /* Data-parallel (several MPI ranks at creation; docs/distributed.md): the
+   * step in two graphs (ldmc_train_step_build_split) with the gradient
+   * all-reduce between them, run by `runner`; step and pairs are still the
+   * fused step graph's, for checkpoints and exports. */
+  ldmc_graph *grads, *update;
+  ldmc_executable *grads_exe, *update_exe;
+  int32_t *update_pairs, *update_grad_of; /* per update parameter: grads output it reads, or -1 */
+  ldmc_tensor *update_in, *update_out;
+  struct ldmc_grad_sync *sync;
+  ldmc_train_runner runner;
 } ldmc_train_session;
+
+/* Data-parallel: one line of the gradient all-reduce's figures per step
+ * (buckets, bytes, time in MPI, time the step waited for it). */
+void ldmc_train_session_print_comm(const ldmc_train_session *s, FILE *f);
+
+/* ldmc_train_loop over s (its runner when data-parallel) after every rank
+ * has set up; rank 0 then prints the all-reduce figures. Under several
+ * ranks an error anywhere ends every rank (ldmc_dist_abort), since the
+ * others may be waiting in a collective; so a return on a rank is LDMC_OK. */
+ldmc_status ldmc_train_session_loop(ldmc_train_session *s, const ldmc_train_source *src, ldmc_train_loop_opts *lo,
+                                    ldmc_train_result *res);
+
+/* The runner ldmc_train_loop needs for s (NULL: run s->exe). */
+const ldmc_train_runner *ldmc_train_session_runner(const ldmc_train_session *s);
 
 /* loss: a model's loss graph whose first n_data parameters are data. The
  * weights start as ldmc_weights_init_random(seed) draws them (init: a set of

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "runtime/checkpoint.h"
+#include "runtime/dist.h"
 #include "runtime/trainer.h"
 
 double ldmc_lr_at(const ldmc_lr_schedule *s, int64_t step) {
@@ -69,7 +70,52 @@ typedef struct loop_ctx {
   FILE *csv;
 } loop_ctx;
 
+/* FNV-1a over every state tensor's bytes. */
+static uint64_t state_hash(const loop_ctx *c) {
+  uint64_t h = 1469598103934665603ull;
+  for (int32_t k = 0; k < c->g->n_outputs; k++) {
+    if (c->pairs[k] < 0) continue;
+    const ldmc_tensor *t = &c->inputs[c->pairs[k]];
+    const unsigned char *p = t->data;
+    for (size_t i = 0; i < t->nbytes; i++) h = (h ^ p[i]) * 1099511628211ull;
+  }
+  return h;
+}
+
+/* Every rank's state must be rank 0's: the all-reduce gives each the same
+ * averaged gradients, so a difference is a bug or a broken network. */
+static ldmc_status check_ranks_agree(const loop_ctx *c, int64_t step) {
+  uint64_t h = state_hash(c);
+  int64_t v[2] = {(int64_t)(h >> 1), (int64_t)(~h >> 1)};
+  LDMC_TRY(ldmc_dist_allreduce_max_i64(v, 2, "the state comparison"));
+  if (v[0] != (int64_t)(h >> 1) || v[1] != (int64_t)(~h >> 1))
+    return ldmc_error(LDMC_ERR_INTERNAL, "step %lld: rank %d's training state differs from another rank's", (long long)step,
+                      ldmc_dist_rank());
+  return LDMC_OK;
+}
+
+/* Rank 0's state, step and data order on every rank. */
+static ldmc_status sync_from_rank0(loop_ctx *c, int64_t *done) {
+  LDMC_TRY(ldmc_dist_bcast(done, sizeof *done, "the resumed step"));
+  for (int32_t k = 0; k < c->g->n_outputs; k++) {
+    if (c->pairs[k] < 0) continue;
+    ldmc_tensor *t = &c->inputs[c->pairs[k]];
+    LDMC_TRY(ldmc_dist_bcast(t->data, t->nbytes, "the training state"));
+  }
+  if (c->src->get_state && c->src->set_state) {
+    int64_t v[LDMC_CHECKPOINT_MAX_DATA_STATE + 1] = {0};
+    v[0] = c->src->get_state(c->src->ctx, v + 1);
+    LDMC_TRY(ldmc_dist_bcast(v, sizeof v, "the data order"));
+    if (ldmc_dist_rank() != 0) LDMC_TRY(c->src->set_state(c->src->ctx, v + 1, (int)v[0]));
+  }
+  return LDMC_OK;
+}
+
 static ldmc_status save(loop_ctx *c, int64_t step, ldmc_train_result *r) {
+  if (ldmc_dist_active()) {
+    LDMC_TRY(check_ranks_agree(c, step));
+    if (ldmc_dist_rank() != 0) return LDMC_OK;
+  }
   ldmc_checkpoint *ck = ldmc_checkpoint_new();
   if (!ck) return ldmc_error(LDMC_ERR_NOMEM, "checkpoint: out of memory");
   ldmc_status st = LDMC_OK;
@@ -186,16 +232,19 @@ ldmc_status ldmc_train_loop(ldmc_executable *e, const ldmc_graph *g, const int32
   if (mkdir(o->out_dir, 0777) != 0 && errno != EEXIST)
     return ldmc_error(LDMC_ERR_IO, "%s: cannot create the output folder: %s", o->out_dir, strerror(errno));
   int64_t done = 0;
-  if (o->resume) LDMC_TRY(restore(&c, &done));
+  bool rank0 = ldmc_dist_rank() == 0;
+  ldmc_status rst = o->resume && rank0 ? restore(&c, &done) : LDMC_OK;
+  LDMC_TRY(ldmc_dist_agree(rst, "resuming"));
+  if (ldmc_dist_active()) LDMC_TRY(sync_from_rank0(&c, &done));
   if (done >= o->steps) {
     r->first_step = done + 1, r->last_step = done;
     return ldmc_error(LDMC_ERR_INVALID, "%s: already at step %lld of %lld: nothing to resume (raise --steps)",
                       o->out_dir, (long long)done, (long long)o->steps);
   }
-  LDMC_TRY(open_csv(&c, done));
+  if (rank0) LDMC_TRY(open_csv(&c, done));
   ldmc_lr_schedule lr = o->lr;
   if (lr.total <= 0) lr.total = o->steps;
-  bool bar = o->progress > 0 || (o->progress < 0 && isatty(2));
+  bool bar = rank0 && (o->progress > 0 || (o->progress < 0 && isatty(2)));
   struct sigaction sa, old_int, old_term;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
@@ -219,12 +268,23 @@ ldmc_status ldmc_train_loop(ldmc_executable *e, const ldmc_graph *g, const int32
     double rate = ldmc_lr_at(&lr, step);
     ldmc_tensor_set_elem(&inputs[c.lr_in], 0, rate);
     ldmc_tensor_set_elem(&inputs[c.step_in], 0, (double)step);
-    st = ldmc_executable_run(e, inputs, ldmc_graph_num_params(g), out, no);
+    double loss = NAN, gn = NAN;
+    if (o->runner) {
+      st = o->runner->run(o->runner->ctx, inputs, &loss, &gn);
+    } else {
+      st = ldmc_executable_run(e, inputs, ldmc_graph_num_params(g), out, no);
+      if (st == LDMC_OK) loss = ldmc_tensor_get(&out[0], 0), gn = ldmc_tensor_get(&out[1], 0);
+    }
     if (st != LDMC_OK) {
       ldmc_error_prefix("step %lld: ", (long long)step);
       break;
     }
-    double loss = ldmc_tensor_get(&out[0], 0), gn = ldmc_tensor_get(&out[1], 0);
+    if (ldmc_dist_active()) { /* a signal on any rank stops every rank after this step */
+      int64_t stop = g_stop;
+      st = ldmc_dist_allreduce_max_i64(&stop, 1, "the stop flag");
+      if (st != LDMC_OK) break;
+      g_stop = (sig_atomic_t)stop;
+    }
     if (!isfinite(loss)) {
       st = ldmc_error(LDMC_ERR_INVALID, "step %lld: the loss is %g (lr %g, gradient norm %g); the last checkpoint "
                       "is from before it", (long long)step, loss, rate, gn);
@@ -236,7 +296,7 @@ ldmc_status ldmc_train_loop(ldmc_executable *e, const ldmc_graph *g, const int32
     if (t > t_win + 1e-9 && (win_steps >= 2 || step == done + 1)) ips = (double)(src->images_per_step * win_steps) / (t - t_win);
     double val = NAN;
     bool final = step == o->steps;
-    if (src->validate && ((o->val_every > 0 && step % o->val_every == 0) || final)) {
+    if (src->validate && ((o->val_every > 0 && step % o->val_every == 0) || final)) { /* every rank: it may shard */
       st = src->validate(src->ctx, inputs, &val);
       if (st != LDMC_OK) {
         ldmc_error_prefix("step %lld: validation: ", (long long)step);
@@ -245,7 +305,7 @@ ldmc_status ldmc_train_loop(ldmc_executable *e, const ldmc_graph *g, const int32
       r->last_val_loss = val;
       if (src->metric) r->last_metric = *src->metric;
     }
-    if (step % o->log_every == 0 || final || !isnan(val)) {
+    if (rank0 && (step % o->log_every == 0 || final || !isnan(val))) {
       fprintf(c.csv, "%lld,%.9g,%.9g,%.9g,%.3f,", (long long)step, rate, loss, gn, ips);
       if (!isnan(val)) fprintf(c.csv, "%.9g", val);
       fprintf(c.csv, ",");
@@ -275,8 +335,9 @@ ldmc_status ldmc_train_loop(ldmc_executable *e, const ldmc_graph *g, const int32
     if (g_stop) {
       r->interrupted = true;
       if (bar) fprintf(stderr, "\n");
-      fprintf(stderr, "interrupted at step %lld: checkpoint %s\n", (long long)step,
-              r->last_checkpoint ? r->last_checkpoint : "(not written)");
+      if (rank0)
+        fprintf(stderr, "interrupted at step %lld: checkpoint %s\n", (long long)step,
+                r->last_checkpoint ? r->last_checkpoint : "(not written)");
       break;
     }
   }
@@ -286,7 +347,7 @@ ldmc_status ldmc_train_loop(ldmc_executable *e, const ldmc_graph *g, const int32
     r->images_per_s = (double)(src->images_per_step * (r->last_step - r->first_step + 1)) / total;
   for (int32_t k = 0; out && k < no; k++) ldmc_tensor_release(&out[k]);
   free(out);
-  fclose(c.csv);
+  if (c.csv) fclose(c.csv);
   sigaction(SIGINT, &old_int, NULL);
   sigaction(SIGTERM, &old_term, NULL);
   return st;

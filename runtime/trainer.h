@@ -43,6 +43,14 @@ typedef struct ldmc_train_source {
   const double *metric;
 } ldmc_train_source;
 
+/* Runs one step instead of the executable (data-parallel training: the
+ * gradients graph, the all-reduce, the update graph; models/train_session.h):
+ * the inputs bound as for the step graph, their state updated in place. */
+typedef struct ldmc_train_runner {
+  void *ctx;
+  ldmc_status (*run)(void *ctx, ldmc_tensor *inputs, double *loss, double *grad_norm);
+} ldmc_train_runner;
+
 typedef struct ldmc_train_loop_opts {
   int64_t steps;            /* total steps (the run ends at this step count, resumed or not) */
   ldmc_lr_schedule lr;      /* total: steps when 0 */
@@ -58,6 +66,7 @@ typedef struct ldmc_train_loop_opts {
   int64_t seed;             /* stored with the checkpoints */
   int32_t n_config;         /* the model configuration stored with every checkpoint */
   const char *const *config_keys, *const *config_values;
+  const ldmc_train_runner *runner; /* NULL: run the executable */
 } ldmc_train_loop_opts;
 
 typedef struct ldmc_train_result {
@@ -68,7 +77,14 @@ typedef struct ldmc_train_result {
   char *last_checkpoint; /* path of the last checkpoint written (malloc'd) or NULL */
 } ldmc_train_result;
 
-/* Runs steps of the executable e, compiled from step graph g (frontend.h's
+/* Under MPI (runtime/dist.h, several ranks) every rank runs the loop with
+ * its shard of the data and o->runner all-reducing the gradients: rank 0
+ * alone writes log.csv, progress and checkpoints; every rank calls
+ * validate (a source may shard it and all-reduce); a resumed
+ * state is read by rank 0 and broadcast; Ctrl-C on any rank stops all at
+ * the same step; at each checkpoint the ranks' states are compared (a
+ * mismatch is an error).
+ * Runs steps of the executable e, compiled from step graph g (frontend.h's
  * layout: n_data data parameters, lr, step, then state and frozen inputs)
  * with ldmc_compile_opts.donate = pairs (ldmc_train_step_state_pairs).
  * inputs: one bound tensor per parameter of g, the state initialized; the

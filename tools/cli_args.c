@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/dist.h"
+
 static ldmc_cli_flag *find_flag(ldmc_cli_cmd *c, const char *name, size_t len) {
   for (int i = 0; i < c->n_flags; i++)
     if (strlen(c->flags[i].name) == len && strncmp(c->flags[i].name, name, len) == 0) return &c->flags[i];
@@ -13,12 +15,14 @@ static ldmc_cli_flag *find_flag(ldmc_cli_cmd *c, const char *name, size_t len) {
 }
 
 static void vreport(const ldmc_cli_cmd *c, const char *fmt, va_list ap) {
-  fprintf(stderr, "ldmc %s: ", c->name);
+  if (ldmc_dist_rank() != 0) fprintf(stderr, "ldmc %s (rank %d): ", c->name, ldmc_dist_rank());
+  else fprintf(stderr, "ldmc %s: ", c->name);
   vfprintf(stderr, fmt, ap);
   fputc('\n', stderr);
 }
 
 int ldmc_cli_usage_error(const ldmc_cli_cmd *c, const char *fmt, ...) {
+  if (ldmc_dist_rank() != 0) return LDMC_EXIT_USAGE; /* the flags are every rank's: rank 0 says it */
   va_list ap;
   va_start(ap, fmt);
   vreport(c, fmt, ap);

@@ -11,6 +11,7 @@
 #include "models/ldm_model.h"
 #include "models/train_data.h"
 #include "runtime/checkpoint.h"
+#include "runtime/dist.h"
 #include "tools/cli_args.h"
 #include "tools/cli_kv.h"
 #include "tools/cli_target.h"
@@ -169,7 +170,12 @@ int ldmc_cmd_distill(int argc, char **argv) {
   ldmc_lcd_job job;
   memset(&job, 0, sizeof job);
   st = teacher_config(teacher, &cfg);
-  if (st == LDMC_OK) st = ldmc_lcd_job_build(&m, &lc, (int)gdim, batch, &job);
+  int ranks = ldmc_dist_size(), rank = ldmc_dist_rank();
+  if (st == LDMC_OK && batch % ranks != 0)
+    st = ldmc_error(LDMC_ERR_INVALID, "--batch %lld does not split evenly over %d ranks", (long long)batch, ranks);
+  ldmc_batch_shard_set(rank, ranks); /* the loss graph's per-row noise: this rank's rows of the global batch */
+  if (st == LDMC_OK) st = ldmc_lcd_job_build(&m, &lc, (int)gdim, batch / ranks, &job);
+  ldmc_batch_shard_set(0, 1);
   if (st != LDMC_OK) {
     ldmc_ldm_model_free(&m);
     return ldmc_cli_fail(&k_cmd, "%s", ldmc_last_error());
@@ -189,14 +195,19 @@ int ldmc_cmd_distill(int argc, char **argv) {
   ldmc_train_opts to = {.clip_norm = clip, .weight_decay = wd, .master_f32 = true};
   ldmc_lcd_train_opts(&to, ema);
   ldmc_compile_opts co = {.threads = (int)threads, .bf16 = ldmc_cli_has(&k_cmd, "bf16")};
-  ldmc_data_opts dopt = {.dir = k_flags[F_DATA].value, .limit = limit, .seed = (uint64_t)seed, .be = ct.be, .co = co};
+  ldmc_data_opts dopt = {.dir = k_flags[F_DATA].value, .limit = limit, .seed = (uint64_t)seed, .be = ct.be, .co = co,
+                         .shard_rank = rank, .shard_ranks = ranks};
   ldmc_train_session *s = NULL;
   ldmc_model_data *data = NULL;
   ldmc_train_source src;
   ldmc_train_result res;
   memset(&res, 0, sizeof res);
-  fprintf(stderr, "compiling the distillation step (teacher on %lld rows, student and target on %lld) on %s\n",
-          (long long)(2 * batch), (long long)batch, ct.be->name);
+  if (rank == 0) {
+    fprintf(stderr, "compiling the distillation step (teacher on %lld rows, student and target on %lld) on %s",
+            (long long)(2 * batch / ranks), (long long)(batch / ranks), ct.be->name);
+    if (ranks > 1) fprintf(stderr, ", data-parallel over %d ranks", ranks);
+    fprintf(stderr, "\n");
+  }
   st = ldmc_train_session_new(job.loss, LDMC_LDM_N_DATA, &to, (uint64_t)seed, &job.init, ct.be, &co, &s);
   ldmc_tensor_set_free(&job.init); /* copied into the session */
   if (st == LDMC_OK)
@@ -208,7 +219,17 @@ int ldmc_cmd_distill(int argc, char **argv) {
         .resume = ldmc_cli_has(&k_cmd, "resume"), .stop_after = stop_after,
         .progress = ldmc_cli_has(&k_cmd, "progress") ? 1 : ldmc_cli_has(&k_cmd, "no-progress") ? 0 : -1,
         .seed = seed, .n_config = cfg.n, .config_keys = cfg.kp, .config_values = cfg.vp};
-    st = ldmc_train_loop(s->exe, s->step, s->pairs, s->n_data, s->inputs, &src, &lo, &res);
+    st = ldmc_train_session_loop(s, &src, &lo, &res);
+  }
+  if (st != LDMC_OK && ranks > 1) ldmc_dist_abort(ldmc_last_error()); /* the others may wait in a collective */
+  if (rank != 0) { /* rank 0 exports and reports */
+    int other_rc = res.interrupted ? 130 : LDMC_EXIT_OK;
+    ldmc_train_result_free(&res);
+    ldmc_model_data_free(data);
+    ldmc_train_session_free(s);
+    ldmc_lcd_job_free(&job);
+    ldmc_ldm_model_free(&m);
+    return other_rc;
   }
   if (st == LDMC_OK && res.paused)
     printf("stopped after step %lld of %lld: %s (continue with --resume)\n", (long long)res.last_step, (long long)steps,

@@ -13,6 +13,7 @@
 
 #include "models/eval.h"
 #include "models/metrics.h"
+#include "runtime/dist.h"
 #include "tools/cli_args.h"
 #include "tools/cli_io.h"
 #include "tools/cli_target.h"
@@ -291,19 +292,21 @@ int ldmc_cmd_eval(int argc, char **argv) {
     ldmc_compile_opts co = {.threads = (int)threads};
     st = ldmc_feature_extractor_new(&model, batch < most ? batch : most, ct.be, &co, &x);
   }
+  st = ldmc_dist_agree(st, "loading the sets"); /* under mpirun every rank computes a share of the features */
+  bool rank0 = ldmc_dist_rank() == 0;
   if (st == LDMC_OK) {
     double t0 = now_s();
     st = ldmc_features_of_images(x, samples.images, samples.n, &fs);
     double t1 = now_s();
     if (st == LDMC_OK) st = reference_features(x, &ref, &fr);
-    if (st == LDMC_OK)
+    if (st == LDMC_OK && rank0)
       fprintf(stderr, "features: %lld samples in %.2f s, %lld reference images in %.2f s (%s, batch %lld)\n",
               (long long)fs.n, t1 - t0, (long long)fr.n, now_s() - t1, ct.be->name,
               (long long)ldmc_feature_extractor_batch(x));
   }
   if (st == LDMC_OK) {
     st = ldmc_frechet_distance(fs.features, fs.n, fr.features, fr.n, fs.d, &r.fd);
-    if (st == LDMC_OK && r.fd.rank_deficient)
+    if (st == LDMC_OK && r.fd.rank_deficient && rank0)
       fprintf(stderr, "ldmc eval: warning: FD from %lld samples and %lld reference images in %d features: a set no "
                       "larger than the feature count has a rank-deficient covariance (FD is biased upward)\n",
               (long long)fs.n, (long long)fr.n, fs.d);
@@ -311,7 +314,7 @@ int ldmc_cmd_eval(int argc, char **argv) {
   if (st == LDMC_OK) {
     ldmc_kid_opts ko = {.subsets = (int32_t)subsets, .subset_size = subset_size, .seed = (uint64_t)seed};
     st = ldmc_kid(fs.features, fs.n, fr.features, fr.n, fs.d, &ko, &r.kid, NULL);
-    if (st == LDMC_OK && r.kid.clipped)
+    if (st == LDMC_OK && r.kid.clipped && rank0)
       fprintf(stderr, "ldmc eval: note: KID subset size %lld clipped to %lld, the smaller set\n",
               (long long)r.kid.requested_size, (long long)r.kid.subset_size);
   }
@@ -322,12 +325,12 @@ int ldmc_cmd_eval(int argc, char **argv) {
   const int64_t *ref_labels = ref.split ? ref.labels : ref.file.labels;
   if (st == LDMC_OK && ref_labels)
     r.has_ref_acc = ldmc_class_accuracy_compute(fr.logits, ref_labels, fr.n, fr.classes, &r.ref_acc) == LDMC_OK;
-  if (st == LDMC_OK) print_result(&r);
-  if (st == LDMC_OK && json) {
+  if (st == LDMC_OK && rank0) print_result(&r);
+  if (st == LDMC_OK && json && rank0) {
     st = write_json(json, &r);
     if (st == LDMC_OK) fprintf(stderr, "wrote %s\n", json);
   }
-  rc = st == LDMC_OK ? LDMC_EXIT_OK : ldmc_cli_fail(&k_cmd, "%s", ldmc_last_error());
+  rc = st == LDMC_OK ? LDMC_EXIT_OK : rank0 ? ldmc_cli_fail(&k_cmd, "%s", ldmc_last_error()) : LDMC_EXIT_FAIL;
   ldmc_features_free(&fs);
   ldmc_features_free(&fr);
   ldmc_feature_extractor_free(x);

@@ -17,6 +17,7 @@
 #include "models/samplers.h"
 #include "models/stats.h"
 #include "runtime/png_grid.h"
+#include "runtime/dist.h"
 #include "tools/cli_args.h"
 #include "tools/cli_target.h"
 #include "tools/commands.h"
@@ -121,6 +122,19 @@ static int64_t prompt_label(const char *p) {
     }
   }
   return -1;
+}
+
+/* `ldmc eval SAMPLES` with sample's classifier, threads and target: the same report */
+static int run_eval(const char *samples_path, int64_t threads, const char *tspec) {
+  fflush(stdout);
+  char th[32];
+  snprintf(th, sizeof th, "%lld", (long long)(threads > 0 ? threads : 0));
+  char *ev[12] = {"eval", (char *)samples_path};
+  int ec = 2;
+  if (k_flags[F_CLASSIFIER].value) ev[ec++] = "--classifier", ev[ec++] = (char *)k_flags[F_CLASSIFIER].value;
+  if (threads > 0) ev[ec++] = "--threads", ev[ec++] = th;
+  if (tspec) ev[ec++] = "--target", ev[ec++] = (char *)tspec;
+  return ldmc_cmd_eval(ec, ev);
 }
 
 int ldmc_cmd_sample(int argc, char **argv) {
@@ -231,7 +245,8 @@ int ldmc_cmd_sample(int argc, char **argv) {
   ldmc_sampler *s = NULL;
   if (st == LDMC_OK) st = ldmc_unet_build(&uc, &unet);
   if (st == LDMC_OK) {
-    fprintf(stderr, "compiling the %s step (U-Net c=%d, batch %lld%s) on %s\n", ldmc_sampler_name(kind), m.unet.channels,
+    if (ldmc_dist_rank() == 0)
+      fprintf(stderr, "compiling the %s step (U-Net c=%d, batch %lld%s) on %s\n", ldmc_sampler_name(kind), m.unet.channels,
             (long long)uc.batch, guidance ? ": conditional + unconditional" : "", ct.be->name);
     st = ldmc_sampler_new(&m.diffusion, &sc, guidance, unet, &m.unet_w, ct.be, &co, &s);
   }
@@ -240,14 +255,25 @@ int ldmc_cmd_sample(int argc, char **argv) {
   if (st == LDMC_OK) st = ldmc_tensor_alloc(&ctx, "encoder_hidden_states", LDMC_F32, &cs);
   progress pr = {.bar = ldmc_cli_has(&k_cmd, "progress") || (!ldmc_cli_has(&k_cmd, "no-progress") && isatty(2)),
                  .total_images = total, .B = B, .t0 = now_s()};
+  if (ldmc_dist_rank() != 0) pr.bar = false;
   double t_sample = 0;
   int64_t runs = 0;
   /* chunks of the output (row-major: row = prompt x rate, a column per image); image (prompt p,
    * column c) draws noise index p n + c in every rate's row */
+  /* under mpirun, chunk k runs on rank k mod N; a chunk computes what it computes in one process
+   * (its images' noise keys are theirs), and the latents are summed over the ranks, each element
+   * written by one of them (x + 0 is exact) */
+  int ranks = ldmc_dist_size(), rank = ldmc_dist_rank();
+  int64_t chunk = 0;
+  memset(latents.data, 0, latents.nbytes);
   for (int64_t R = 0; st == LDMC_OK && R < (nr > 1 ? rows_out : 1); R++) {
     int64_t first = nr > 1 ? R * n : 0, end = nr > 1 ? first + n : total;
     for (int64_t o0 = first; st == LDMC_OK && o0 < end; o0 += B) {
       int64_t rows = end - o0 < B ? end - o0 : B;
+      if (chunk++ % ranks != rank) {
+        pr.done_images += rank == 0 ? rows : 0;
+        continue;
+      }
       for (int64_t r = 0; r < B; r++) { /* rows past the chunk repeat its last image and are dropped */
         int64_t o = o0 + (r < rows ? r : rows - 1), p = o / n / nr;
         memcpy((float *)ctx.data + r * row, (const float *)ctx_all.data + p * row, (size_t)row * 4);
@@ -268,6 +294,24 @@ int ldmc_cmd_sample(int argc, char **argv) {
     }
   }
   if (pr.bar) fprintf(stderr, "\n");
+  if (ranks > 1) {
+    if (st != LDMC_OK) ldmc_dist_abort(ldmc_last_error()); /* the others wait for its latents */
+    st = ldmc_dist_allreduce_f32(latents.data, latents.nbytes / 4, "gathering the sampled latents");
+    if (st != LDMC_OK) ldmc_dist_abort(ldmc_last_error());
+    if (rank != 0) { /* rank 0 decodes and writes; --eval: every rank scores a share of the samples */
+      char shared[4096] = "";
+      int ret = LDMC_EXIT_OK;
+      if (ldmc_cli_has(&k_cmd, "eval")) st = ldmc_dist_bcast(shared, sizeof shared, "the samples file");
+      if (st != LDMC_OK) ldmc_dist_abort(ldmc_last_error());
+      if (ldmc_cli_has(&k_cmd, "eval") && shared[0]) ret = run_eval(shared, threads, tspec);
+      ldmc_sampler_free(s);
+      ldmc_graph_free(unet);
+      ldmc_tensor_release(&latents), ldmc_tensor_release(&ctx_all), ldmc_tensor_release(&ctx);
+      free(plist);
+      ldmc_ldm_model_free(&m);
+      return shared[0] || !ldmc_cli_has(&k_cmd, "eval") ? ret : LDMC_EXIT_FAIL;
+    }
+  }
   if (st == LDMC_OK) st = ldmc_ldm_decode(&m, &latents, ct.be, &co, &images);
   if (st == LDMC_OK) {
     static char label_buf[64][96];
@@ -348,17 +392,12 @@ int ldmc_cmd_sample(int argc, char **argv) {
            norm * passes * cost.n_steps);
   }
   int ret = st == LDMC_OK ? LDMC_EXIT_OK : ldmc_cli_fail(&k_cmd, "%s", ldmc_last_error());
-  if (st == LDMC_OK && ldmc_cli_has(&k_cmd, "eval")) { /* the same report as `ldmc eval SAMPLES` */
-    fflush(stdout);
-    char th[32];
-    snprintf(th, sizeof th, "%lld", (long long)(threads > 0 ? threads : 0));
-    char *ev[12] = {"eval", (char *)samples_path};
-    int ec = 2;
-    if (k_flags[F_CLASSIFIER].value) ev[ec++] = "--classifier", ev[ec++] = (char *)k_flags[F_CLASSIFIER].value;
-    if (threads > 0) ev[ec++] = "--threads", ev[ec++] = th;
-    if (tspec) ev[ec++] = "--target", ev[ec++] = (char *)tspec;
-    ret = ldmc_cmd_eval(ec, ev);
+  if (ranks > 1 && ldmc_cli_has(&k_cmd, "eval")) { /* the other ranks score with rank 0 (a shared file system) */
+    char shared[4096] = "";
+    if (st == LDMC_OK) snprintf(shared, sizeof shared, "%s", samples_path);
+    if (ldmc_dist_bcast(shared, sizeof shared, "the samples file") != LDMC_OK) ldmc_dist_abort(ldmc_last_error());
   }
+  if (st == LDMC_OK && ldmc_cli_has(&k_cmd, "eval")) ret = run_eval(samples_path, threads, tspec);
   if (tmp_samples[0]) unlink(tmp_samples);
   ldmc_sampler_free(s);
   ldmc_graph_free(unet);

@@ -12,6 +12,7 @@
 #include "backends/llvm_cpu/llvm_cpu.h"
 #include "models/train_data.h"
 #include "runtime/checkpoint.h"
+#include "runtime/dist.h"
 #include "tools/cli_args.h"
 #include "tools/cli_kv.h"
 #include "tools/cli_target.h"
@@ -32,7 +33,8 @@ static ldmc_cli_flag k_flags[F_COUNT] = {
                              "DIR/model.ldmc (the trained weights, EMA ones with --ema)"},
     [F_STEPS] = {"steps", "N", "optimizer steps in all (a resumed run continues up to N)"},
     [F_EPOCHS] = {"epochs", "E", "instead of --steps: E passes over the training split"},
-    [F_BATCH] = {"batch", "B", "images per step (default 64)"},
+    [F_BATCH] = {"batch", "B", "images per step (default 64); under mpirun the global batch, split evenly over\n"
+                               "the ranks (B must be a multiple of their count)"},
     [F_LR] = {"lr", "LR", "peak learning rate (default 1e-3; unet 3e-4)"},
     [F_WARMUP] = {"warmup", "N", "linear learning-rate warm-up over the first N steps (default 100)"},
     [F_DECAY] = {"lr-decay", "KIND", "after warm-up: constant or cosine (default cosine, down to --min-lr-frac)"},
@@ -87,7 +89,10 @@ static ldmc_cli_cmd k_cmd = {
                "Examples:\n"
                "  ldmc train --model classifier --out runs/cls --epochs 3\n"
                "  ldmc train --model autoencoder --out runs/vae --steps 3000\n"
-               "  ldmc train --model unet --vae runs/vae/model.ldmc --out runs/ldm --steps 20000 --ema 0.999",
+               "  ldmc train --model unet --vae runs/vae/model.ldmc --out runs/ldm --steps 20000 --ema 0.999\n"
+               "Data-parallel (docs/distributed.md): mpirun -np N ldmc train ... gives each rank B/N images of every\n"
+               "batch and all-reduces the gradients; the result matches one process with the same --batch.\n"
+               "A collective waits at most $LDMC_DIST_TIMEOUT seconds (default 600) for the other ranks.",
     .flags = k_flags,
     .n_flags = F_COUNT,
 };
@@ -326,9 +331,15 @@ int ldmc_cmd_train(int argc, char **argv) {
     return ldmc_cli_usage_error(&k_cmd, "%s", ldmc_last_error());
   if (!ct.be) return ldmc_cli_usage_error(&k_cmd, "--target %s: no backend executes it (interp or llvm-cpu)", tspec);
 
+  int ranks = ldmc_dist_size(), rank = ldmc_dist_rank();
+  if (batch % ranks != 0)
+    return ldmc_cli_usage_error(&k_cmd, "--batch %lld does not split evenly over %d ranks", (long long)batch, ranks);
   job j;
   memset(&j, 0, sizeof j);
-  rc = is_cls ? build_classifier(&j, batch) : is_vae ? build_vae(&j, batch) : build_ldm(&j, batch);
+  int64_t local = batch / ranks;
+  ldmc_batch_shard_set(rank, ranks); /* the loss graph's per-row noise: this rank's rows of the global batch */
+  rc = is_cls ? build_classifier(&j, local) : is_vae ? build_vae(&j, local) : build_ldm(&j, local);
+  ldmc_batch_shard_set(0, 1);
   if (rc != LDMC_CLI_CONTINUE) {
     ldmc_graph_free(j.loss);
     ldmc_tensor_set_free(&j.vae_ws);
@@ -339,13 +350,18 @@ int ldmc_cmd_train(int argc, char **argv) {
 
   ldmc_train_opts to = {.clip_norm = clip, .ema_decay = ema, .weight_decay = wd, .master_f32 = true};
   ldmc_compile_opts co = {.threads = (int)threads, .bf16 = ldmc_cli_has(&k_cmd, "bf16")};
-  ldmc_data_opts dopt = {.dir = k_flags[F_DATA].value, .limit = limit, .seed = (uint64_t)seed, .be = ct.be, .co = co};
+  ldmc_data_opts dopt = {.dir = k_flags[F_DATA].value, .limit = limit, .seed = (uint64_t)seed, .be = ct.be, .co = co,
+                         .shard_rank = rank, .shard_ranks = ranks};
   ldmc_train_session *s = NULL;
   ldmc_model_data *data = NULL;
   ldmc_train_source src;
   ldmc_train_result res;
   memset(&res, 0, sizeof res);
-  fprintf(stderr, "compiling the %s training step on %s\n", model, ct.be->name);
+  if (rank == 0) {
+    fprintf(stderr, "compiling the %s training step on %s", model, ct.be->name);
+    if (ranks > 1) fprintf(stderr, ", data-parallel over %d ranks (%lld images each per step)", ranks, (long long)local);
+    fprintf(stderr, "\n");
+  }
   ldmc_status st = ldmc_train_session_new(j.loss, j.n_data, &to, (uint64_t)seed, NULL, ct.be, &co, &s);
   if (st == LDMC_OK) {
     st = is_cls   ? ldmc_classifier_data_new(&j.cls, &dopt, s, &data, &src)
@@ -364,7 +380,17 @@ int ldmc_cmd_train(int argc, char **argv) {
         .resume = ldmc_cli_has(&k_cmd, "resume"), .stop_after = stop_after,
         .progress = ldmc_cli_has(&k_cmd, "progress") ? 1 : ldmc_cli_has(&k_cmd, "no-progress") ? 0 : -1,
         .seed = seed, .n_config = j.cfg.n, .config_keys = j.cfg.kp, .config_values = j.cfg.vp};
-    st = ldmc_train_loop(s->exe, s->step, s->pairs, s->n_data, s->inputs, &src, &lo, &res);
+    st = ldmc_train_session_loop(s, &src, &lo, &res);
+  }
+  if (st != LDMC_OK && ranks > 1) ldmc_dist_abort(ldmc_last_error()); /* the others may wait in a collective */
+  if (rank != 0) { /* rank 0 exports and reports */
+    int other_rc = res.interrupted ? 130 : LDMC_EXIT_OK;
+    ldmc_train_result_free(&res);
+    ldmc_model_data_free(data);
+    ldmc_train_session_free(s);
+    ldmc_graph_free(j.loss);
+    ldmc_tensor_set_free(&j.vae_ws);
+    return other_rc;
   }
   if (st == LDMC_OK && res.paused)
     printf("stopped after step %lld of %lld: %s (continue with --resume)\n", (long long)res.last_step, (long long)steps,

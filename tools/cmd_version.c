@@ -2,6 +2,7 @@
 #include <stdio.h>
 
 #include "backends/backend.h"
+#include "runtime/dist.h"
 #include "tools/cli_args.h"
 #include "tools/commands.h"
 
@@ -20,7 +21,7 @@ int ldmc_cmd_version(int argc, char **argv) {
       .name = "version",
       .usage = "",
       .summary = "Print the ldmc version, the LLVM version it was built against, the build type,\n"
-                 "the compiler and the registered backends.",
+                 "the compiler, whether MPI is in (data-parallel training) and the registered backends.",
       .min_pos = 0,
       .max_pos = 0,
   };
@@ -36,6 +37,7 @@ int ldmc_cmd_version(int argc, char **argv) {
 #endif
   );
   printf("compiler %s\n", LDMC_C_COMPILER);
+  printf("mpi %s\n", ldmc_dist_built() ? ldmc_dist_library() : "no (built without libopenmpi-dev: one process only)");
   printf("backends");
   for (int i = 0; i < ldmc_backend_count(); i++) printf(" %s", ldmc_backend_get(i)->name);
   printf("\n");

@@ -4,6 +4,7 @@
 
 #include "support/fileio.h"
 #include "tools/cli_args.h"
+#include "runtime/dist.h"
 #include "tools/commands.h"
 
 typedef struct ldmc_subcommand {
@@ -123,5 +124,12 @@ int main(int argc, char **argv) {
   }
   const ldmc_subcommand *sc = find_command(cmd);
   if (!sc) return unknown_command(cmd);
-  return sc->run(argc - 1, argv + 1);
+  /* under mpirun/srun: one rank of a data-parallel job (runtime/dist.h) */
+  if (ldmc_dist_init(&argc, &argv) != LDMC_OK) {
+    fprintf(stderr, "ldmc: %s\n", ldmc_last_error());
+    return LDMC_EXIT_FAIL;
+  }
+  int rc = sc->run(argc - 1, argv + 1);
+  ldmc_dist_finalize();
+  return rc;
 }

@@ -12,6 +12,7 @@ PACKAGES=(
   dataset-fashion-mnist
   python3-torch python3-numpy libopenblas-dev
   liblapacke-dev liblapack-dev python3-scipy
+  libopenmpi-dev openmpi-bin
 )
 
 missing=()

@@ -22,6 +22,7 @@ typedef struct lc_exe {
   lc_prof prof; /* backend.h's profiling hook, when set */
   int32_t *donate; /* per output: the parameter it is written into (donated state), -1; NULL: none */
   void **bases;    /* per run: each buffer's address (kept, so a run allocates nothing) */
+  ldmc_output_hook out_hook; /* plan.out_hook points here when set */
 } lc_exe;
 
 static void exe_destroy(void *ctx) {
@@ -32,6 +33,8 @@ static void exe_destroy(void *ctx) {
   free(x->persist);
   free(x->weights_bound);
   ldmc_lc_prof_free(&x->prof);
+  free(x->plan.ready_first);
+  free(x->plan.ready_list);
   free(x->arena);
   free(x->donate);
   free(x->bases);
@@ -112,7 +115,56 @@ static ldmc_status exe_set_profiler(void *ctx, const ldmc_profile_hook *hook) {
   return st;
 }
 
-static const ldmc_executable_i k_exe_iface = {exe_run, exe_destroy, exe_set_profiler};
+/* Output o is final after the last run step that touches its buffer:
+ * output buffers stay live to the end, so nothing else is placed over them. */
+static ldmc_status ready_lists(lc_plan *p) {
+  const ldmc_graph *g = p->g;
+  int32_t no = g->n_outputs, ns = p->n_steps;
+  int32_t *slot = malloc((size_t)(no ? no : 1) * sizeof *slot);
+  p->ready_first = calloc((size_t)ns + 2, sizeof *p->ready_first);
+  p->ready_list = malloc((size_t)(no ? no : 1) * sizeof *p->ready_list);
+  if (!slot || !p->ready_first || !p->ready_list) {
+    free(slot);
+    return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
+  }
+  for (int32_t o = 0; o < no; o++) {
+    int32_t b = p->value[g->outputs[o]].buf;
+    slot[o] = 0;
+    for (int32_t si = 0; b >= 0 && si < ns; si++) {
+      const lc_step *st = &p->steps[si];
+      if (st->prepack) continue;
+      for (int i = 0; i < st->n_refs; i++)
+        if (st->refs[i].buf == b) slot[o] = si + 1;
+    }
+    p->ready_first[slot[o] + 1]++;
+  }
+  for (int32_t s = 0; s <= ns; s++) p->ready_first[s + 1] += p->ready_first[s];
+  int32_t *fill = calloc((size_t)ns + 1, sizeof *fill);
+  if (!fill) {
+    free(slot);
+    return ldmc_error(LDMC_ERR_NOMEM, "llvm-cpu: out of memory");
+  }
+  for (int32_t o = 0; o < no; o++) p->ready_list[p->ready_first[slot[o]] + fill[slot[o]]++] = o;
+  free(fill);
+  free(slot);
+  return LDMC_OK;
+}
+
+static ldmc_status exe_set_output_hook(void *ctx, const ldmc_output_hook *hook) {
+  lc_exe *x = ctx;
+  ldmc_status st = LDMC_OK;
+  pthread_mutex_lock(&x->mu);
+  x->plan.out_hook = NULL;
+  if (hook && !x->plan.ready_first) st = ready_lists(&x->plan);
+  if (hook && st == LDMC_OK) {
+    x->out_hook = *hook;
+    x->plan.out_hook = &x->out_hook;
+  }
+  pthread_mutex_unlock(&x->mu);
+  return st;
+}
+
+static const ldmc_executable_i k_exe_iface = {exe_run, exe_destroy, exe_set_profiler, exe_set_output_hook};
 
 ldmc_status ldmc_llvm_cpu_memory(const ldmc_executable *e, size_t *arena_bytes, size_t *prepacked_bytes) {
   if (!e || e->iface != &k_exe_iface) return ldmc_error(LDMC_ERR_INVALID, "llvm-cpu: not an llvm-cpu executable");

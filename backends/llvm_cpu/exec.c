@@ -109,6 +109,15 @@ static void run_chunk(const lc_step *s, void *const *bases, int64_t c, int64_t c
 
 enum { k_stop = 0x7fffffff };
 
+/* The output hook for slot (0: before the first step, s + 1: after step s). */
+static void outputs_ready(const lc_plan *p, void *const *bases, int32_t slot) {
+  for (int32_t i = p->ready_first[slot]; i < p->ready_first[slot + 1]; i++) {
+    int32_t o = p->ready_list[i];
+    lc_ref r = p->value[p->g->outputs[o]];
+    p->out_hook->ready(p->out_hook->ctx, o, r.buf < 0 ? NULL : (char *)bases[r.buf] + r.off);
+  }
+}
+
 /* Threads come from one OpenMP parallel region per run. Thread 0 walks the
  * steps; a parallel step is published as a cursor (step << 32 | next chunk)
  * that every thread, thread 0 included, claims chunks from with a CAS, and the
@@ -159,6 +168,7 @@ ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *arena, int 
     } else {
       double t_prev = times ? now_s() : 0;
       int64_t p_prev = p->prof ? ldmc_profile_now_ns() : 0; /* backend.h's profiling hook */
+      if (p->out_hook && !prepack) outputs_ready(p, bases, 0);
       for (int32_t si = 0; si < p->n_steps && st == LDMC_OK; si++) {
         const lc_step *s = &p->steps[si];
         if (s->prepack != prepack) continue;
@@ -197,6 +207,7 @@ ldmc_status ldmc_lc_exec(const lc_plan *p, void *const *bases, void *arena, int 
           ldmc_lc_prof_report(p->prof, si, p_prev, t);
           p_prev = t;
         }
+        if (__builtin_expect(p->out_hook != NULL, 0) && !prepack) outputs_ready(p, bases, si + 1);
       }
       atomic_store_explicit(&cursor, (uint64_t)k_stop << 32, memory_order_release); /* helpers leave */
     }

@@ -431,6 +431,10 @@ typedef struct lc_plan {
   struct ldmc_plan *kp; /* the pipeline's plan being executed (NULL: node order); buffer assignment fills it */
   int32_t cur_kpos, cur_kernel; /* the kernel being lowered: position in kp's order and id (-1: none) */
   bool poison;          /* LDMC_LLVM_CPU_POISON=1: NaN-fill the arena, and each buffer's bytes once it is dead */
+  /* backend.h's output hook (NULL: none): outputs ready_list[ready_first[s + 1] ..
+   * ready_first[s + 2]) are final after step s, those of slot 0 before the first (exec.c) */
+  const ldmc_output_hook *out_hook;
+  int32_t *ready_first, *ready_list; /* owned by the executable */
 } lc_plan;
 
 /* True when node's value is the same on every run: what prepack steps may read. */
