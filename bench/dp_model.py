@@ -11,6 +11,8 @@ Inputs, all measured or counted by ldmc:
   - the achieved training GFLOP/s of one machine, from `--measured C:IMG_S`
     (bench/dp_train.sh, 1 rank x 2 threads, batch 64): a width not measured
     takes the nearest measured width's rate;
+  - a second, assumed machine class: an accelerator with --fast-tflops
+    effective training TFLOP/s (default 100), where communication matters;
   - all-reduce cost alpha (latency) and beta (bandwidth): `--local A_US:GBS`
     from bench_allreduce on this machine (2 ranks, shared memory), and two
     stated networks, 25 GbE (20 us, 2.9 GB/s) and 100 Gb/s InfiniBand
@@ -37,6 +39,8 @@ p.add_argument('--per-machine', type=int, default=64, help='images per machine p
 p.add_argument('--machines', default='1,2,4,8,16,32,64')
 p.add_argument('--mini', default='32,64,96,128', help='miniature widths (8x8x4 latents)')
 p.add_argument('--sd', default='64,128,320,768', help='SD-1.5 family widths (64x64x4 latents)')
+p.add_argument('--fast-tflops', type=float, default=100.0,
+               help='an accelerator-class machine: effective training TFLOP/s assumed (default 100)')
 a = p.parse_args()
 
 BUCKET = 4 << 20
@@ -69,8 +73,10 @@ for lat, c, params, fb, opt, _ in rows:
 if not rate:
     sys.exit('dp_model: none of --measured widths is among --mini')
 la, lb = (float(x) for x in a.local.split(':'))
-nets = [('this machine (measured, shm)', la * 1e-6, lb * 1e9), ('25 GbE', 20e-6, 2.9e9), ('100 Gb/s IB', 3e-6, 12e9)]
+shm, gbe, ib = ('shared memory here (measured)', la * 1e-6, lb * 1e9), ('25 GbE', 20e-6, 2.9e9), ('100 Gb/s IB', 3e-6, 12e9)
 Ns = [int(x) for x in a.machines.split(',')]
+machines = [('this machine (measured rate)', None, [shm, gbe]),
+            (f'an accelerator at {a.fast_tflops:g} TFLOP/s (assumed)', a.fast_tflops * 1e12, [gbe, ib])]
 
 
 def ar(n, g, alpha, beta):
@@ -79,12 +85,13 @@ def ar(n, g, alpha, beta):
 
 print(f'one machine: {a.per_machine} images per step; measured training rate '
       + ', '.join(f'c={c}: {r / 1e9:.1f} GFLOP/s' for c, r in sorted(rate.items())))
-for name, alpha, beta in nets:
-    print(f'\n### {name}: alpha {alpha * 1e6:g} us, beta {beta / 1e9:g} GB/s\n')
+for mname, fixed_rate, nets in machines:
+  for name, alpha, beta in nets:
+    print(f'\n### {mname}, {name}: alpha {alpha * 1e6:g} us, beta {beta / 1e9:g} GB/s\n')
     print('| latent | c | params | grad MB | T_comp ms | ' + ' | '.join(f'N={n}' for n in Ns) + ' |')
     print('|---|---|---|---|---|' + '---|' * len(Ns))
     for lat, c, params, fb, opt, bf in rows:
-        r = rate[min(rate, key=lambda m: abs(m - c))]
+        r = fixed_rate or rate[min(rate, key=lambda m: abs(m - c))]
         t_comp = (fb * a.per_machine + opt) / r
         g = 4.0 * params
         cells = []
@@ -92,5 +99,7 @@ for name, alpha, beta in nets:
             t_ar = ar(n, g, alpha, beta)
             exposed = 0.0 if n == 1 else max(ar(n, min(g, BUCKET), alpha, beta), t_ar - bf * t_comp)
             t = t_comp + exposed
-            cells.append(f'{n * a.per_machine / t:.0f} img/s ({100 * t_comp / t:.0f}%)')
-        print(f'| {lat} | {c} | {params / 1e6:.1f}M | {g / 1e6:.0f} | {t_comp * 1e3:.0f} | ' + ' | '.join(cells) + ' |')
+            cells.append(f'{n * a.per_machine / t:.3g} ({100 * t_comp / t:.0f}%)')
+        print(f'| {lat} | {c} | {params / 1e6:.1f}M | {g / 1e6:.0f} | {t_comp * 1e3:.4g} | ' + ' | '.join(cells) + ' |')
+print('\n(cells: images/s of N machines (scaling efficiency); T_comp: one machine\'s step of '
+      f'{a.per_machine} images)')

@@ -115,8 +115,12 @@ _Noreturn void ldmc_dist_abort(const char *why) {
 }
 
 #ifdef LDMC_HAVE_MPI
-/* Completes *req within the timeout, yielding the CPU between tests. */
+/* Completes *req within the timeout. Open MPI moves a message only inside
+ * MPI calls (fragment by fragment over shared memory), so tests come back
+ * to back, yielding the CPU to the computing threads between them; after
+ * 50 ms without completion (a rank computing or stuck) they sleep 1 ms. */
 static ldmc_status wait_req(MPI_Request *req, const char *what, double t0) {
+  double t_req = now_s();
   for (unsigned spins = 0;; spins++) {
     int done = 0;
     int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
@@ -127,11 +131,17 @@ static ldmc_status wait_req(MPI_Request *req, const char *what, double t0) {
       return ldmc_error(LDMC_ERR_IO, "rank %d: %s failed: %s", g_rank, what, msg);
     }
     if (done) return LDMC_OK;
-    if ((spins & 255) == 255) {
-      if (now_s() - t0 > g_timeout)
-        return ldmc_error(LDMC_ERR_IO, "rank %d of %d: %s did not complete within %g s: another rank has died or "
-                          "hangs (--dist-timeout)", g_rank, g_size, what, g_timeout);
+    if ((spins & 63) != 63) {
       sched_yield();
+      continue;
+    }
+    double t = now_s();
+    if (t - t0 > g_timeout)
+      return ldmc_error(LDMC_ERR_IO, "rank %d of %d: %s did not complete within %g s: another rank has died or "
+                        "hangs ($LDMC_DIST_TIMEOUT)", g_rank, g_size, what, g_timeout);
+    if (t - t_req > 0.05) {
+      struct timespec nap = {0, 1000000};
+      nanosleep(&nap, NULL);
     }
   }
 }

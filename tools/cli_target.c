@@ -1,6 +1,8 @@
 /* Target names and plans for the driver's --target flags (see cli_target.h). */
 #include "tools/cli_target.h"
 
+#include "backends/tpusim/tpusim.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,9 +22,10 @@ const char *ldmc_cli_target_help(const char *what) {
   static char help[640];
   snprintf(help, sizeof help,
            "%s: %s (default llvm-cpu).\n"
-           "NAME[:VARIANT]; llvm-cpu:scalar|avx2|avx512 picks the ISA level.\n"
-           "interp and llvm-cpu execute; nvptx and tpusim are planning\n"
-           "descriptions no backend runs yet. --backend is a synonym.",
+           "NAME[:VARIANT]; llvm-cpu:scalar|avx2|avx512 picks the ISA level,\n"
+           "tpusim:v1|v4|v5e the simulated machine (or a JSON target file).\n"
+           "interp, llvm-cpu and tpusim (simulated) execute; nvptx is a planning\n"
+           "description no backend runs yet. --backend is a synonym.",
            what, ldmc_cli_target_names());
   return help;
 }
@@ -52,6 +55,17 @@ ldmc_status ldmc_cli_target_parse(const char *spec, ldmc_cli_target *out) {
   if (t->backend) {
     out->be = ldmc_backend_find(t->backend);
     if (!out->be) return LDMC_ERR_INVALID;
+  }
+  if (colon && !strcmp(t->name, "tpusim")) { /* the simulated machine: a preset or a JSON target file */
+    const char *v = colon + 1;
+    ldmc_tpu_target tt;
+    if (ldmc_tpusim_target_resolve(v, &tt) != LDMC_OK) {
+      ldmc_error_prefix("target '%s': ", spec);
+      return LDMC_ERR_INVALID;
+    }
+    snprintf(out->variant, sizeof out->variant, "%s", v);
+    setenv("LDMC_TPUSIM_TARGET", v, 1); /* the backend's process-wide machine choice */
+    return LDMC_OK;
   }
   if (colon) {
     const char *v = colon + 1;

@@ -1,6 +1,6 @@
 /* One target vocabulary for every command: --target NAME[:VARIANT] names what
- * executes (interp, llvm-cpu; nvptx and tpusim are planning descriptions with
- * no backend yet), --backend is a synonym. */
+ * executes (interp, llvm-cpu, tpusim on its simulator; nvptx is a planning
+ * description with no backend yet), --backend is a synonym. */
 #ifndef LDMC_TOOLS_CLI_TARGET_H
 #define LDMC_TOOLS_CLI_TARGET_H
 
@@ -21,7 +21,8 @@ const char *ldmc_cli_target_flag(const ldmc_cli_cmd *c, int *rc);
 typedef struct ldmc_cli_target {
   const ldmc_target *t;      /* the pass pipeline's description */
   const ldmc_backend_i *be;  /* what executes it; NULL: planning only */
-  char variant[32];          /* llvm-cpu: the ISA level (scalar, avx2, avx512); "" default */
+  char variant[256];         /* llvm-cpu: the ISA level (scalar, avx2, avx512); tpusim: the preset or target
+                                file; "" default */
 } ldmc_cli_target;
 
 /* Parses NAME[:VARIANT]; an error message naming the choices otherwise. A
