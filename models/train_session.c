@@ -128,11 +128,17 @@ static ldmc_status dp_setup(ldmc_train_session *s, const ldmc_graph *loss, const
     s->update_in[k] = *t;
     s->update_in[k].owns_data = false;
   }
+  /* no gradient replaces an input, but the outputs are kept and rewritten
+   * in place every step (donation's reuse rule): nothing allocated per step */
+  int32_t *keep = malloc((size_t)s->grads->n_outputs * sizeof *keep);
+  if (!keep) return ldmc_error(LDMC_ERR_NOMEM, "training: out of memory");
+  for (int32_t o2 = 0; o2 < s->grads->n_outputs; o2++) keep[o2] = -1;
   ldmc_compile_opts c = *co;
-  c.donate = NULL;
+  c.donate = keep;
   c.params_are_weights = true;
   c.n_activation_params = n_act;
   ldmc_status st = be->compile(s->grads, &c, &s->grads_exe);
+  free(keep);
   if (st != LDMC_OK) {
     ldmc_error_prefix("compiling the gradients graph on %s: ", be->name);
     return st;

@@ -123,6 +123,7 @@ static void test_split(const ldmc_backend_i *be, double tol) {
     double lf = ldmc_tensor_get(&fo[0], 0), lg = ldmc_tensor_get(&go[0], 0);
     double nf = ldmc_tensor_get(&fo[1], 0), ng = ldmc_tensor_get(&uo[0], 0);
     worst_loss = fmax(worst_loss, fabs(lf - lg) / lf), worst_norm = fmax(worst_norm, fabs(nf - ng) / nf);
+    for (int i = 0; i < 32; i++) ldmc_tensor_release(&fo[i]), ldmc_tensor_release(&go[i]), ldmc_tensor_release(&uo[i]);
   }
   double worst = 0;
   const char *wn = "";
@@ -174,13 +175,17 @@ static void test_output_hook(void) {
   memset(&h, 0, sizeof h);
   ldmc_output_hook hk = {.ready = on_ready, .ctx = &h};
   CHECK_MSG(ldmc_executable_set_output_hook(e, &hk) == LDMC_OK, "%s", ldmc_last_error());
-  for (int run = 0; run < 2; run++) CHECK(ldmc_executable_run(e, in, 2, out, 2) == LDMC_OK);
+  for (int run = 0; run < 2; run++) {
+    ldmc_tensor_release(&out[0]), ldmc_tensor_release(&out[1]);
+    CHECK(ldmc_executable_run(e, in, 2, out, 2) == LDMC_OK);
+  }
   CHECK_MSG(h.calls[0] == 2 && h.calls[1] == 2, "hook calls over 2 runs: late %d, early %d", h.calls[0], h.calls[1]);
   CHECK_MSG(h.order[0] == 1 && h.order[1] == 0, "the early output is reported first (got %d then %d)", h.order[0],
             h.order[1]);
   CHECK_MSG(!memcmp(h.copy[0], out[0].data, 64 * 4) && !memcmp(h.copy[1], out[1].data, 64 * 4),
             "the hook saw the delivered bytes");
   CHECK(ldmc_executable_set_output_hook(e, NULL) == LDMC_OK);
+  ldmc_tensor_release(&out[0]), ldmc_tensor_release(&out[1]);
   CHECK(ldmc_executable_run(e, in, 2, out, 2) == LDMC_OK);
   CHECK_MSG(h.calls[0] == 2, "a cleared hook is not called (%d calls)", h.calls[0]);
   ldmc_executable *ei = compile(&ldmc_backend_interp, g, NULL);

@@ -29,7 +29,8 @@ static ldmc_cli_flag k_flags[F_COUNT] = {
     [F_OUT] = {"out", "DIR", "output folder: checkpoints DIR/ckpt-<step>.ldmc, DIR/log.csv and, at the end,\n"
                              "DIR/model.ldmc (the EMA target network: the distilled model)"},
     [F_STEPS] = {"steps", "N", "distillation steps in all (a resumed run continues up to N)"},
-    [F_BATCH] = {"batch", "B", "images per step (default 32; the teacher runs on 2B rows)"},
+    [F_BATCH] = {"batch", "B", "images per step (default 32; the teacher runs on 2B rows); under mpirun the global\n"
+                               "batch, split evenly over the ranks"},
     [F_LR] = {"lr", "LR", "peak learning rate (default 1e-4)"},
     [F_WARMUP] = {"warmup", "N", "linear learning-rate warm-up over the first N steps (default 100)"},
     [F_DECAY] = {"lr-decay", "KIND", "after warm-up: constant or cosine (default constant)"},
@@ -75,7 +76,8 @@ static ldmc_cli_cmd k_cmd = {
                "writes a checkpoint and exits (status 130). Sample the result with\n"
                "  ldmc sample --model DIR/model.ldmc --sampler lcm --steps 4 --cfg 5 --prompt sneaker\n"
                "Example:\n"
-               "  ldmc distill --teacher models/default/ldm.ldmc --out runs/lcm --steps 3000",
+               "  ldmc distill --teacher models/default/ldm.ldmc --out runs/lcm --steps 3000\n"
+               "Data-parallel: mpirun -np N ldmc distill ... (docs/distributed.md); the result matches one process.",
     .flags = k_flags,
     .n_flags = F_COUNT,
 };

@@ -28,13 +28,13 @@ typedef struct lc_exe {
 static void exe_destroy(void *ctx) {
   lc_exe *x = ctx;
   if (!x) return;
+  free(x->plan.ready_first); /* before the plan is freed: it clears its fields */
+  free(x->plan.ready_list);
   ldmc_lc_plan_free(&x->plan);
   ldmc_graph_free(x->opt); /* NULL once e->graph owns it */
   free(x->persist);
   free(x->weights_bound);
   ldmc_lc_prof_free(&x->prof);
-  free(x->plan.ready_first);
-  free(x->plan.ready_list);
   free(x->arena);
   free(x->donate);
   free(x->bases);
