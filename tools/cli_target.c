@@ -1,7 +1,7 @@
 /* Target names and plans for the driver's --target flags (see cli_target.h). */
 #include "tools/cli_target.h"
 
-#include "backends/tpusim/tpusim.h"
+#include "backends/tpusim/target.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,7 +59,9 @@ ldmc_status ldmc_cli_target_parse(const char *spec, ldmc_cli_target *out) {
   if (colon && !strcmp(t->name, "tpusim")) { /* the simulated machine: a preset or a JSON target file */
     const char *v = colon + 1;
     ldmc_tpu_target tt;
-    if (ldmc_tpusim_target_resolve(v, &tt) != LDMC_OK) {
+    size_t lv = strlen(v);
+    bool file = strchr(v, '/') || (lv > 5 && !strcmp(v + lv - 5, ".json"));
+    if ((file ? ldmc_tpu_target_load(v, &tt) : ldmc_tpu_target_preset(v, &tt)) != LDMC_OK) {
       ldmc_error_prefix("target '%s': ", spec);
       return LDMC_ERR_INVALID;
     }
