@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "backends/llvm_cpu/llvm_cpu.h"
+#include "models/ldm_model.h"
 #include "models/train_data.h"
 #include "runtime/checkpoint.h"
 #include "runtime/dist.h"
@@ -64,7 +65,8 @@ static ldmc_cli_flag k_flags[F_COUNT] = {
     [F_TEXT_LAYERS] = {"text-layers", "N", "unet: prompt encoder layers (default 2)"},
     [F_TEXT_HEADS] = {"text-heads", "N", "unet: prompt encoder attention heads (default 4)"},
     [F_TOKENS] = {"tokens", "T", "unet: prompt tokens = the U-Net's context tokens (default 4)"},
-    [F_VAE] = {"vae", "FILE", "unet: the trained autoencoder (the model.ldmc of `ldmc train --model autoencoder`)"},
+    [F_VAE] = {"vae", "FILE", "unet: the trained autoencoder (the model.ldmc of `ldmc train --model autoencoder`,\n"
+                             "or a latent diffusion model file, whose bundled autoencoder is used)"},
     [F_PREDICTION] = {"prediction", "KIND", "unet: epsilon (default), v_prediction or sample"},
     [F_SCHEDULE] = {"schedule", "NAME", "unet: beta schedule scaled_linear (default, SD's) or squaredcos_cap_v2"},
     [F_COND_DROP] = {"cond-drop", "P", "unet: probability a prompt is replaced by the empty one (default 0.1)"},
@@ -129,14 +131,34 @@ static int widths_flag(int f, int *w, int max, int *n) {
   return LDMC_CLI_CONTINUE;
 }
 
-/* The autoencoder's configuration and weights from its model file. */
+/* The autoencoder bundled in a latent diffusion model file (its vae.* part):
+ * how a family of widths shares one autoencoder (ldmc study). */
+static ldmc_status load_bundled_vae(const char *path, ldmc_vae_config *cfg, ldmc_tensor_set *ws, double *scale) {
+  ldmc_ldm_model m;
+  LDMC_TRY(ldmc_ldm_model_load(path, &m));
+  *cfg = m.vae, *scale = m.latent_scale;
+  *ws = m.vae_w;
+  m.vae_w = (ldmc_tensor_set){0}; /* moved */
+  ldmc_ldm_model_free(&m);
+  return LDMC_OK;
+}
+
+/* The autoencoder's configuration and weights from its model file, or from
+ * a latent diffusion model file that bundles one. */
 static ldmc_status load_vae(const char *path, ldmc_vae_config *cfg, ldmc_tensor_set *ws, double *scale) {
   ldmc_checkpoint *ck = NULL;
   LDMC_TRY(ldmc_checkpoint_read(path, &ck));
   ldmc_status st = LDMC_OK;
   const char *model = ldmc_checkpoint_config(ck, "model");
+  if (model && !strcmp(model, "ldm")) {
+    ldmc_checkpoint_free(ck);
+    st = load_bundled_vae(path, cfg, ws, scale);
+    if (st != LDMC_OK) ldmc_error_prefix("--vae: ");
+    return st;
+  }
   if (!model || strcmp(model, "autoencoder") != 0)
-    st = ldmc_error(LDMC_ERR_INVALID, "%s: not an autoencoder model (model = %s)", path, model ? model : "none");
+    st = ldmc_error(LDMC_ERR_INVALID, "%s: not an autoencoder model or a latent diffusion model bundling one (model = %s)",
+                    path, model ? model : "none");
   ldmc_vae_config_default(cfg);
   const char *ch = ldmc_checkpoint_config(ck, "block_out_channels"), *lp = ldmc_checkpoint_config(ck, "layers_per_block");
   const char *lc = ldmc_checkpoint_config(ck, "latent_channels"), *gr = ldmc_checkpoint_config(ck, "norm_num_groups");

@@ -87,6 +87,14 @@ run 0 "$LDMC" train "${LDM[@]}" --steps 2 --export-dtype bf16 --out ldm
 run 0 "$LDMC" inspect ldm/model.ldmc
 out_has "model = ldm" "vae.scaling_factor" "text_model.embeddings.token_embedding.weight" "conv_in.weight" \
   "vae.decoder.conv_out.weight" "bf16"
+# --vae from a latent diffusion model file: its bundled autoencoder, carried into the new model unchanged
+run 0 "$LDMC" train "${LDM[@]/vae\/model.ldmc/ldm\/model.ldmc}" --steps 1 --export-dtype bf16 --out ldm2
+run 0 "$LDMC" inspect ldm2/model.ldmc
+out_has "model = ldm" "vae.decoder.conv_out.weight"
+check "the bundled autoencoder is carried over bit for bit" bash -c \
+  "diff <('$LDMC' inspect ldm/model.ldmc | grep -E '^  vae\.' | awk '{print \$1, \$NF}') <('$LDMC' inspect ldm2/model.ldmc | grep -E '^  vae\.' | awk '{print \$1, \$NF}')"
+run 1 "$LDMC" train "${LDM[@]/vae\/model.ldmc/a\/model.ldmc}" --steps 1 --out ldm3
+err_is_one_line_with "not an autoencoder model or a latent diffusion model bundling one"
 
 # --- errors ---------------------------------------------------------------------------
 run 2 "$LDMC" train --out x
