@@ -75,7 +75,33 @@ double ldmc_machine_bandwidth(const ldmc_machine *m, int threads);
 double ldmc_bench_fma(int threads, int64_t iters, bool *ok, const char **isa);
 double ldmc_bench_triad(int threads, int64_t n, bool *ok);
 
+/* For a backend whose events carry a simulated clock (tpusim): replaces the
+ * span of the step last ended (ldmc_profiler_step_end) with [start_ns,
+ * end_ns) of that clock, so step times, shares and the trace are simulated
+ * time like the kernels'. end_ns must be > start_ns >= 0. */
+void ldmc_profiler_step_set_span(ldmc_profiler *p, int64_t start_ns, int64_t end_ns);
+
 /* ---- the report --------------------------------------------------------------------- */
+/* What a simulated machine (tpusim) counted for one call of a kernel (per
+ * step for grouped rows); all zero for other backends. */
+typedef struct ldmc_profile_sim {
+  int64_t cycles;
+  int64_t mxu_busy;  /* cycles the matrix units streamed, summed over units */
+  int64_t macs;      /* multiply-adds the matrix units did */
+  int64_t vec_busy;  /* vector unit */
+  int64_t dma_busy;  /* cycles the off-chip link transferred */
+  int64_t dma_bytes; /* off-chip bytes loaded + stored */
+  int64_t insns;
+} ldmc_profile_sim;
+
+/* The simulated machine of a report (ldmc_profile_report.sim_target). */
+typedef struct ldmc_profile_sim_target {
+  char name[32];          /* "v5e" */
+  double clock_hz;
+  int mxus;               /* matrix units */
+  int64_t macs_per_cycle; /* units x R x C */
+} ldmc_profile_sim_target;
+
 typedef struct ldmc_profile_kernel {
   int32_t kernel;         /* the backend's kernel index (-1 for a whole-step record) */
   char *name;             /* the backend's kernel name; for grouped rows, the group */
@@ -90,6 +116,7 @@ typedef struct ldmc_profile_kernel {
   int64_t mac_flops, other_flops, bytes_read, bytes_written; /* per call (grouped rows: per step) */
   double gflops_s, gbytes_s, intensity; /* (mac + other) / median, bytes / median, FLOPs per byte */
   double share;           /* total_s / summed step time */
+  ldmc_profile_sim sim;   /* simulated backends only */
 } ldmc_profile_kernel;
 
 typedef struct ldmc_profile_report {
@@ -108,6 +135,10 @@ typedef struct ldmc_profile_report {
   double peak_gflops, bandwidth_gbs, pct_peak;
   ldmc_profile_kernel *kernels;          /* by total time, descending */
   int32_t n_kernels;
+  /* simulated: every time is the simulated machine's (cycles / clock), the
+   * peak and bandwidth are its target's and kernels[].sim is filled */
+  bool simulated;
+  ldmc_profile_sim_target sim_target;
 } ldmc_profile_report;
 
 /* Aggregates the events of the bracketed steps by kernel index; the graph's
@@ -121,8 +152,14 @@ void ldmc_profile_report_set_machine(ldmc_profile_report *r, int threads, double
 typedef const char *(*ldmc_profile_key_fn)(const ldmc_profile_kernel *k, char *buf, size_t len);
 ldmc_status ldmc_profile_report_group(const ldmc_profile_report *r, ldmc_profile_key_fn key, ldmc_profile_report *out);
 
+/* A simulated report's counters per step: each row's sim x calls / steps
+ * (grouped rows are per step already). */
+void ldmc_profile_report_sim_totals(const ldmc_profile_report *r, bool grouped, ldmc_profile_sim *out);
+
 /* ---- outputs ---------------------------------------------------------------------------- */
-/* The terminal table: the top `top` rows (0: all) and the totals. */
+/* The terminal table: the top `top` rows (0: all) and the totals; a
+ * simulated report adds a table of the units' utilization and the roofline
+ * position of each row against the target's peak. */
 void ldmc_profile_print(const ldmc_profile_report *r, FILE *f, int top, bool grouped);
 /* Each written atomically (temp file + rename); errors name the path. */
 ldmc_status ldmc_profile_write_csv(const ldmc_profile_report *r, const char *path);

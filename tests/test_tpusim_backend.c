@@ -54,6 +54,9 @@ typedef struct expect {
   bool bf16_oracle;     /* also within 2e-5 max|want| of the interpreter on bf16-rounded inputs */
   int64_t macs;         /* >= 0: the simulated MACs of all kernels */
   bool rewrites;        /* the output kernel stores some elements twice (pad: the pad value, then the operand) */
+  const char *tiles;    /* non-NULL: in the output kernel's tile description (the tiling chosen) */
+  int kernels;          /* > 0: the executable's kernel count */
+  int last_nodes;       /* > 0: the nodes the output kernel computes (a fused chain) */
 } expect;
 
 static ldmc_status make_inputs(const ldmc_graph *g, ldmc_tensor **out, int *n, bool round_bf16) {
@@ -179,6 +182,15 @@ static void check_graph(const char *name, ldmc_graph *g, const ldmc_tpu_target *
       CHECK_MSG(x.rewrites ? last.stats.bytes_stored >= (uint64_t)got.nbytes && last.stats.bytes_stored <= 2 * (uint64_t)got.nbytes
                            : last.stats.bytes_stored == (uint64_t)got.nbytes,
                 "%s: %" PRIu64 " bytes stored, output %zu", name, last.stats.bytes_stored, got.nbytes);
+    if (x.kernels > 0) CHECK_MSG(nk == x.kernels, "%s (%s): %d kernels, expected %d", name, t->name, nk, x.kernels);
+    if (x.last_nodes > 0 && nk > 0) {
+      CHECK_MSG(last.n_nodes == x.last_nodes && last.nodes[last.n_nodes - 1] == last.node,
+                "%s (%s): the output kernel computes %d nodes (root %d), expected %d", name, t->name, last.n_nodes,
+                (int)last.nodes[last.n_nodes - 1], x.last_nodes);
+      for (int i = 1; i < last.n_nodes; i++) CHECK(last.nodes[i - 1] < last.nodes[i]);
+    }
+    if (x.tiles && nk > 0)
+      CHECK_MSG(strstr(last.tiles, x.tiles) != NULL, "%s (%s): tiles '%s', expected '%s'", name, t->name, last.tiles, x.tiles);
   }
   ldmc_tensor_release(&got);
   ldmc_tensor_release(&want);
@@ -247,6 +259,38 @@ static void test_bcast(const ldmc_tpu_target *t, int64_t r, int64_t c) {
   check_graph("numpy broadcast [3,1,c] x [r,1]", finish(b, ldmc_mul(b, x, y)), t, k_vec);
 }
 
+/* broadcast_in_dim alone, in the forms the lowering tiles differently after
+ * merging dims: a repeat of the last dim (upsampling along W), of rows
+ * (along H), a per-channel value over a long last dim, outer dims left
+ * over, a scalar splat wider than a vector operand; and upsample_nearest. */
+static void test_bcast_forms(const ldmc_tpu_target *t) {
+  static const struct {
+    int xr, r;
+    int64_t xd[4], d[4], map[4];
+    const char *name, *tiles; /* tiles: the tiling expected on v5e */
+  } cs[] = {
+      {3, 4, {3, 50, 370}, {3, 50, 370, 2}, {0, 1, 2}, "[3,50,370] -> [3,50,370,2] (repeat last)", "x2 by strided stores"},
+      {3, 4, {3, 5, 37}, {3, 5, 2, 37}, {0, 1, 3}, "[3,5,37] -> [3,5,2,37] (repeat rows)", "x2 rows by strided stores"},
+      {2, 4, {4, 7}, {4, 3, 7, 5}, {0, 2}, "[4,7] -> [4,3,7,5] (outer dims, repeat last)", NULL},
+      {2, 4, {4, 7}, {4, 3, 7, 300}, {0, 2}, "[4,7] -> [4,3,7,300] (long repeat)", "row broadcast"},
+      {1, 3, {6}, {2, 6, 45}, {1}, "[6] -> [2,6,45] (per channel)", "row broadcast"},
+      {2, 3, {2, 40}, {2, 3, 40}, {0, 2}, "[2,40] -> [2,3,40] (repeat rows, one outer)", NULL},
+      {2, 2, {1, 9}, {70, 9}, {0, 1}, "[1,9] -> [70,9] (repeat of a row)", NULL},
+      {0, 2, {0}, {2, 40000}, {0}, "[] -> [2,40000] (splat)", "row broadcast"},
+  };
+  for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+    ldmc_builder *b = ldmc_builder_new("bcast_forms");
+    ldmc_value x = ldmc_parameter(b, "x", LDMC_F32, cs[i].xr, cs[i].xd);
+    expect x_ = k_vec;
+    if (strcmp(t->name, "v5e") == 0) x_.tiles = cs[i].tiles;
+    check_graph(cs[i].name, finish(b, ldmc_broadcast_in_dim(b, x, cs[i].r, cs[i].d, cs[i].map)), t, x_);
+  }
+  int64_t d[4] = {2, 3, 5, 7};
+  ldmc_builder *b = ldmc_builder_new("upsample");
+  ldmc_value x = ldmc_parameter(b, "x", LDMC_F32, 4, d);
+  check_graph("upsample_nearest x2 [2,3,5,7]", finish(b, ldmc_upsample_nearest(b, x, 2)), t, k_vec);
+}
+
 static void test_reduce(const ldmc_tpu_target *t, int64_t r, int64_t c) {
   static const ldmc_reduce_kind kinds[] = {LDMC_REDUCE_SUM, LDMC_REDUCE_MAX, LDMC_REDUCE_MIN};
   for (size_t i = 0; i < 3; i++) {
@@ -295,6 +339,70 @@ static void test_dot(const ldmc_tpu_target *t, int64_t B, int64_t M, int64_t K, 
            transposed ? " (rhs transposed)" : "");
   expect x_ = {.rtol = 0, .arel = 2e-2, .bf16_oracle = true, .macs = (B ? B : 1) * M * K * N};
   check_graph(name, finish(b, ldmc_dot_general(b, x, y, &lb, &rb, &lc, &rc)), t, x_);
+}
+
+/* attention as one flash kernel (bf16 q, k, v and p on the matrix units):
+ * q [B.., N, D], k [B.., M, D], v [B.., M, E]; N, M not multiples of the tiles. */
+static void test_attention(const ldmc_tpu_target *t, int rank, const int64_t *lead, int64_t N, int64_t M, int64_t D,
+                           int64_t E, double scale) {
+  int64_t qd[4], kd[4], vd[4], B = 1;
+  for (int i = 0; i < rank - 2; i++) qd[i] = kd[i] = vd[i] = lead[i], B *= lead[i];
+  qd[rank - 2] = N, qd[rank - 1] = D, kd[rank - 2] = M, kd[rank - 1] = D, vd[rank - 2] = M, vd[rank - 1] = E;
+  ldmc_builder *b = ldmc_builder_new("attention");
+  ldmc_value q = ldmc_parameter(b, "q", LDMC_F32, rank, qd), k = ldmc_parameter(b, "k", LDMC_F32, rank, kd),
+             v = ldmc_parameter(b, "v", LDMC_F32, rank, vd);
+  char name[128];
+  snprintf(name, sizeof name, "attention B%" PRId64 " N%" PRId64 " M%" PRId64 " D%" PRId64 " E%" PRId64, B, N, M, D, E);
+  expect x_ = {.rtol = 0, .arel = 2e-2, .macs = B * N * M * (D + E), .tiles = "flash"};
+  check_graph(name, finish(b, ldmc_attention(b, q, k, v, scale)), t, x_);
+}
+
+/* head split and merge, [B, N, h, d] <-> [B, h, N, d]: the last dim kept, the longest other dim as rows */
+/* a reshape inside the graph is its operand's buffer (no kernel); one of a parameter or an output is a copy */
+static void test_reshape_alias(const ldmc_tpu_target *t) {
+  int64_t d[2] = {6, 35}, d3[3] = {3, 14, 5};
+  ldmc_builder *b = ldmc_builder_new("alias");
+  ldmc_value x = ldmc_parameter(b, "x", LDMC_F32, 2, d);
+  ldmc_value y = ldmc_unary(b, LDMC_OP_EXP, ldmc_reshape(b, ldmc_unary(b, LDMC_OP_TANH, ldmc_reshape(b, x, 3, d3)), 2, d));
+  const expect x_ = {.rtol = 1e-5, .arel = 0, .macs = 0, .kernels = 3}; /* reshape of x, tanh, exp */
+  check_graph("reshapes as aliases", finish(b, y), t, x_);
+}
+
+static void test_heads(const ldmc_tpu_target *t) {
+  static const int64_t perm[4] = {0, 2, 1, 3}, shapes[2][4] = {{2, 50, 3, 4}, {2, 3, 50, 4}};
+  const expect exact = {.rtol = 0, .arel = 0, .macs = 0};
+  for (int i = 0; i < 2; i++) {
+    ldmc_builder *b = ldmc_builder_new("heads");
+    ldmc_value x = ldmc_parameter(b, "x", LDMC_F32, 4, shapes[i]);
+    check_graph(i ? "head merge [2,3,50,4] -> [2,50,3,4]" : "head split [2,50,3,4] -> [2,3,50,4]",
+                finish(b, ldmc_transpose(b, x, perm)), t, exact);
+  }
+}
+
+/* Elementwise chains fused into one vector kernel: a per-column scale, a
+ * per-row shift (broadcasts of outside values), unary and binary ops, x
+ * used twice; and a chain whose middle value is also an output of another
+ * use (not absorbed: two kernels). */
+static void test_fusion(const ldmc_tpu_target *t, int64_t r, int64_t c) {
+  int64_t d[2] = {r, c}, gd[1] = {c}, bd[1] = {r}, m1[1] = {1}, m0[1] = {0};
+  ldmc_builder *b = ldmc_builder_new("fuse");
+  ldmc_value x = ldmc_parameter(b, "x", LDMC_F32, 2, d), g = ldmc_parameter(b, "g", LDMC_F32, 1, gd),
+             sh = ldmc_parameter(b, "s", LDMC_F32, 1, bd);
+  ldmc_value y = ldmc_add(b, ldmc_mul(b, x, ldmc_broadcast_in_dim(b, g, 2, d, m1)), ldmc_broadcast_in_dim(b, sh, 2, d, m0));
+  y = ldmc_sub(b, ldmc_unary(b, LDMC_OP_TANH, y), ldmc_mul(b, x, ldmc_unary(b, LDMC_OP_LOGISTIC, x)));
+  /* 8 nodes: 2 broadcasts, mul, add, tanh, logistic, mul, sub */
+  expect x_ = {.rtol = 1e-5, .arel = 1e-6, .macs = 0, .kernels = 1, .last_nodes = 8, .tiles = "8 nodes fused"};
+  check_graph("fused chain", finish(b, y), t, x_);
+  /* a 4-D chain with a per-channel affine (group-norm style: [N, C, H, W] * g[C] + b[C]) */
+  int64_t d4[4] = {2, 5, 7, 9}, cd[1] = {5}, map[1] = {1};
+  b = ldmc_builder_new("fuse4");
+  x = ldmc_parameter(b, "x", LDMC_F32, 4, d4);
+  g = ldmc_parameter(b, "g", LDMC_F32, 1, cd);
+  ldmc_value be = ldmc_parameter(b, "b", LDMC_F32, 1, cd);
+  y = ldmc_add(b, ldmc_mul(b, x, ldmc_broadcast_in_dim(b, g, 4, d4, map)), ldmc_broadcast_in_dim(b, be, 4, d4, map));
+  y = ldmc_mul(b, y, ldmc_unary(b, LDMC_OP_LOGISTIC, y)); /* SiLU: y used twice, so not absorbed */
+  expect x4 = {.rtol = 1e-5, .arel = 1e-6, .macs = 0, .kernels = 2, .last_nodes = 2};
+  check_graph("per-channel affine then SiLU", finish(b, y), t, x4);
 }
 
 /* A small chain of several kernels: softmax-like rows of a matmul. */
@@ -542,6 +650,7 @@ int main(void) {
     test_binary(t, 2, d2);
     test_bcast(t, 13, 29);
     test_bcast(t, 3, 700); /* a column broadcast wider than a tile */
+    test_bcast_forms(t);
     test_reduce(t, 9, 33);
     test_reduce(t, 3, 900); /* rows longer than a tile: accumulation over column tiles */
     test_dot(t, 0, 1, 1, 1, false);
@@ -550,7 +659,13 @@ int main(void) {
     test_dot(t, 3, 17, 20, 9, false);
     test_dot(t, 3, 17, 20, 9, true);
     test_chain(t);
+    test_fusion(t, 37, 100);
+    test_attention(t, 4, (int64_t[]){2, 3}, 37, 45, 12, 20, 0.3);
+    test_attention(t, 3, (int64_t[]){2}, 19, 130, 9, 9, 1.0 / 3);
+    test_attention(t, 2, NULL, 1, 1, 3, 5, 1.0);
     test_move(t);
+    test_heads(t);
+    test_reshape_alias(t);
     test_sincos(t);
     test_conv(t, 1, 3, 8, 8, 5, 3, 1, 1, 1);    /* 3x3, pad 1, stride 1 */
     test_conv(t, 2, 6, 9, 7, 4, 3, 2, 1, 1);    /* stride 2, odd sizes, batch 2 */
@@ -563,6 +678,8 @@ int main(void) {
   test_conv(&v5e, 1, 64, 16, 16, 96, 3, 1, 1, 1); /* K = 576 over several K blocks, 256 pixels over two units */
   test_dot(&v5e, 0, 130, 300, 200, false); /* more than one 128 x 128 tile, K over two units */
   test_dot(&v5e, 2, 64, 136, 130, true);
+  test_attention(&v5e, 3, (int64_t[]){3}, 300, 333, 200, 150, 0.07); /* D over two weight slices, E over two units */
+  test_attention(&v5e, 3, (int64_t[]){2}, 1000, 77, 64, 64, 0.125);  /* cross-attention shape: few keys */
   test_refusals();
   return test_summary("tpusim_backend");
 }

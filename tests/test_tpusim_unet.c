@@ -50,8 +50,8 @@ static ldmc_tpu_target small_target(void) {
   return t;
 }
 
-/* g with every matrix-unit operand (of dot_general and convolution) rounded
- * to bf16 by a convert pair: the interpreter on it computes what the matrix
+/* g with every matrix-unit operand (of dot_general, convolution and the
+ * attention tpusim runs as one kernel: q, k, v) rounded to bf16 by a convert pair: the interpreter on it computes what the matrix
  * units are specified to compute (bf16 inputs, exact products, sums in
  * higher precision), an oracle for everything but accumulation order. */
 static ldmc_graph *round_matmul_inputs(const ldmc_graph *g) {
@@ -64,7 +64,7 @@ static ldmc_graph *round_matmul_inputs(const ldmc_graph *g) {
     ok = n->n_operands <= 8;
     for (int j = 0; j < n->n_operands && ok; j++) {
       ops[j] = map[n->operands[j]];
-      if (n->op == LDMC_OP_DOT_GENERAL || n->op == LDMC_OP_CONVOLUTION) {
+      if (n->op == LDMC_OP_DOT_GENERAL || n->op == LDMC_OP_CONVOLUTION || n->op == LDMC_OP_ATTENTION) {
         const ldmc_node *x = &g->nodes[n->operands[j]];
         int32_t h = ldmc_graph_add(r, LDMC_OP_CONVERT, LDMC_BF16, &x->shape, 1, &ops[j], NULL, NULL);
         ops[j] = h < 0 ? -1 : ldmc_graph_add(r, LDMC_OP_CONVERT, LDMC_F32, &x->shape, 1, &h, NULL, NULL);

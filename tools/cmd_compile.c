@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "backends/llvm_cpu/llvm_cpu.h"
+#include "backends/tpusim/tpusim.h"
 #include "models/unet.h"
 #include "models/unet_train.h"
 #include "passes/passes.h"
@@ -18,6 +19,7 @@
 #include "tools/cli_io.h"
 #include "tools/cli_target.h"
 #include "tools/commands.h"
+#include "tools/profile_run.h"
 #include "tools/run_model.h"
 
 static double mib(int64_t b) { return (double)b / (1024.0 * 1024.0); }
@@ -178,6 +180,76 @@ done:
   return rc;
 }
 
+/* --emit asm on tpusim: every kernel's instruction stream as disassembly
+ * (docs/backends/tpusim.md, "Disassembly"), each under a header line naming
+ * its node; written under a temporary name, renamed only on success. The
+ * graph is compiled as built with bf16 matrix inputs (what the units take)
+ * and timing-only buffers (nothing is allocated for values). */
+static int emit_tpusim_asm(const ldmc_cli_cmd *c, const ldmc_graph *g, int64_t n_act, const ldmc_tpu_target *t,
+                           const char *path) {
+  char *tmp = temp_beside(path);
+  if (!tmp) return ldmc_cli_fail(c, "cannot write '%s': %s", path, strerror(errno));
+  ldmc_compile_opts opts = {.params_are_weights = n_act >= 0, .n_activation_params = (int32_t)(n_act < 0 ? 0 : n_act),
+                            .bf16 = true};
+  double t0 = now_s();
+  ldmc_executable *e = NULL;
+  int rc = LDMC_EXIT_OK;
+  FILE *f = NULL;
+  if (ldmc_tpusim_compile_mode(g, &opts, t, LDMC_TPU_SIM_TIMING_ONLY, &e) != LDMC_OK) {
+    rc = ldmc_cli_fail(c, "compiling graph '%s' for tpusim: %s", g->name ? g->name : "", ldmc_last_error());
+    goto done;
+  }
+  if (!(f = fopen(tmp, "w"))) {
+    rc = ldmc_cli_fail(c, "cannot write '%s': %s", path, strerror(errno));
+    goto done;
+  }
+  const ldmc_graph *eg = e->graph; /* decomposed: the nodes the kernels compute */
+  int nk = ldmc_tpusim_kernel_count(e);
+  uint64_t insns = 0;
+  for (int i = 0; i < nk; i++) {
+    ldmc_tpusim_kernel k;
+    if (ldmc_tpusim_kernel_get(e, i, &k) == LDMC_OK) insns += k.program->count;
+  }
+  fprintf(f, "; tpusim asm of graph '%s' for target %s (%d matrix units of %dx%d, %.0f MHz): %d kernels, %llu "
+             "instructions\n; the graph after decomposition has %d nodes; one kernel per node, run in this order\n",
+          g->name ? g->name : "", t->name, t->mxu_count, t->mxu_rows, t->mxu_cols, t->clock_hz * 1e-6, nk,
+          (unsigned long long)insns, (int)eg->n_nodes);
+  ldmc_status st = LDMC_OK;
+  for (int i = 0; i < nk && st == LDMC_OK; i++) {
+    ldmc_tpusim_kernel k;
+    if ((st = ldmc_tpusim_kernel_get(e, i, &k)) != LDMC_OK) break;
+    const ldmc_node *n = &eg->nodes[k.node];
+    char shape[160];
+    fprintf(f, "\n; kernel %d: %%%d %s %s%s", i, (int)k.node, ldmc_op_name(n->op), ldmc_dtype_name(n->dtype),
+            ldmc_shape_str(&n->shape, shape, sizeof shape));
+    if (n->scope && n->scope[0]) fprintf(f, " [%s]", n->scope);
+    fprintf(f, "; %s; %zu instructions; buffers", k.tiles[0] ? k.tiles : "no tiles", k.program->count);
+    for (int b = 0; b < k.mem.count; b++)
+      fprintf(f, "%s buf%d=%%%d (%llu B)", b ? "," : "", b, (int)k.buf_nodes[b], (unsigned long long)k.mem.buf[b].bytes);
+    fputc('\n', f);
+    st = ldmc_tpu_program_disasm(k.program, f);
+  }
+  if (st == LDMC_OK && ferror(f)) st = ldmc_error(LDMC_ERR_IO, "writing '%s'", path);
+  if (fclose(f) != 0 && st == LDMC_OK) st = ldmc_error(LDMC_ERR_IO, "writing '%s': %s", path, strerror(errno));
+  f = NULL;
+  if (st != LDMC_OK) {
+    rc = ldmc_cli_fail(c, "%s", ldmc_last_error());
+    goto done;
+  }
+  if (rename(tmp, path) != 0) {
+    rc = ldmc_cli_fail(c, "cannot write '%s': %s", path, strerror(errno));
+    goto done;
+  }
+  printf("emitted %s: tpusim asm for %s, %d kernels, %llu instructions, in %.3f s\n", path, t->name, nk,
+         (unsigned long long)insns, now_s() - t0);
+done:
+  if (f) fclose(f);
+  ldmc_executable_free(e);
+  unlink(tmp); /* a no-op after a successful rename */
+  free(tmp);
+  return rc;
+}
+
 /* --train: where the step's work and state are, from the step graph as built. */
 static void print_train_summary(const ldmc_train_step_stats *ts, const ldmc_train_opts *o, int64_t batch) {
   printf("training step: AdamW (lr and step are inputs), clip ");
@@ -210,6 +282,8 @@ int ldmc_cmd_compile(int argc, char **argv) {
       {"context", "DxT", LDMC_UNET_HELP_CONTEXT, NULL},
       {"batch", "B", LDMC_UNET_HELP_BATCH, NULL},
       {"target", "NAME", ldmc_cli_target_help("target to compile for"), NULL},
+      {"target-file", "FILE", "with --target tpusim: the machine from a JSON target description\n"
+                              "(docs/backends/tpusim.md) instead of a preset (tpusim:v1|v4|v5e)", NULL},
       {"backend", "NAME", "synonym of --target", NULL},
       {"bf16", NULL, "allow bf16 storage with f32 accumulation (llvm-cpu: GEMM and convolution\n"
                      "operands as bf16 pairs on avx512_bf16); applies to the plan and to --emit", NULL},
@@ -226,7 +300,8 @@ int ldmc_cmd_compile(int argc, char **argv) {
                       "with --emit, the emitted file instead (-o FILE is the same)", NULL},
       {"emit", "obj|asm|llvm", "also compile the graph as built with the llvm-cpu backend (which runs\n"
                                "the cpu-nchw pipeline itself) into one object file, assembly or\n"
-                               "LLVM IR at --out (written only on success)", NULL},
+                               "LLVM IR at --out (written only on success); with --target tpusim[:PRESET],\n"
+                               "asm only: every kernel's instruction stream, disassembled", NULL},
       {"header", "FILE.h", "with --emit: the C header declaring the entry point (default for obj:\n"
                            "--out with its extension replaced by .h)", NULL},
       {"entry", "NAME", "with --emit: the entry point's name (default: the graph name)", NULL},
@@ -320,12 +395,24 @@ int ldmc_cmd_compile(int argc, char **argv) {
     return ldmc_cli_usage_error(&c, "flag '--channels' takes one width here, got '%s' (ldmc stats takes a list)", chans);
   const char *tname = ldmc_cli_target_flag(&c, &rc);
   if (rc != LDMC_CLI_CONTINUE) return rc;
+  bool tpusim = false;
+  ldmc_tpu_target tpu_t;
+  const char *tspec = tname;
+  if (ldmc_prof_tpusim_target(tname, ldmc_cli_get(&c, "target-file"), &tpusim, &tspec, &tpu_t) != LDMC_OK)
+    return ldmc_cli_usage_error(&c, "%s", ldmc_last_error());
   ldmc_cli_target ct;
-  if (ldmc_cli_target_parse(tname ? tname : "llvm-cpu", &ct) != LDMC_OK)
+  if (ldmc_cli_target_parse(tspec ? tspec : "llvm-cpu", &ct) != LDMC_OK)
     return ldmc_cli_usage_error(&c, "%s", ldmc_last_error());
   const ldmc_target *t = ct.t;
-  if (emit && !(ct.be && strcmp(ct.be->name, "llvm-cpu") == 0))
-    return ldmc_cli_usage_error(&c, "--emit needs --target llvm-cpu (target %s has no code generator)", t->name);
+  if (emit && tpusim && ekind != LDMC_EMIT_ASM)
+    return ldmc_cli_usage_error(&c, "--emit %s: tpusim emits asm only (its instruction streams, disassembled)", emit);
+  if (emit && tpusim && (header || ldmc_cli_has(&c, "entry")))
+    return ldmc_cli_usage_error(&c, "flag '--%s' applies to llvm-cpu's object files, not tpusim asm",
+                                header ? "header" : "entry");
+  if (emit && !tpusim && !(ct.be && strcmp(ct.be->name, "llvm-cpu") == 0))
+    return ldmc_cli_usage_error(&c, "--emit needs --target llvm-cpu or tpusim (target %s has no code generator)", t->name);
+  if (emit && tpusim && train)
+    return ldmc_cli_usage_error(&c, "--emit asm on tpusim compiles the forward graph; --train is not lowered there");
   int64_t batch = 0;
   if ((rc = ldmc_cli_int(&c, "batch", 1, LDMC_UNET_CLI_BATCH_MAX, &batch)) != LDMC_CLI_CONTINUE) return rc;
 
@@ -442,7 +529,9 @@ int ldmc_cmd_compile(int argc, char **argv) {
   if (chk != LDMC_OK) rc = ldmc_cli_fail(&c, "buffer check failed: %s", ldmc_last_error());
   else rc = LDMC_EXIT_OK;
   const char *out = ldmc_cli_get(&c, "out");
-  if (rc == LDMC_EXIT_OK && emit) {
+  if (rc == LDMC_EXIT_OK && emit && tpusim) {
+    rc = emit_tpusim_asm(&c, built, n_act, &tpu_t, out);
+  } else if (rc == LDMC_EXIT_OK && emit) {
     char *hdr = header ? strdup(header) : ekind == LDMC_EMIT_OBJ ? header_for(out) : NULL;
     if ((header || ekind == LDMC_EMIT_OBJ) && !hdr) rc = ldmc_cli_fail(&c, "out of memory");
     else rc = emit_aot(&c, built, n_act, ekind, out, hdr, ldmc_cli_get(&c, "entry"));

@@ -3,9 +3,12 @@
  * several U-Net widths, the counted and the measured cost side by side. */
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "models/stats.h"
@@ -28,6 +31,8 @@ typedef struct prof_cmd {
   int top;
   const char *group, *csv, *json, *trace, *roofline;
   bool backend_chosen;
+  bool tpusim;           /* the target is tpusim: simulated time, the target's peak */
+  ldmc_tpu_target tpu_t; /* its machine model */
 } prof_cmd;
 
 /* ---- output files: all of them or none ----
@@ -94,6 +99,18 @@ static int out_fail(const prof_cmd *pc, out_files *o) {
 
 /* After the flags are checked: the machine's figures, and which backend runs. */
 static int start(prof_cmd *pc) {
+  if (pc->tpusim) { /* the simulated machine's figures, not this CPU's */
+    const ldmc_tpu_target *t = &pc->tpu_t;
+    memset(&pc->mach, 0, sizeof pc->mach);
+    pc->mach.known = true;
+    pc->mach.peak_gflops = ldmc_prof_tpusim_peak_gflops(t);
+    pc->mach.bandwidth_gbs = ldmc_prof_tpusim_bandwidth_gbs(t);
+    snprintf(pc->mach.source, sizeof pc->mach.source,
+             "tpusim target %s: %d matrix units of %dx%d at %.0f MHz (bf16 peak), %.1f GB/s off chip; %s simulation",
+             t->name, t->mxu_count, t->mxu_rows, t->mxu_cols, t->clock_hz * 1e-6, t->hbm_bytes_per_s * 1e-9,
+             pc->o.tpu_timing_only ? "timing-only" : "functional");
+    return LDMC_CLI_CONTINUE;
+  }
   int rc = ldmc_prof_machine_get(pc->c, pc->threads, &pc->mach);
   if (rc != LDMC_CLI_CONTINUE) return rc;
   if (!pc->backend_chosen)
@@ -132,6 +149,7 @@ static char *meta_json(const prof_cmd *pc, const ldmc_prof_result *r, const char
                         pc->o.bf16, "compile_s", r->compile_s, "per_kernel", r->per_kernel, "group",
                         pc->group ? pc->group : "kernel");
   if (model) json_object_set_new(m, "model", json_string(model));
+  if (pc->tpusim) json_object_set_new(m, "sim_mode", json_string(pc->o.tpu_timing_only ? "timing" : "functional"));
   if (pc->mach.known)
     json_object_set_new(m, "calibration", json_pack("{s:s,s:s,s:s}", "cpu", pc->mach.m.cpu, "isa", pc->mach.m.isa,
                                                     "source", pc->mach.source));
@@ -165,6 +183,11 @@ static ldmc_status write_roofline(const prof_cmd *pc, const char *path, const ld
     if (*tag && k->root >= 0) snprintf(*tag, len, "%s %%%d", k->name, (int)k->root); /* "attn %192" */
     else if (*tag) snprintf(*tag, len, "%s", k->name);                               /* a group */
     pts[i] = (ldmc_roofline_point){*lab ? *lab : k->name, *tag, k->intensity, k->gflops_s, k->share};
+    if (r->simulated && k->sim.cycles > 0 && k->sim.dma_bytes > 0) { /* the bytes the DMAs moved, exact time */
+      double flops = (double)(k->mac_flops + k->other_flops), secs = (double)k->sim.cycles / r->sim_target.clock_hz;
+      pts[i].intensity = flops / (double)k->sim.dma_bytes;
+      pts[i].gflops = flops / secs * 1e-9;
+    }
   }
   ldmc_status st = ldmc_roofline_write_svg(path, title, pc->mach.peak_gflops, pc->mach.bandwidth_gbs, pts,
                                            (int)r->n_kernels);
@@ -174,6 +197,29 @@ static ldmc_status write_roofline(const prof_cmd *pc, const char *path, const ld
   return st;
 }
 
+/* A grouped simulated report's counters: per step, summed over each group's kernels. */
+static void group_sim(const ldmc_profile_report *r, ldmc_profile_key_fn key, ldmc_profile_report *g) {
+  double steps = r->steps > 0 ? r->steps : 1;
+  for (int32_t i = 0; i < r->n_kernels; i++) {
+    const ldmc_profile_kernel *k = &r->kernels[i];
+    char buf[256];
+    const char *name = key(k, buf, sizeof buf);
+    for (int32_t j = 0; j < g->n_kernels; j++) {
+      ldmc_profile_sim *o = &g->kernels[j].sim;
+      if (strcmp(g->kernels[j].name, name) != 0) continue;
+      double n = (double)k->calls / steps;
+      o->cycles += llround((double)k->sim.cycles * n);
+      o->mxu_busy += llround((double)k->sim.mxu_busy * n);
+      o->macs += llround((double)k->sim.macs * n);
+      o->vec_busy += llround((double)k->sim.vec_busy * n);
+      o->dma_busy += llround((double)k->sim.dma_busy * n);
+      o->dma_bytes += llround((double)k->sim.dma_bytes * n);
+      o->insns += llround((double)k->sim.insns * n);
+      break;
+    }
+  }
+}
+
 /* The detailed profile of one graph: table, files. */
 static int report_one(prof_cmd *pc, const ldmc_graph *g, ldmc_prof_result *r, const char *model) {
   ldmc_profile_report *rep = &r->report, grouped;
@@ -181,11 +227,19 @@ static int report_one(prof_cmd *pc, const ldmc_graph *g, ldmc_prof_result *r, co
   ldmc_profile_key_fn key = group_key(pc->group);
   if (key) {
     if (ldmc_profile_report_group(rep, key, &grouped) != LDMC_OK) return ldmc_cli_fail(pc->c, "%s", ldmc_last_error());
+    if (rep->simulated) group_sim(rep, key, &grouped);
     rep = &grouped;
   }
-  printf("profile of graph '%s' (%d nodes) on %s%s, %d thread%s: compile %.3f s, %d warm-up + %d profiled step%s\n",
-         g->name ? g->name : "", (int)g->n_nodes, pc->o.be->name, pc->o.bf16 ? " (--bf16)" : "", pc->threads,
-         pc->threads == 1 ? "" : "s", r->compile_s, pc->o.warmup, rep->steps, rep->steps == 1 ? "" : "s");
+  if (pc->tpusim)
+    printf("profile of graph '%s' (%d nodes; %d after decomposition) on tpusim:%s, simulated (%s): compile %.3f s,\n"
+           "  %d warm-up + %d profiled step%s; every time below is simulated (cycles / %.0f MHz)\n",
+           g->name ? g->name : "", (int)g->n_nodes, r->ran ? (int)r->ran->n_nodes : 0, pc->tpu_t.name,
+           pc->o.tpu_timing_only ? "timing only" : "functional", r->compile_s, pc->o.warmup, rep->steps,
+           rep->steps == 1 ? "" : "s", pc->tpu_t.clock_hz * 1e-6);
+  else
+    printf("profile of graph '%s' (%d nodes) on %s%s, %d thread%s: compile %.3f s, %d warm-up + %d profiled step%s\n",
+           g->name ? g->name : "", (int)g->n_nodes, pc->o.be->name, pc->o.bf16 ? " (--bf16)" : "", pc->threads,
+           pc->threads == 1 ? "" : "s", r->compile_s, pc->o.warmup, rep->steps, rep->steps == 1 ? "" : "s");
   if (pc->mach.known) printf("machine: %s\n", pc->mach.source);
   if (!r->per_kernel) printf("(the %s backend reports no kernels: each step is one \"run\")\n", pc->o.be->name);
   printf("\n");
@@ -235,7 +289,64 @@ typedef struct width_row {
   ldmc_model_stats s;
   double step_s, gflops_s, pct, intensity, bytes;
   double compile_s, overhead_pct;
+  double wall_s;        /* building, compiling and running this width, on this machine */
+  ldmc_profile_sim sim; /* tpusim: the counters per step */
 } width_row;
+
+/* Timing-only simulation reads no input: every parameter is a view of one
+ * read-only mapping of zero pages (never touched, so a 5 GB weight set costs
+ * no memory), instead of seeded random weights. */
+typedef struct zero_map {
+  void *p;
+  size_t len;
+} zero_map;
+
+static void zero_unmap(void *ctx) {
+  zero_map *z = ctx;
+  munmap(z->p, z->len);
+  free(z);
+}
+
+static ldmc_status zero_feed(const ldmc_graph *g, ldmc_tensor_set *feed) {
+  memset(feed, 0, sizeof *feed);
+  size_t most = 64;
+  for (int32_t i = 0; i < g->n_nodes; i++) {
+    const ldmc_node *p = &g->nodes[i];
+    int64_t n = 0;
+    if (p->op == LDMC_OP_PARAMETER && ldmc_shape_numel(&p->shape, ldmc_dtype_size(p->dtype), &n) == LDMC_OK &&
+        (size_t)n * ldmc_dtype_size(p->dtype) > most)
+      most = (size_t)n * ldmc_dtype_size(p->dtype);
+  }
+  zero_map *z = calloc(1, sizeof *z);
+  if (!z) return ldmc_error(LDMC_ERR_NOMEM, "out of memory");
+  z->len = most;
+  z->p = mmap(NULL, most, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (z->p == MAP_FAILED) {
+    free(z);
+    return ldmc_error(LDMC_ERR_NOMEM, "cannot map %zu bytes of zeros: %s", most, strerror(errno));
+  }
+  feed->release = zero_unmap;
+  feed->release_ctx = z;
+  ldmc_status st = LDMC_OK;
+  for (int32_t i = 0; i < g->n_nodes && st == LDMC_OK; i++) {
+    const ldmc_node *p = &g->nodes[i];
+    if (p->op != LDMC_OP_PARAMETER) continue;
+    int64_t n = 0;
+    ldmc_shape_numel(&p->shape, ldmc_dtype_size(p->dtype), &n);
+    ldmc_tensor t = {.name = strdup(p->attrs.name ? p->attrs.name : ""), .dtype = p->dtype, .shape = p->shape,
+                     .data = z->p, .nbytes = (size_t)n * ldmc_dtype_size(p->dtype)};
+    st = t.name ? ldmc_tensor_set_add(feed, &t) : ldmc_error(LDMC_ERR_NOMEM, "out of memory");
+    if (st != LDMC_OK) free(t.name);
+  }
+  if (st != LDMC_OK) ldmc_tensor_set_free(feed);
+  return st;
+}
+
+static double wall_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static ldmc_status unet_feed(const ldmc_graph *g, const char *wpath, uint64_t seed, ldmc_tensor_set *weights,
                              ldmc_tensor_set *feed) {
@@ -268,10 +379,12 @@ static int profile_width(prof_cmd *pc, const ldmc_unet_config *base, int ch, boo
   const char *wpath = ldmc_cli_get(pc->c, "weights");
   int64_t seed = 0;
   ldmc_cli_int(pc->c, "seed", 0, INT64_MAX, &seed);
+  double w0 = wall_now();
+  bool zeros = pc->tpusim && pc->o.tpu_timing_only;
   if (ldmc_unet_build(&cfg, &g) != LDMC_OK) {
     rc = ldmc_cli_fail(pc->c, "c=%d: building the U-Net: %s", ch, ldmc_last_error());
   } else if (ldmc_stats_compute(g, ldmc_unet_input_names, LDMC_UNET_N_INPUTS, &row->s) != LDMC_OK ||
-             unet_feed(g, wpath, (uint64_t)seed, &weights, &feed) != LDMC_OK ||
+             (zeros ? zero_feed(g, &feed) : unet_feed(g, wpath, (uint64_t)seed, &weights, &feed)) != LDMC_OK ||
              ldmc_prof_run(g, &feed, &pc->o, &r) != LDMC_OK) {
     rc = ldmc_cli_fail(pc->c, "c=%d: %s", ch, ldmc_last_error());
   } else {
@@ -283,6 +396,11 @@ static int profile_width(prof_cmd *pc, const ldmc_unet_config *base, int ch, boo
     row->intensity = rep->bytes_per_step > 0 ? (double)(rep->exec_mac_flops + rep->exec_other_flops) / row->bytes : 0;
     row->compile_s = r.compile_s;
     row->overhead_pct = r.overhead_pct;
+    if (rep->simulated) ldmc_profile_report_sim_totals(rep, false, &row->sim);
+    row->wall_s = wall_now() - w0;
+    if (pc->tpusim && pc->o.progress)
+      fprintf(stderr, "ldmc profile: c=%d: %.1f s on this machine (build, compile, %d simulated step%s)\n", ch, row->wall_s,
+              pc->o.warmup + pc->o.steps, pc->o.warmup + pc->o.steps == 1 ? "" : "s");
     if (rep->graph_mac_flops != row->s.mac_flops) /* one FLOP count everywhere: a mismatch is a bug */
       rc = ldmc_cli_fail(pc->c, "c=%d: profile counts %lld FLOPs, stats %lld", ch, (long long)rep->graph_mac_flops,
                          (long long)row->s.mac_flops);
@@ -300,23 +418,56 @@ static int profile_width(prof_cmd *pc, const ldmc_unet_config *base, int ch, boo
 }
 
 static int family_outputs(prof_cmd *pc, const width_row *rows, int n, const ldmc_unet_config *cfg) {
-  printf("U-Net family at latent %lldx%lldx%d, context %dx%d, batch %lld on %s, %d thread%s, %d step%s per width\n",
-         (long long)cfg->height, (long long)cfg->width, cfg->in_channels, cfg->context_dim, cfg->context_tokens,
-         (long long)cfg->batch, pc->o.be->name, pc->threads, pc->threads == 1 ? "" : "s", pc->o.steps,
-         pc->o.steps == 1 ? "" : "s");
-  if (pc->mach.known) printf("peak %.1f GFLOP/s, memory %.1f GB/s: %s\n", pc->mach.peak_gflops, pc->mach.bandwidth_gbs, pc->mach.source);
-  printf("%8s %14s %12s %10s %10s %8s %10s %10s\n", "channels", "params", "GFLOPs/step", "s/step", "GFLOP/s", "% peak",
-         "norm cost", "norm time");
-  for (int i = 0; i < n; i++) {
-    const width_row *w = &rows[i];
-    char pct[16] = " unknown"; /* no calibration: unknown, not 0% */
-    if (pc->mach.known && pc->mach.peak_gflops > 0) snprintf(pct, sizeof pct, "%7.2f%%", w->pct);
-    printf("%8d %14lld %12.3f %10.4f %10.3f %s %10.3f %10.3f\n", w->channels, (long long)w->s.params,
-           (double)w->s.mac_flops * 1e-9, w->step_s, w->gflops_s, pct,
-           rows[0].s.mac_flops ? (double)w->s.mac_flops / (double)rows[0].s.mac_flops : 0,
-           rows[0].step_s > 0 ? w->step_s / rows[0].step_s : 0);
+  if (pc->tpusim)
+    printf("U-Net family at latent %lldx%lldx%d, context %dx%d, batch %lld on tpusim:%s (simulated, %s), %d step%s "
+           "per width\n",
+           (long long)cfg->height, (long long)cfg->width, cfg->in_channels, cfg->context_dim, cfg->context_tokens,
+           (long long)cfg->batch, pc->tpu_t.name, pc->o.tpu_timing_only ? "timing only" : "functional", pc->o.steps,
+           pc->o.steps == 1 ? "" : "s");
+  else
+    printf("U-Net family at latent %lldx%lldx%d, context %dx%d, batch %lld on %s, %d thread%s, %d step%s per width\n",
+           (long long)cfg->height, (long long)cfg->width, cfg->in_channels, cfg->context_dim, cfg->context_tokens,
+           (long long)cfg->batch, pc->o.be->name, pc->threads, pc->threads == 1 ? "" : "s", pc->o.steps,
+           pc->o.steps == 1 ? "" : "s");
+  if (pc->mach.known)
+    printf("peak %.1f GFLOP/s, %s %.1f GB/s: %s\n", pc->mach.peak_gflops, pc->tpusim ? "off chip" : "memory",
+           pc->mach.bandwidth_gbs, pc->mach.source);
+  if (pc->tpusim) { /* simulated seconds, and how full the matrix units are */
+    const ldmc_tpu_target *t = &pc->tpu_t;
+    double mpc = (double)ldmc_tpu_target_peak_macs_per_cycle(t);
+    printf("%8s %14s %12s %12s %10s %8s %9s %9s %9s %9s %10s %10s %9s\n", "channels", "params", "GFLOPs/step",
+           "sim s/step", "GFLOP/s", "% peak", "MAC util", "MXU busy", "VPU busy", "link busy", "norm cost", "norm time",
+           "wall s");
+    for (int i = 0; i < n; i++) {
+      const width_row *w = &rows[i];
+      double c = (double)w->sim.cycles;
+      printf("%8d %14lld %12.3f %12.6f %10.1f %7.2f%% %8.2f%% %8.2f%% %8.2f%% %8.2f%% %10.3f %10.3f %9.1f\n", w->channels,
+             (long long)w->s.params, (double)w->s.mac_flops * 1e-9, w->step_s, w->gflops_s, w->pct,
+             c > 0 ? 100 * (double)w->sim.macs / (c * mpc) : 0,
+             c > 0 ? 100 * (double)w->sim.mxu_busy / (c * t->mxu_count) : 0, c > 0 ? 100 * (double)w->sim.vec_busy / c : 0,
+             c > 0 ? 100 * (double)w->sim.dma_busy / c : 0,
+             rows[0].s.mac_flops ? (double)w->s.mac_flops / (double)rows[0].s.mac_flops : 0,
+             rows[0].step_s > 0 ? w->step_s / rows[0].step_s : 0, w->wall_s);
+    }
+    printf("(simulated on one %s core, kernels one after another; MAC util = MACs / (cycles x %d x %dx%d), what\n"
+           " under-filled tiles and waiting lose; MXU busy = cycles the units stream rows; wall s = this machine's time\n"
+           " for building, compiling and simulating the width)\n",
+           t->name, t->mxu_count, t->mxu_rows, t->mxu_cols);
+  } else {
+    printf("%8s %14s %12s %10s %10s %8s %10s %10s\n", "channels", "params", "GFLOPs/step", "s/step", "GFLOP/s", "% peak",
+           "norm cost", "norm time");
+    for (int i = 0; i < n; i++) {
+      const width_row *w = &rows[i];
+      char pct[16] = " unknown"; /* no calibration: unknown, not 0% */
+      if (pc->mach.known && pc->mach.peak_gflops > 0) snprintf(pct, sizeof pct, "%7.2f%%", w->pct);
+      printf("%8d %14lld %12.3f %10.4f %10.3f %s %10.3f %10.3f\n", w->channels, (long long)w->s.params,
+             (double)w->s.mac_flops * 1e-9, w->step_s, w->gflops_s, pct,
+             rows[0].s.mac_flops ? (double)w->s.mac_flops / (double)rows[0].s.mac_flops : 0,
+             rows[0].step_s > 0 ? w->step_s / rows[0].step_s : 0);
+    }
   }
-  printf("(norm cost and norm time are relative to c=%d: counted FLOPs against measured seconds)\n", rows[0].channels);
+  printf("(norm cost and norm time are relative to c=%d: counted FLOPs against %s seconds)\n", rows[0].channels,
+         pc->tpusim ? "simulated" : "measured");
   if (!(pc->mach.known && pc->mach.peak_gflops > 0))
     printf("(%% peak is unknown: the peak was not measured; run `ldmc profile --calibrate` or pass --peak-gflops X)\n");
   if (pc->o.overhead)
@@ -332,13 +483,23 @@ static int family_outputs(prof_cmd *pc, const width_row *rows, int n, const ldmc
     FILE *f = open_memstream(&buf, &len);
     if (f) {
       fprintf(f, "channels,params,gflops_per_step,other_gflops,s_per_step,gflop_s,percent_of_peak,bytes_per_step,"
-                 "flop_per_byte,compile_s\n");
+                 "flop_per_byte,compile_s%s\n",
+              pc->tpusim ? ",sim_cycles,mac_percent,mxu_busy_percent,vector_percent,dma_percent,dma_bytes,wall_s" : "");
       for (int i = 0; i < n; i++) {
         char pct[32] = "";
         if (known) snprintf(pct, sizeof pct, "%.4f", rows[i].pct);
-        fprintf(f, "%d,%lld,%.6f,%.6f,%.6f,%.4f,%s,%.0f,%.4f,%.4f\n", rows[i].channels, (long long)rows[i].s.params,
+        fprintf(f, "%d,%lld,%.6f,%.6f,%.6f,%.4f,%s,%.0f,%.4f,%.4f", rows[i].channels, (long long)rows[i].s.params,
                 (double)rows[i].s.mac_flops * 1e-9, (double)rows[i].s.other_flops * 1e-9, rows[i].step_s,
                 rows[i].gflops_s, pct, rows[i].bytes, rows[i].intensity, rows[i].compile_s);
+        if (pc->tpusim) {
+          const ldmc_profile_sim *m = &rows[i].sim;
+          double c = m->cycles > 0 ? (double)m->cycles : 1;
+          fprintf(f, ",%lld,%.4f,%.4f,%.4f,%.4f,%lld,%.2f", (long long)m->cycles,
+                  100 * (double)m->macs / (c * (double)ldmc_tpu_target_peak_macs_per_cycle(&pc->tpu_t)),
+                  100 * (double)m->mxu_busy / (c * pc->tpu_t.mxu_count), 100 * (double)m->vec_busy / c,
+                  100 * (double)m->dma_busy / c, (long long)m->dma_bytes, rows[i].wall_s);
+        }
+        fputc('\n', f);
       }
       fclose(f);
     }
@@ -347,14 +508,29 @@ static int family_outputs(prof_cmd *pc, const width_row *rows, int n, const ldmc
   }
   if (st == LDMC_OK && json) {
     json_t *arr = json_array();
-    for (int i = 0; i < n; i++)
-      json_array_append_new(arr, json_pack("{s:i,s:I,s:f,s:f,s:f,s:o,s:f,s:f,s:f}", "channels", rows[i].channels,
+    for (int i = 0; i < n; i++) {
+      json_t *row = json_pack("{s:i,s:I,s:f,s:f,s:f,s:o,s:f,s:f,s:f}", "channels", rows[i].channels,
                                            "params", (json_int_t)rows[i].s.params, "gflops_per_step",
                                            (double)rows[i].s.mac_flops * 1e-9, "s_per_step", rows[i].step_s, "gflop_s",
                                            rows[i].gflops_s, "percent_of_peak",
                                            known ? json_real(rows[i].pct) : json_null(), "bytes_per_step",
                                            rows[i].bytes, "flop_per_byte", rows[i].intensity, "overhead_percent",
-                                           rows[i].overhead_pct));
+                                           rows[i].overhead_pct);
+      if (row && pc->tpusim) {
+        const ldmc_profile_sim *m = &rows[i].sim;
+        double c = m->cycles > 0 ? (double)m->cycles : 1;
+        double mpc = (double)ldmc_tpu_target_peak_macs_per_cycle(&pc->tpu_t);
+        json_object_set_new(row, "sim", json_pack("{s:I,s:I,s:f,s:f,s:f,s:f,s:I,s:f}", "cycles", (json_int_t)m->cycles,
+                                                  "macs", (json_int_t)m->macs, "mac_percent",
+                                                  100 * (double)m->macs / (c * mpc),
+                                                  "mxu_busy_percent", 100 * (double)m->mxu_busy / (c * pc->tpu_t.mxu_count),
+                                                  "vector_percent", 100 * (double)m->vec_busy / c, "dma_percent",
+                                                  100 * (double)m->dma_busy / c, "dma_bytes", (json_int_t)m->dma_bytes,
+                                                  "wall_s", rows[i].wall_s));
+        json_object_set_new(row, "target", json_string(pc->tpu_t.name));
+      }
+      json_array_append_new(arr, row);
+    }
     bool bw_known = pc->mach.known && pc->mach.bandwidth_gbs > 0;
     json_t *root = json_pack("{s:s,s:s,s:i,s:b,s:i,s:o,s:o,s:o}", "model", "unet", "backend", pc->o.be->name,
                              "threads", pc->threads, "bf16", pc->o.bf16, "steps", pc->o.steps, "peak_gflop_s",
@@ -462,7 +638,13 @@ int ldmc_cmd_profile(int argc, char **argv) {
       {"inputs", "FILE", "GRAPH mode: input tensors (.safetensors) by parameter name", NULL},
       {"random-inputs", NULL, "GRAPH mode: fill parameters nothing provides with seeded noise", NULL},
       {"seed", "S", "seed of random weights and inputs (default 0)", NULL},
-      {"target", "NAME", "what executes: llvm-cpu[:scalar|avx2|avx512] (default) or interp", NULL},
+      {"target", "NAME", "what executes: llvm-cpu[:scalar|avx2|avx512] (default), interp, or\n"
+                         "tpusim[:v1|v4|v5e], the simulated TPU-like core (times are simulated;\n"
+                         "default preset $LDMC_TPUSIM_TARGET, else v5e; --bf16 implied)", NULL},
+      {"target-file", "FILE", "with --target tpusim: the machine from a JSON target description\n"
+                              "(docs/backends/tpusim.md, \"Target file\") instead of a preset", NULL},
+      {"sim", "MODE", "tpusim: timing (timing-only: no arithmetic, outputs are zeros; the default\n"
+                      "with --model) or functional (computes every result; the default for GRAPH)", NULL},
       {"backend", "NAME", "synonym of --target", NULL},
       {"threads", "N", "threads (default: OpenMP's, OMP_NUM_THREADS)", NULL},
       {"bf16", NULL, "allow bf16 storage with f32 accumulation, as `ldmc run --bf16` (llvm-cpu:\n"
@@ -547,9 +729,30 @@ int ldmc_cmd_profile(int argc, char **argv) {
   pc.top = (int)top;
   const char *bname = ldmc_cli_target_flag(&c, &rc);
   if (rc != LDMC_CLI_CONTINUE) return rc;
+  const char *tfile = ldmc_cli_get(&c, "target-file"), *spec = bname;
+  if (ldmc_prof_tpusim_target(bname, tfile, &pc.tpusim, &spec, &pc.tpu_t) != LDMC_OK)
+    return ldmc_cli_usage_error(&c, "%s", ldmc_last_error());
   ldmc_cli_target ct;
-  if (bname && ldmc_cli_target_parse(bname, &ct) != LDMC_OK)
+  if (spec && ldmc_cli_target_parse(spec, &ct) != LDMC_OK)
     return ldmc_cli_usage_error(&c, "--target %s: %s", bname, ldmc_last_error());
+  const char *sim = ldmc_cli_get(&c, "sim");
+  if (sim && !pc.tpusim) return ldmc_cli_usage_error(&c, "flag '--sim' needs --target tpusim");
+  if (sim && strcmp(sim, "timing") && strcmp(sim, "functional"))
+    return ldmc_cli_usage_error(&c, "flag '--sim' expects timing or functional, got '%s'", sim);
+  if (pc.tpusim) {
+    static const char *const cpu_only[] = {"overhead", "calibrate", "peak-gflops", "bandwidth-gbs", "no-calibrate", NULL};
+    for (int i = 0; cpu_only[i]; i++)
+      if (ldmc_cli_has(&c, cpu_only[i]))
+        return ldmc_cli_usage_error(&c, "flag '--%s' does not apply to tpusim: its times are simulated and its peak "
+                                    "is its target's", cpu_only[i]);
+    pc.o.tpu_target = &pc.tpu_t;
+    pc.o.tpu_timing_only = sim ? strcmp(sim, "timing") == 0 : model;
+    if (pc.o.tpu_timing_only && ldmc_cli_has(&c, "weights"))
+      return ldmc_cli_usage_error(&c, "--weights has no effect on a timing-only simulation (--sim functional reads them)");
+    /* a simulated step is deterministic: one is enough unless asked */
+    if (!ldmc_cli_has(&c, "steps")) steps = 1;
+    if (!ldmc_cli_has(&c, "warmup")) warmup = 0;
+  }
   if (bname && !ct.be) return ldmc_cli_usage_error(&c, "--target %s: planning only, no backend executes it yet", bname);
   pc.o.be = bname ? ct.be : ldmc_backend_find("llvm-cpu");
   if (!pc.o.be) pc.o.be = ldmc_backend_find("interp");
@@ -559,7 +762,7 @@ int ldmc_cmd_profile(int argc, char **argv) {
   pc.o.warmup = (int)warmup;
   pc.o.overhead = ldmc_cli_has(&c, "overhead");
   pc.o.no_disk_cache = ldmc_cli_has(&c, "no-cache");
-  pc.o.bf16 = ldmc_cli_has(&c, "bf16");
+  pc.o.bf16 = ldmc_cli_has(&c, "bf16") || pc.tpusim; /* the matrix units take bf16 inputs */
   pc.o.progress = ldmc_cli_has(&c, "verbose") || isatty(STDERR_FILENO);
   if (calibrate && (rc = ldmc_prof_calibrate(&c, ldmc_machine_nproc())) != LDMC_EXIT_OK) return rc;
   pc.backend_chosen = bname != NULL;

@@ -6,8 +6,81 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/tpusim/tpusim.h"
 #include "tools/cli_io.h"
 #include "tools/profile_run.h"
+
+/* ---- tpusim ---- */
+bool ldmc_prof_simulated(const ldmc_backend_i *be) { return be && strcmp(be->name, "tpusim") == 0; }
+
+ldmc_status ldmc_prof_tpusim_target(const char *spec, const char *file, bool *is_tpusim, const char **spec_out,
+                                    ldmc_tpu_target *t) {
+  *is_tpusim = false;
+  *spec_out = spec;
+  const char *colon = spec ? strchr(spec, ':') : NULL;
+  size_t n = spec ? (colon ? (size_t)(colon - spec) : strlen(spec)) : 0;
+  if (!(spec && n == 6 && strncmp(spec, "tpusim", 6) == 0)) {
+    if (file) return ldmc_error(LDMC_ERR_INVALID, "--target-file describes a tpusim machine: it needs --target tpusim");
+    return LDMC_OK;
+  }
+  *is_tpusim = true;
+  *spec_out = "tpusim";
+  if (colon && file)
+    return ldmc_error(LDMC_ERR_INVALID, "give --target tpusim:%s or --target-file %s, not both", colon + 1, file);
+  if (file) return ldmc_tpu_target_load(file, t);
+  if (colon) {
+    if (!colon[1]) return ldmc_error(LDMC_ERR_INVALID, "--target tpusim: empty preset after ':'");
+    return ldmc_tpu_target_preset(colon + 1, t);
+  }
+  return ldmc_tpusim_target_resolve(getenv("LDMC_TPUSIM_TARGET"), t); /* as `ldmc run --target tpusim` */
+}
+
+double ldmc_prof_tpusim_peak_gflops(const ldmc_tpu_target *t) {
+  return (double)ldmc_tpu_target_peak_macs_per_cycle(t) * 2.0 * t->clock_hz * 1e-9;
+}
+double ldmc_prof_tpusim_bandwidth_gbs(const ldmc_tpu_target *t) { return t->hbm_bytes_per_s * 1e-9; }
+
+/* The hook in front of the profiler's for a simulated backend: the span of
+ * a step's events on the simulated clock becomes the step's time. */
+typedef struct sim_clock {
+  ldmc_profile_hook inner;
+  int64_t lo, hi;
+  bool any;
+} sim_clock;
+
+static void sim_on_kernel(void *ctx, const ldmc_kernel_event *ev) {
+  sim_clock *c = ctx;
+  if (!c->any || ev->start_ns < c->lo) c->lo = ev->start_ns;
+  if (!c->any || ev->end_ns > c->hi) c->hi = ev->end_ns;
+  c->any = true;
+  c->inner.kernel(c->inner.ctx, ev);
+}
+
+/* The simulator's counters of each kernel into the report's rows. */
+static ldmc_status fill_sim(const ldmc_executable *exe, ldmc_profile_report *r) {
+  const ldmc_tpu_target *t = ldmc_tpusim_target(exe);
+  if (!t) return ldmc_error(LDMC_ERR_INTERNAL, "profile: the tpusim executable has no target");
+  r->simulated = true;
+  snprintf(r->sim_target.name, sizeof r->sim_target.name, "%s", t->name);
+  r->sim_target.clock_hz = t->clock_hz;
+  r->sim_target.mxus = t->mxu_count;
+  r->sim_target.macs_per_cycle = (int64_t)ldmc_tpu_target_peak_macs_per_cycle(t);
+  for (int32_t i = 0; i < r->n_kernels; i++) {
+    ldmc_profile_kernel *k = &r->kernels[i];
+    ldmc_tpusim_kernel tk;
+    LDMC_TRY(ldmc_tpusim_kernel_get(exe, k->kernel, &tk));
+    const ldmc_tpu_stats *st = &tk.stats; /* every run of a kernel simulates the same */
+    ldmc_profile_sim *s = &k->sim;
+    s->cycles = (int64_t)st->cycles;
+    for (int u = 0; u < LDMC_TPU_MAX_MXU; u++) s->mxu_busy += (int64_t)st->mxu_busy[u];
+    s->macs = (int64_t)st->macs;
+    s->vec_busy = (int64_t)st->vec_busy;
+    s->dma_busy = (int64_t)st->dma_busy;
+    s->dma_bytes = (int64_t)(st->bytes_loaded + st->bytes_stored);
+    for (int q = 0; q < LDMC_TPU_Q_COUNT; q++) s->insns += (int64_t)st->insns[q];
+  }
+  return LDMC_OK;
+}
 
 /* ---- inputs ---- */
 static uint64_t mix(uint64_t *s) { /* splitmix64 */
@@ -96,17 +169,21 @@ typedef struct run_state {
   ldmc_tensor *in, *out;
   int n_in, n_out;
   ldmc_profile_hook hook;
+  bool simulated; /* hook is clk's, in front of the profiler's */
+  sim_clock clk;
 } run_state;
 
 /* One profiled step: bracketed, by kernel or (no kernel reports) whole. */
 static ldmc_status profiled_step(run_state *s, ldmc_profiler *prof, bool per_kernel, double *secs) {
   if (per_kernel) LDMC_TRY(ldmc_executable_set_profiler(s->exe, &s->hook));
+  s->clk.any = false;
   ldmc_profiler_step_begin(prof);
   int64_t t0 = ldmc_profile_now_ns();
   ldmc_status st = run_once(s->exe, s->in, s->n_in, s->out, s->n_out);
   int64_t t1 = ldmc_profile_now_ns();
   if (!per_kernel && st == LDMC_OK) ldmc_profiler_record_whole(prof, t0, t1);
   ldmc_profiler_step_end(prof);
+  if (s->simulated && s->clk.any) ldmc_profiler_step_set_span(prof, s->clk.lo, s->clk.hi);
   *secs = (double)(t1 - t0) * 1e-9;
   return st;
 }
@@ -197,7 +274,12 @@ ldmc_status ldmc_prof_run(const ldmc_graph *g, const ldmc_tensor_set *feed, cons
                                .n_activation_params = o->n_activation_params,
                                .no_disk_cache = o->no_disk_cache};
     int64_t t0 = ldmc_profile_now_ns();
-    st = o->be->compile(g, &copts, &s.exe);
+    s.simulated = ldmc_prof_simulated(o->be);
+    if (s.simulated)
+      st = ldmc_tpusim_compile_mode(g, &copts, o->tpu_target,
+                                    o->tpu_timing_only ? LDMC_TPU_SIM_TIMING_ONLY : LDMC_TPU_SIM_FUNCTIONAL, &s.exe);
+    else
+      st = o->be->compile(g, &copts, &s.exe);
     r->compile_s = (double)(ldmc_profile_now_ns() - t0) * 1e-9;
     if (st != LDMC_OK) ldmc_error_prefix("compiling graph '%s' for %s: ", g->name ? g->name : "", o->be->name);
   }
@@ -210,6 +292,10 @@ ldmc_status ldmc_prof_run(const ldmc_graph *g, const ldmc_tensor_set *feed, cons
     if (o->progress) fprintf(stderr, "ldmc profile: %s%scompiled for %s in %.3f s\n", o->label ? o->label : "",
                              o->label ? " " : "", o->be->name, r->compile_s);
     s.hook = ldmc_profiler_hook(r->prof);
+    if (s.simulated) {
+      s.clk.inner = s.hook;
+      s.hook = (ldmc_profile_hook){.kernel = sim_on_kernel, .ctx = &s.clk};
+    }
     st = ldmc_executable_set_profiler(s.exe, NULL);
     r->per_kernel = st == LDMC_OK;
     if (st == LDMC_ERR_UNSUPPORTED) st = LDMC_OK; /* whole steps only */
@@ -221,6 +307,7 @@ ldmc_status ldmc_prof_run(const ldmc_graph *g, const ldmc_tensor_set *feed, cons
   if (st == LDMC_OK && o->overhead) r->hook_ns = hook_cost_ns(g);
   if (st == LDMC_OK) st = ldmc_profiler_status(r->prof);
   if (st == LDMC_OK) st = ldmc_profiler_report(r->prof, &r->report);
+  if (st == LDMC_OK && s.simulated) st = fill_sim(s.exe, &r->report);
   ldmc_executable_free(s.exe);
   free(s.in);
   free(s.out);

@@ -4,6 +4,7 @@
 #ifndef LDMC_TOOLS_PROFILE_RUN_H
 #define LDMC_TOOLS_PROFILE_RUN_H
 
+#include "backends/tpusim/target.h"
 #include "runtime/profiler.h"
 #include "tools/cli_args.h"
 
@@ -17,6 +18,10 @@ typedef struct ldmc_prof_opts {
   int32_t n_activation_params; /* > 0: parameters from this index on are weights (ldmc_compile_opts) */
   bool no_disk_cache;          /* ldmc_compile_opts.no_disk_cache (--no-cache) */
   bool bf16;         /* ldmc_compile_opts.bf16: bf16 storage with f32 accumulation (`--bf16`) */
+  /* be is tpusim: the target to compile for (NULL: $LDMC_TPUSIM_TARGET), and
+   * whether to simulate timing only (no arithmetic; the outputs are zeros) */
+  const ldmc_tpu_target *tpu_target;
+  bool tpu_timing_only;
 } ldmc_prof_opts;
 
 typedef struct ldmc_prof_result {
@@ -53,6 +58,25 @@ typedef struct ldmc_prof_machine {
 int ldmc_prof_machine_get(const ldmc_cli_cmd *c, int threads, ldmc_prof_machine *out);
 /* `ldmc profile --calibrate`: measure, save, print. */
 int ldmc_prof_calibrate(const ldmc_cli_cmd *c, int max_threads);
+
+/* Whether a backend reports simulated time (tpusim): its report's times are
+ * cycles / clock, its peak the target's. */
+bool ldmc_prof_simulated(const ldmc_backend_i *be);
+
+/* --target tpusim[:PRESET] and --target-file FILE: the machine model, into
+ * *t. spec is the --target value (NULL: none given); file the --target-file
+ * value or NULL. *is_tpusim says whether the target is tpusim (false: t is
+ * untouched, and spec goes to ldmc_cli_target_parse; spec_out is then spec
+ * with any ':' suffix kept). On success for tpusim, spec_out is "tpusim".
+ * Errors (unknown preset, a bad file, --target-file without tpusim) are
+ * usage errors: their message is left in ldmc_last_error(). */
+ldmc_status ldmc_prof_tpusim_target(const char *spec, const char *file, bool *is_tpusim, const char **spec_out,
+                                    ldmc_tpu_target *t);
+
+/* The peak a tpusim target reaches: bf16 matrix units x R x C x 2 x clock,
+ * GFLOP/s, and its off-chip bandwidth, GB/s. */
+double ldmc_prof_tpusim_peak_gflops(const ldmc_tpu_target *t);
+double ldmc_prof_tpusim_bandwidth_gbs(const ldmc_tpu_target *t);
 
 /* Parameters that no tensor of `given` provides get seeded normal noise
  * (floats; ints and preds zeros) when random is set; the result holds a view

@@ -1,11 +1,14 @@
 /* The tpusim backend behind the vtable: checks every node can be lowered
  * (naming the first that cannot: there is no fallback), decomposes
- * composites (norms, softmax, attention, GELU, SiLU, upsampling) with the
- * pass pipeline's decompose pass, lowers each non-source node of the result
+ * composites (norms, softmax, GELU, SiLU, upsampling; attention too unless
+ * it runs as one flash kernel) with the pass pipeline's decompose pass,
+ * fuses elementwise chains into one vector kernel each (decided here, at
+ * compile time), lowers every other non-source node of the result
  * to one kernel (lower_*.c), verifies every stream, and at
  * run time executes them in order on the functional simulator over one
- * off-chip f32 buffer per node value. */
+ * off-chip f32 buffer per node value (or timing-only, over no data). */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +21,7 @@ typedef struct tpk_exec {
   ldmc_tpu_target t;
   const ldmc_graph *g; /* the executable's graph */
   float **vals;        /* per node: its off-chip buffer (parameters: the caller's input, bound per run) */
+  bool *alias;         /* per node: vals is its operand's buffer (a reshape that is no kernel) */
   uint64_t *bytes;     /* per node */
   tpk_kernel *k;
   ldmc_tpu_stats *stats;
@@ -25,6 +29,8 @@ typedef struct tpk_exec {
   int n_k;
   ldmc_profile_hook hook;
   ldmc_tpu_mem mem; /* a kernel's buffers, bound per run (large: kept off the stack) */
+  ldmc_tpu_sim_mode mode;
+  uint64_t clock;   /* the simulated clock: cycles of every kernel run so far */
 } tpk_exec;
 
 static bool f32_only(const ldmc_node *n) { return n->dtype == LDMC_F32; }
@@ -73,8 +79,9 @@ static void tpk_destroy(void *context) {
   for (int i = 0; i < x->n_k; i++) ldmc_tpu_program_free(&x->k[i].prog);
   if (x->vals)
     for (int32_t i = 0; i < x->g->n_nodes; i++)
-      if (x->g->nodes[i].op != LDMC_OP_PARAMETER) free(x->vals[i]);
+      if (x->g->nodes[i].op != LDMC_OP_PARAMETER && !(x->alias && x->alias[i])) free(x->vals[i]);
   free(x->vals);
+  free(x->alias);
   free(x->bytes);
   free(x->k);
   free(x->stats);
@@ -87,6 +94,9 @@ static void kernel_mem(const tpk_exec *x, const tpk_kernel *k, ldmc_tpu_mem *mem
     mem->buf[i] = (ldmc_tpu_buffer){.data = with_data ? x->vals[k->buf_node[i]] : NULL, .bytes = x->bytes[k->buf_node[i]]};
 }
 
+/* Simulated nanoseconds at simulated cycle c. */
+static int64_t sim_ns(const tpk_exec *x, uint64_t c) { return (int64_t)llround((double)c * 1e9 / x->t.clock_hz); }
+
 static ldmc_status tpk_run(void *context, const ldmc_tensor *inputs, int n_inputs, ldmc_tensor *outputs, int n_outputs) {
   tpk_exec *x = context;
   const ldmc_graph *g = x->g;
@@ -96,22 +106,26 @@ static ldmc_status tpk_run(void *context, const ldmc_tensor *inputs, int n_input
   for (int i = 0; i < x->n_k; i++) {
     tpk_kernel *k = &x->k[i];
     if (k->prog.count == 0) continue; /* an empty value */
-    int64_t t0 = __builtin_expect(x->hook.kernel != NULL, 0) ? ldmc_profile_now_ns() : 0;
-    kernel_mem(x, k, mem, true);
-    ldmc_status st = ldmc_tpu_sim_run(&x->t, &k->prog, mem, LDMC_TPU_SIM_FUNCTIONAL, &x->stats[i]);
+    bool functional = x->mode == LDMC_TPU_SIM_FUNCTIONAL;
+    kernel_mem(x, k, mem, functional);
+    ldmc_status st = ldmc_tpu_sim_run(&x->t, &k->prog, mem, x->mode, &x->stats[i]);
     if (st != LDMC_OK)
       return ldmc_error(st, "tpusim: %%%d %s: %s", (int)k->node, ldmc_op_name(g->nodes[k->node].op), ldmc_last_error());
+    uint64_t c0 = x->clock;
+    x->clock += x->stats[i].cycles; /* kernels run one after another on the one core */
     if (__builtin_expect(x->hook.kernel != NULL, 0)) {
-      ldmc_kernel_event ev = {.kernel = i, .name = ldmc_op_name(g->nodes[k->node].op), .nodes = &k->node, .n_nodes = 1};
-      ev.start_ns = t0;
-      ev.end_ns = ldmc_profile_now_ns();
-      ldmc_profile_kernel_cost(g, &k->node, 1, &ev);
+      /* simulated time, not the host's: the kernel spans [c0, c0 + cycles) of the simulated clock */
+      ldmc_kernel_event ev = {.kernel = i, .name = k->n_nodes > 1 ? "ew" : ldmc_op_name(g->nodes[k->node].op),
+                              .nodes = k->nodes, .n_nodes = k->n_nodes};
+      ev.start_ns = sim_ns(x, c0);
+      ev.end_ns = sim_ns(x, x->clock);
+      ldmc_profile_kernel_cost(g, k->nodes, k->n_nodes, &ev);
       x->hook.kernel(x->hook.ctx, &ev);
     }
   }
   x->runs++;
   for (int o = 0; o < n_outputs; o++) LDMC_TRY(ldmc_output_deliver(g, o, x->vals[g->outputs[o]], false, &outputs[o]));
-  return LDMC_OK;
+  return LDMC_OK; /* timing-only: the outputs are the zeros they were allocated with */
 }
 
 static ldmc_status tpk_set_profiler(void *context, const ldmc_profile_hook *hook) {
@@ -122,12 +136,15 @@ static ldmc_status tpk_set_profiler(void *context, const ldmc_profile_hook *hook
 
 static const ldmc_executable_i k_tpk_exec = {.run = tpk_run, .destroy = tpk_destroy, .set_profiler = tpk_set_profiler};
 
-static ldmc_status default_target(ldmc_tpu_target *t) {
-  const char *s = getenv("LDMC_TPUSIM_TARGET");
+ldmc_status ldmc_tpusim_target_resolve(const char *s, ldmc_tpu_target *t) {
   if (!s || !*s) s = "v5e";
   size_t n = strlen(s);
   if (strchr(s, '/') || (n > 5 && strcmp(s + n - 5, ".json") == 0)) return ldmc_tpu_target_load(s, t);
   return ldmc_tpu_target_preset(s, t);
+}
+
+static ldmc_status default_target(ldmc_tpu_target *t) {
+  return ldmc_tpusim_target_resolve(getenv("LDMC_TPUSIM_TARGET"), t);
 }
 
 static ldmc_status lower_node(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k) {
@@ -136,6 +153,7 @@ static ldmc_status lower_node(const ldmc_graph *g, int32_t id, const ldmc_tpu_ta
   if (n->op == LDMC_OP_REDUCE) return tpk_lower_reduce(g, id, t, k);
   if (n->op == LDMC_OP_DOT_GENERAL) return tpk_lower_dot(g, id, t, k);
   if (n->op == LDMC_OP_CONVOLUTION) return tpk_lower_conv(g, id, t, k);
+  if (n->op == LDMC_OP_ATTENTION) return tpk_lower_attention(g, id, t, k);
   if (n->op == LDMC_OP_SIN || n->op == LDMC_OP_COS) return tpk_lower_sincos(g, id, t, k);
   if (n->op == LDMC_OP_RESHAPE || n->op == LDMC_OP_TRANSPOSE || n->op == LDMC_OP_SLICE || n->op == LDMC_OP_CONCATENATE ||
       n->op == LDMC_OP_CONVERT || n->op == LDMC_OP_PAD)
@@ -144,21 +162,112 @@ static ldmc_status lower_node(const ldmc_graph *g, int32_t id, const ldmc_tpu_ta
   return tpk_lower_binary(g, id, t, k);
 }
 
+static bool is_output(const ldmc_graph *g, int32_t id) {
+  for (int32_t o = 0; o < g->n_outputs; o++)
+    if (g->outputs[o] == id) return true;
+  return false;
+}
+
+static ldmc_status build_kernels(tpk_exec *x, const ldmc_graph *g, tpk_kernel **fused, const bool *absorbed);
+
+static bool fusible_ew(const ldmc_node *n) {
+  return n->dtype == LDMC_F32 && (tpk_unary_func(n->op) >= 0 || tpk_binary_func(n->op) >= 0);
+}
+
+/* Elementwise chains, decided at compile time: from each elementwise root (highest id first) the
+ * cluster grows into operands of the root's shape that are elementwise or broadcast_in_dim (a
+ * broadcast ends the growth: its operand is read from off chip), used once, and no output. A cluster
+ * of more than one node that lowers becomes fused[root]; its other nodes are marked absorbed. */
+static ldmc_status plan_fusion(const ldmc_graph *g, const ldmc_tpu_target *t, tpk_kernel **fused, bool *absorbed) {
+  int32_t nn = g->n_nodes;
+  int32_t *uses = calloc((size_t)(nn ? nn : 1), sizeof *uses);
+  if (!uses) return ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory");
+  for (int32_t i = 0; i < nn; i++)
+    for (int j = 0; j < g->nodes[i].n_operands; j++) uses[g->nodes[i].operands[j]]++;
+  for (int32_t o = 0; o < g->n_outputs; o++) uses[g->outputs[o]] += 2; /* never absorbed */
+  for (int32_t root = nn - 1; root >= 0; root--) {
+    const ldmc_node *rn = &g->nodes[root];
+    if (absorbed[root] || !fusible_ew(rn)) continue;
+    int32_t c[TPK_MAX_FUSE];
+    int n = 0;
+    c[n++] = root;
+    for (int q = 0; q < n; q++) { /* breadth first over the cluster's operands */
+      const ldmc_node *x = &g->nodes[c[q]];
+      if (x->op == LDMC_OP_BROADCAST_IN_DIM) continue;
+      for (int j = 0; j < x->n_operands && n < TPK_MAX_FUSE; j++) {
+        int32_t o = x->operands[j];
+        const ldmc_node *on = &g->nodes[o];
+        bool dup = false;
+        for (int i = 0; i < n; i++) dup = dup || c[i] == o;
+        if (dup || uses[o] != 1 || absorbed[o] || !ldmc_shape_equal(&on->shape, &rn->shape) || on->dtype != LDMC_F32)
+          continue;
+        if (fusible_ew(on) || on->op == LDMC_OP_BROADCAST_IN_DIM) c[n++] = o;
+      }
+    }
+    if (n < 2) continue;
+    for (int i = 1; i < n; i++) /* ascending: insertion sort */
+      for (int j = i; j > 0 && c[j - 1] > c[j]; j--) {
+        int32_t tmp = c[j];
+        c[j] = c[j - 1], c[j - 1] = tmp;
+      }
+    tpk_kernel *k = calloc(1, sizeof *k);
+    if (!k) {
+      free(uses);
+      return ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory");
+    }
+    ldmc_tpu_program_init(&k->prog);
+    if (tpk_lower_fused(g, c, n, t, k) != LDMC_OK) { /* a form it does not take: one kernel per node */
+      ldmc_tpu_program_free(&k->prog);
+      free(k);
+      continue;
+    }
+    fused[root] = k;
+    for (int i = 0; i + 1 < n; i++) absorbed[c[i]] = true;
+  }
+  free(uses);
+  return LDMC_OK;
+}
+
 static ldmc_status build(tpk_exec *x, const ldmc_graph *g) {
   int32_t nn = g->n_nodes;
   x->vals = calloc((size_t)(nn ? nn : 1), sizeof *x->vals);
   x->bytes = calloc((size_t)(nn ? nn : 1), sizeof *x->bytes);
   x->k = calloc((size_t)(nn ? nn : 1), sizeof *x->k);
   x->stats = calloc((size_t)(nn ? nn : 1), sizeof *x->stats);
-  if (!x->vals || !x->bytes || !x->k || !x->stats) return ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory");
+  x->alias = calloc((size_t)(nn ? nn : 1), sizeof *x->alias);
+  if (!x->vals || !x->bytes || !x->k || !x->stats || !x->alias) return ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory");
+  tpk_kernel **fused = calloc((size_t)(nn ? nn : 1), sizeof *fused);
+  bool *absorbed = calloc((size_t)(nn ? nn : 1), sizeof *absorbed);
+  ldmc_status fs = fused && absorbed ? plan_fusion(g, &x->t, fused, absorbed) : ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory");
+  ldmc_status st = fs == LDMC_OK ? build_kernels(x, g, fused, absorbed) : fs;
+  for (int32_t i = 0; fused && i < nn; i++)
+    if (fused[i]) ldmc_tpu_program_free(&fused[i]->prog), free(fused[i]);
+  free(fused);
+  free(absorbed);
+  return st;
+}
+
+static ldmc_status build_kernels(tpk_exec *x, const ldmc_graph *g, tpk_kernel **fused, const bool *absorbed) {
+  int32_t nn = g->n_nodes;
+  bool functional = x->mode == LDMC_TPU_SIM_FUNCTIONAL;
   for (int32_t i = 0; i < nn; i++) {
     const ldmc_node *n = &g->nodes[i];
     uint32_t numel;
     LDMC_TRY(tpk_numel32(g, i, &numel));
     x->bytes[i] = 4ull * numel;
     if (n->op == LDMC_OP_PARAMETER) continue;
-    x->vals[i] = calloc(numel ? numel : 1, 4);
-    if (!x->vals[i]) return ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory for %%%d %s", (int)i, ldmc_op_name(n->op));
+    if (absorbed[i]) continue; /* computed on chip by its cluster's kernel: no kernel, no off-chip value */
+    /* a reshape of a computed value is that value's buffer (row-major either way): no copy, no kernel;
+     * kept as a kernel when its operand is a parameter (bound per run) or it is an output */
+    if (n->op == LDMC_OP_RESHAPE && g->nodes[n->operands[0]].op != LDMC_OP_PARAMETER && !is_output(g, i)) {
+      x->vals[i] = x->vals[n->operands[0]];
+      x->alias[i] = true;
+      continue;
+    }
+    /* timing-only runs read and write no data: only what run() hands back (outputs) is allocated */
+    bool held = functional || n->op == LDMC_OP_CONSTANT || is_output(g, i);
+    if (held && !(x->vals[i] = calloc(numel ? numel : 1, 4)))
+      return ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory for %%%d %s", (int)i, ldmc_op_name(n->op));
     if (n->op == LDMC_OP_CONSTANT) {
       if (n->attrs.value.nbytes < x->bytes[i] || (x->bytes[i] && !n->attrs.value.data))
         return ldmc_error(LDMC_ERR_INVALID, "tpusim: %%%d constant: holds %zu bytes, needs %" PRIu64, (int)i,
@@ -167,8 +276,15 @@ static ldmc_status build(tpk_exec *x, const ldmc_graph *g) {
       continue;
     }
     tpk_kernel *k = &x->k[x->n_k++];
-    ldmc_tpu_program_init(&k->prog);
-    LDMC_TRY(lower_node(g, i, &x->t, k));
+    if (fused[i]) {
+      *k = *fused[i]; /* the program moves to the executable */
+      ldmc_tpu_program_init(&fused[i]->prog);
+    } else {
+      ldmc_tpu_program_init(&k->prog);
+      LDMC_TRY(lower_node(g, i, &x->t, k));
+      k->n_nodes = 1;
+      k->nodes[0] = i;
+    }
     if (k->prog.count) {
       ldmc_tpu_mem mem;
       kernel_mem(x, k, &mem, false);
@@ -196,7 +312,19 @@ static ldmc_status decompose_graph(const ldmc_graph *g, const ldmc_compile_opts 
     *out = c;
     return LDMC_OK;
   }
-  const ldmc_target *tt = ldmc_target_find("tpusim");
+  const ldmc_target *tt0 = ldmc_target_find("tpusim");
+  /* attention runs natively (one flash kernel, lower_attn.c) when bf16 products are allowed and every
+   * attention node has a form that kernel takes; otherwise all are decomposed */
+  bool flash = o && o->bf16;
+  for (int32_t i = 0; i < g->n_nodes && flash; i++)
+    if (g->nodes[i].op == LDMC_OP_ATTENTION) flash = tpk_attention_why_not(g, &g->nodes[i]) == NULL;
+  ldmc_target tcopy;
+  const ldmc_target *tt = tt0;
+  if (tt0 && flash) {
+    tcopy = *tt0;
+    tcopy.native_ops |= LDMC_OPMASK(LDMC_OP_ATTENTION);
+    tt = &tcopy;
+  }
   ldmc_pipeline *pl = ldmc_pipeline_new("tpusim-decompose");
   static const ldmc_pass *const cleanup[] = {&ldmc_pass_simplify, &ldmc_pass_fold, &ldmc_pass_cse, &ldmc_pass_dce};
   ldmc_status st = tt && pl ? LDMC_OK : ldmc_error(LDMC_ERR_INTERNAL, "tpusim: no tpusim pass target or pipeline");
@@ -229,7 +357,14 @@ static ldmc_status refuse(const ldmc_graph *g, bool bf16, const char *after) {
 
 ldmc_status ldmc_tpusim_compile(const ldmc_graph *g, const ldmc_compile_opts *o, const ldmc_tpu_target *t,
                                 ldmc_executable **out) {
+  return ldmc_tpusim_compile_mode(g, o, t, LDMC_TPU_SIM_FUNCTIONAL, out);
+}
+
+ldmc_status ldmc_tpusim_compile_mode(const ldmc_graph *g, const ldmc_compile_opts *o, const ldmc_tpu_target *t,
+                                     ldmc_tpu_sim_mode mode, ldmc_executable **out) {
   *out = NULL;
+  if (mode != LDMC_TPU_SIM_FUNCTIONAL && mode != LDMC_TPU_SIM_TIMING_ONLY)
+    return ldmc_error(LDMC_ERR_INVALID, "tpusim: bad simulation mode %d", (int)mode);
   if (!g) return ldmc_error(LDMC_ERR_INVALID, "tpusim: no graph");
   LDMC_TRY(ldmc_graph_verify(g));
   bool bf16 = o && o->bf16;
@@ -250,6 +385,7 @@ ldmc_status ldmc_tpusim_compile(const ldmc_graph *g, const ldmc_compile_opts *o,
     return ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory compiling graph '%s'", g->name);
   }
   x->g = gc;
+  x->mode = mode;
   ldmc_status st = t ? ldmc_tpu_target_check(t, "tpusim target") : default_target(&x->t);
   if (t && st == LDMC_OK) x->t = *t;
   if (st == LDMC_OK) st = build(x, gc);
@@ -285,6 +421,9 @@ ldmc_status ldmc_tpusim_kernel_get(const ldmc_executable *e, int i, ldmc_tpusim_
   if (i < 0 || i >= x->n_k) return ldmc_error(LDMC_ERR_INVALID, "tpusim: kernel %d of %d", i, x->n_k);
   const tpk_kernel *k = &x->k[i];
   out->node = k->node;
+  out->nodes = k->nodes;
+  out->n_nodes = k->n_nodes;
+  out->buf_nodes = k->buf_node;
   out->tiles = k->tile_desc;
   out->program = &k->prog;
   kernel_mem(x, k, &out->mem, false);

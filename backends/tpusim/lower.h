@@ -1,7 +1,7 @@
-/* Private to backends/tpusim: lowering one graph node to one tpusim
- * instruction stream (a "kernel"). Every node value lives in its own
- * off-chip f32 buffer; a kernel reads its operands' buffers and writes its
- * own. Streams are tiled into the scratchpad with tile sizes derived from
+/* Private to backends/tpusim: lowering one graph node (or a fused
+ * elementwise chain, lower_fuse.c) to one tpusim instruction stream (a
+ * "kernel"). Every value a kernel writes lives in its own off-chip f32
+ * buffer; a kernel reads its operands' buffers and writes its root's. Streams are tiled into the scratchpad with tile sizes derived from
  * the target, double-buffered with the token protocol of
  * docs/backends/tpusim.md ("Queues and tokens"). */
 #ifndef LDMC_TPUSIM_LOWER_H
@@ -14,10 +14,13 @@
 #define TPK_MAX_DIM 65535 /* rows / cols / strides of scratchpad operands are 16-bit */
 #define TPK_MAX_BUFS 16   /* off-chip buffers of one kernel: a concatenate's operands and its result */
 #define TPK_MAX_PAD 255   /* a DMA's padding fields are 8-bit */
+#define TPK_MAX_FUSE 16   /* nodes of one fused elementwise kernel */
 
 /* A kernel's off-chip buffers: buffer i of its program holds node buf_node[i]. */
 typedef struct tpk_kernel {
-  int32_t node;
+  int32_t node;                    /* the root: the node whose value it writes */
+  int n_nodes;                     /* the nodes it computes, ascending, root last */
+  int32_t nodes[TPK_MAX_FUSE];
   int n_bufs;
   int32_t buf_node[TPK_MAX_BUFS];
   ldmc_tpu_program prog;
@@ -71,6 +74,14 @@ ldmc_status tpk_lower_move(const ldmc_graph *g, int32_t id, const ldmc_tpu_targe
 ldmc_status tpk_lower_sincos(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
 /* lower_conv.c: convolution (NCHW / OIHW / NCHW, 2 spatial dims) on the matrix units. */
 ldmc_status tpk_lower_conv(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
+/* lower_fuse.c: elementwise nodes (unary, binary, broadcast_in_dim of an outside value) of one shape as one
+ * vector kernel; nodes ascending, root last, every other node used only inside. Refused forms fail (the
+ * caller lowers the nodes one by one). */
+ldmc_status tpk_lower_fused(const ldmc_graph *g, const int32_t *nodes, int n, const ldmc_tpu_target *t, tpk_kernel *k);
+/* lower_attn.c: attention as one flash-style kernel (online softmax; the scores stay on chip). */
+ldmc_status tpk_lower_attention(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
+/* Why an attention node cannot be lowered as one kernel (g: also its operands), or NULL. */
+const char *tpk_attention_why_not(const ldmc_graph *g, const ldmc_node *n);
 /* Why a node of these ops cannot be lowered (from the node alone), or NULL. */
 const char *tpk_move_why_not(const ldmc_node *n);
 const char *tpk_conv_why_not(const ldmc_node *n);

@@ -111,8 +111,51 @@ static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a +
 
 /* B's rows [k0, k0 + ks) x pixels [p0, p0 + ns) of image n, group g into vB (row stride tn, bf16). */
 static void load_windows(tpk_em *e, const conv_geom *f, int64_t n, int64_t g, int64_t k0, int64_t ks, int64_t p0,
-                         int64_t ns, uint32_t vB, uint32_t tn) {
+                         int64_t ns, uint32_t vB, uint32_t tn, uint32_t vstage, uint64_t stage_bytes) {
   int64_t KK = f->KH * f->KW;
+  uint32_t stage_at = vstage; /* bump pointer over this step's staging area (strided windows) */
+  if (f->sw == 1 && f->sh == 1 && f->OW == f->W && (uint64_t)KK * tn <= TPK_MAX_DIM) {
+    /* stride 1 and an output as wide as the input: tap (kh, kw) reads the tile's pixels shifted by the
+     * constant (kh - ph) W + (kw - pw), so its channels are ONE DMA of the whole pixel run (pixels before
+     * or after the image as padding); the run wraps across rows where a window leaves the image on the
+     * left or right, and those columns are zeroed on chip (vector fills, after the loads) */
+    int64_t HW = f->H * f->W;
+    for (int64_t t = 0; t < KK && e->st == LDMC_OK; t++) {
+      int64_t kh = t / f->KW, kw = t % f->KW;
+      int64_t c_lo = k0 > t ? ceil_div(k0 - t, KK) : 0, c_hi = k0 + ks - 1 >= t ? (k0 + ks - 1 - t) / KK + 1 : 0;
+      if (c_hi > f->Cg) c_hi = f->Cg;
+      if (c_hi <= c_lo) continue;
+      uint32_t nc = (uint32_t)(c_hi - c_lo), rstride = (uint32_t)(KK * tn);
+      int64_t krow = c_lo * KK + t - k0;
+      uint64_t chan0 = (uint64_t)((n * f->C + g * f->Cg + c_lo) * f->H) * (uint64_t)f->W;
+      uint32_t vrow = vB + (uint32_t)(2 * krow * (int64_t)tn);
+      int64_t shift = (kh - f->ph) * f->W + (kw - f->pw), a = p0 + shift, z = p0 + ns + shift; /* run [a, z) */
+      int64_t lo = a < 0 ? -a : 0, hi = z > HW ? z - HW : 0;
+      if (lo > ns) lo = ns;
+      if (hi > ns - lo) hi = ns - lo;
+      if (ns - lo - hi <= 0) pad_fill(e, vrow, nc, (uint64_t)ns, rstride);
+      else
+        load_padded(e, chan0 + (uint64_t)(a + lo), (uint64_t)HW, nc, (uint32_t)(ns - lo - hi), (uint64_t)lo, (uint64_t)hi,
+                    true, vrow, rstride);
+      /* columns whose window is left (x < pw - kw) or right (x >= W + pw - kw) of the image */
+      int64_t xl = f->pw - kw, xr = f->W + f->pw - kw;
+      for (int64_t oy = p0 / f->OW; oy <= (p0 + ns - 1) / f->OW && e->st == LDMC_OK; oy++) {
+        int64_t xa = oy == p0 / f->OW ? p0 % f->OW : 0, xb = oy == (p0 + ns - 1) / f->OW ? (p0 + ns - 1) % f->OW + 1 : f->OW;
+        int64_t rng[2][2] = {{xa, xl < xb ? xl : xb}, {xr > xa ? xr : xa, xb}};
+        for (int q = 0; q < 2; q++) {
+          if (rng[q][1] <= rng[q][0]) continue;
+          int64_t col = oy * f->OW + rng[q][0] - p0;
+          ldmc_tpu_insn in = ldmc_tpu_insn_make(LDMC_TPU_VEC_UNARY, 0);
+          in.u.vec = (ldmc_tpu_vec){.func = LDMC_TPU_U_FILL, .rows = (uint16_t)nc, .cols = (uint16_t)(rng[q][1] - rng[q][0]),
+                                    .dst = vrow + (uint32_t)(2 * col), .a = vrow + (uint32_t)(2 * col),
+                                    .dst_stride = (uint16_t)rstride, .a_stride = (uint16_t)rstride, .imm = 0.0f,
+                                    .dst_dtype = LDMC_TPU_BF16, .a_dtype = LDMC_TPU_BF16, .b_dtype = LDMC_TPU_F32};
+          tpk_push(e, &in);
+        }
+      }
+    }
+    return;
+  }
   for (int64_t t = 0; t < KK && e->st == LDMC_OK; t++) {
     int64_t kh = t / f->KW, kw = t % f->KW;
     int64_t c_lo = k0 > t ? ceil_div(k0 - t, KK) : 0, c_hi = k0 + ks - 1 >= t ? (k0 + ks - 1 - t) / KK + 1 : 0;
@@ -137,6 +180,24 @@ static void load_windows(tpk_em *e, const conv_geom *f, int64_t n, int64_t g, in
       if (f->sw == 1) {
         load_padded(e, row0, (uint64_t)(f->H * f->W), nc, (uint32_t)(xr - xl), (uint64_t)(xl - xa), (uint64_t)(xb - xr),
                     true, vrow, rstride);
+      } else if (vstage) {
+        /* the input rows' contiguous span for all channels in one DMA, every sw-th pixel picked on chip
+         * (one vector copy per channel); the border by padding-only loads */
+        uint32_t np = (uint32_t)(xr - xl), span = (np - 1) * (uint32_t)f->sw + 1;
+        tpk_dma_load(e, 0, (uint32_t)row0, (uint32_t)(f->H * f->W), nc, span, stage_at, span, LDMC_TPU_BF16);
+        if (xl > xa) pad_fill(e, vrow, nc, (uint64_t)(xl - xa), rstride);
+        if (xb > xr) pad_fill(e, vrow + (uint32_t)(2 * (xr - xa)), nc, (uint64_t)(xb - xr), rstride);
+        for (uint32_t c = 0; c < nc && e->st == LDMC_OK; c++) {
+          ldmc_tpu_insn in = ldmc_tpu_insn_make(LDMC_TPU_VEC_UNARY, 0);
+          in.u.vec = (ldmc_tpu_vec){.func = LDMC_TPU_U_COPY, .rows = (uint16_t)np, .cols = 1,
+                                    .dst = vrow + (uint32_t)(2 * ((int64_t)c * rstride + (xl - xa))), .dst_stride = 1,
+                                    .a = stage_at + 2 * c * span, .a_stride = (uint16_t)f->sw,
+                                    .dst_dtype = LDMC_TPU_BF16, .a_dtype = LDMC_TPU_BF16, .b_dtype = LDMC_TPU_F32};
+          tpk_push(e, &in);
+        }
+        stage_at += (2 * nc * span + 63) & ~63u;
+        if (stage_at - vstage > stage_bytes && e->st == LDMC_OK)
+          e->st = ldmc_error(LDMC_ERR_INTERNAL, "tpusim: convolution: window staging past its %" PRIu64 " bytes", stage_bytes);
       } else {
         for (uint32_t c = 0; c < nc && e->st == LDMC_OK; c++)
           load_padded(e, row0 + (uint64_t)c * (uint64_t)(f->H * f->W), (uint64_t)f->sw, (uint32_t)(xr - xl), 1,
@@ -194,13 +255,22 @@ ldmc_status tpk_lower_conv(const ldmc_graph *g, int32_t id, const ldmc_tpu_targe
   snprintf(k->tile_desc, sizeof k->tile_desc, "tile o%" PRIu64 " k%" PRIu64 " px%" PRIu64 " (%" PRId64 "x%" PRId64 " s%" PRId64 ")",
            tm, tk, tn, f.KH, f.KW, f.sh);
   uint64_t nacc = acc_rows >= TPK_NBUF * nch * tm ? TPK_NBUF : 1;
+  /* strided windows: a staging area per buffer set for the input spans (every tap's channels x the
+   * tile's output rows x a row's span, 64-byte aligned each), used when it fits beside the tiles and
+   * the span fits an operand field; else one DMA per channel, tap and output row */
+  uint64_t span = (uint64_t)(f.OW - 1) * (uint64_t)f.sw + 1, orows = (tn + (uint64_t)f.OW - 1) / (uint64_t)f.OW + 1;
+  uint64_t stage = f.sw > 1 ? (uint64_t)f.KH * f.KW * orows * ((2 * ((tk + f.KH * f.KW - 1) / (f.KH * f.KW) + 1) * span + 63) & ~63ull) : 0;
+  if (stage && (conv_vmem(tm, tk, tn) + TPK_NBUF * (stage + 64) > t->vmem_bytes || span > TPK_MAX_DIM ||
+                f.sw > TPK_MAX_DIM))
+    stage = 0;
   tpk_em e;
   tpk_em_init(&e, t, &k->prog);
-  uint32_t vA[TPK_NBUF], vB[TPK_NBUF], vO[TPK_NBUF];
+  uint32_t vA[TPK_NBUF], vB[TPK_NBUF], vO[TPK_NBUF], vS[TPK_NBUF] = {0};
   for (int s = 0; s < TPK_NBUF; s++) {
     vA[s] = tpk_vmem_alloc(&e, 2 * tm * tk);
     vB[s] = tpk_vmem_alloc(&e, 2 * tk * tn);
     vO[s] = tpk_vmem_alloc(&e, 4 * tm * tn);
+    if (stage) vS[s] = tpk_vmem_alloc(&e, stage);
   }
   int64_t nm = (int64_t)((M + tm - 1) / tm), nn = (int64_t)((P + tn - 1) / tn), nk = (int64_t)((K + tk - 1) / tk);
   int64_t ntiles = f.N * f.G * nm * nn, nsteps = ntiles * nk, step = 0, tile = 0;
@@ -219,7 +289,7 @@ ldmc_status tpk_lower_conv(const ldmc_graph *g, int32_t id, const ldmc_tpu_targe
             uint32_t ks = tpk_min32(tk, K - k0);
             size_t begin = k->prog.count;
             tpk_dma_load(&e, 1, (uint32_t)(orow * K + k0), (uint32_t)K, ms, ks, vA[s], (uint32_t)tk, LDMC_TPU_BF16);
-            load_windows(&e, &f, b, gi, (int64_t)k0, ks, (int64_t)p0, ns, vB[s], (uint32_t)tn);
+            load_windows(&e, &f, b, gi, (int64_t)k0, ks, (int64_t)p0, ns, vB[s], (uint32_t)tn, vS[s], stage);
             uint32_t nsub = (uint32_t)((ks + R - 1) / R);
             for (uint32_t j = 0; j < nsub; j++) {
               uint32_t kk0 = j * (uint32_t)R, kk = tpk_min32(R, ks - kk0);

@@ -49,6 +49,18 @@ static void region_canon(region *r) {
   for (int i = 0; i < pad; i++) r->d[i] = 1, r->ss[i] = r->ds[i] = 0;
   for (int i = 0; i < n; i++) r->d[pad + i] = d[i], r->ss[pad + i] = ss[i], r->ds[pad + i] = ds[i];
   r->rank = n + pad;
+  /* the box's dims may be visited in any order: with the last dim contiguous on both sides, the longest
+   * other dim becomes the tile's rows (a head merge [N, h, d] is then tiles of N rows, not of h) */
+  int R = r->rank, big = R - 2;
+  if (R >= 3 && r->ss[R - 1] == 1 && r->ds[R - 1] == 1) {
+    for (int i = 0; i < R - 2; i++)
+      if (r->d[i] > r->d[big]) big = i;
+    if (big != R - 2) {
+      uint64_t t0 = r->d[big], t1 = r->ss[big], t2 = r->ds[big];
+      r->d[big] = r->d[R - 2], r->ss[big] = r->ss[R - 2], r->ds[big] = r->ds[R - 2];
+      r->d[R - 2] = t0, r->ss[R - 2] = t1, r->ds[R - 2] = t2;
+    }
+  }
 }
 
 /* A contiguous copy of n elements viewed as [n / c, c] with c the last dim

@@ -1,5 +1,6 @@
-/* The tpusim backend: ldmc graphs lowered to tpusim instruction streams (one
- * kernel per node, no fusion yet) and run on the functional simulator.
+/* The tpusim backend: ldmc graphs lowered to tpusim instruction streams (a
+ * kernel per node, elementwise chains fused into one, attention as one flash
+ * kernel) and run on the functional simulator.
  * docs/backends/tpusim.md, "Lowering (v0)". */
 #ifndef LDMC_TPUSIM_TPUSIM_H
 #define LDMC_TPUSIM_TPUSIM_H
@@ -18,11 +19,32 @@ extern const ldmc_backend_i ldmc_backend_tpusim;
 ldmc_status ldmc_tpusim_compile(const ldmc_graph *g, const ldmc_compile_opts *o, const ldmc_tpu_target *t,
                                 ldmc_executable **out);
 
-/* One kernel of a tpusim executable: the node it computes, its stream, the
+/* As ldmc_tpusim_compile, simulating in `mode`. LDMC_TPU_SIM_TIMING_ONLY
+ * computes nothing: no node buffers are allocated (only the outputs, which
+ * stay zero), inputs are never read, and every run only advances the
+ * simulated clock and the per-kernel statistics (profiling large graphs). */
+ldmc_status ldmc_tpusim_compile_mode(const ldmc_graph *g, const ldmc_compile_opts *o, const ldmc_tpu_target *t,
+                                     ldmc_tpu_sim_mode mode, ldmc_executable **out);
+
+/* A target named as $LDMC_TPUSIM_TARGET is: a preset name, or a JSON target
+ * file when s contains '/' or ends in ".json"; NULL or "" is v5e. */
+ldmc_status ldmc_tpusim_target_resolve(const char *s, ldmc_tpu_target *t);
+
+/* Profiling (ldmc_executable_set_profiler): one event per kernel run, named
+ * by its op ("ew" for a fused chain), with the FLOPs and bytes of its nodes; start_ns and end_ns are
+ * SIMULATED time (cycles / clock_hz of the target), on a clock that starts
+ * at 0 when the executable is compiled and advances by each kernel's cycles
+ * (kernels run one after another). The host's time is not reported.
+ *
+ * One kernel of a tpusim executable: the node it computes, its stream, the
  * sizes of its off-chip buffers (operands, then the result) and the
  * simulator's counters of its last run (zero before the first). */
 typedef struct ldmc_tpusim_kernel {
-  int32_t node; /* id in the executable's graph */
+  int32_t node; /* id in the executable's graph: the root, whose value the kernel writes */
+  const int32_t *nodes; /* n_nodes ids, ascending, root last: every node it computes (a fused elementwise
+                           chain computes several on chip; the others have no kernel and no value off chip) */
+  int n_nodes;
+  const int32_t *buf_nodes; /* mem.count ids: the node whose value each off-chip buffer holds */
   const char *tiles; /* the tiles chosen, e.g. "tile m128 k512 n128" */
   const ldmc_tpu_program *program;
   ldmc_tpu_mem mem; /* sizes only (data NULL): what ldmc_tpu_verify needs */
