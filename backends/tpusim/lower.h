@@ -61,6 +61,16 @@ void tpk_dma_store(tpk_em *e, int buf, uint32_t off, uint32_t stride, uint32_t r
 void tpk_vec(tpk_em *e, ldmc_tpu_opcode op, unsigned func, unsigned bcast, uint32_t rows, uint32_t cols, uint32_t dst,
              uint32_t dst_stride, uint32_t a, uint32_t a_stride, uint32_t b, uint32_t b_stride, float imm);
 
+/* A tile row block on every matrix unit: units 0..nchunks-1 multiply rows x
+ * (their weight tiles) from vmem a (bf16, row stride a_stride) into
+ * accumulator rows acc0 + u tm; accumulate false overwrites. */
+void tpk_matmul_units(tpk_em *e, uint32_t nchunks, uint32_t rows, uint32_t a, uint32_t a_stride, uint32_t acc0,
+                      uint32_t tm, bool accumulate);
+/* The accumulators of tpk_matmul_units to vmem out (f32, row stride
+ * out_stride): unit u's cols columns (at most ucols, ns in all) at column u ucols. */
+void tpk_acc_to_vmem(tpk_em *e, uint32_t nchunks, uint32_t rows, uint32_t ucols, uint32_t ns, uint32_t acc0,
+                     uint32_t tm, uint32_t out, uint32_t out_stride);
+
 /* Lowerings: fill k->prog (and k->buf_node, k->tile_desc) for node id of g.
  * Unsupported forms fail with LDMC_ERR_UNSUPPORTED naming the node. */
 ldmc_status tpk_lower_unary(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);

@@ -132,25 +132,12 @@ ldmc_status tpk_lower_dot(const ldmc_graph *g, int32_t id, const ldmc_tpu_target
                   .vmem_stride = f.transposed ? (uint32_t)tk : (uint32_t)tn};
               tpk_push(&e, &in);
             }
-            for (uint32_t u = 0; u < nchunks; u++) {
-              ldmc_tpu_insn in = ldmc_tpu_insn_make(LDMC_TPU_MATMUL, 0);
-              in.u.mm = (ldmc_tpu_matmul){.mxu = (uint8_t)u, .dtype = LDMC_TPU_BF16,
-                                          .accumulate = !(ki == 0 && j == 0), .rows = (uint16_t)ms,
-                                          .vmem_addr = vA[s] + 2 * kk0, .vmem_stride = (uint32_t)tk,
-                                          .acc_row = acc0 + u * (uint32_t)tm};
-              tpk_push(&e, &in);
-            }
+            tpk_matmul_units(&e, nchunks, (uint32_t)ms, vA[s] + 2 * kk0, (uint32_t)tk, acc0, (uint32_t)tm,
+                             !(ki == 0 && j == 0));
           }
           bool last = ki + 1 == nk;
           if (last) {
-            for (uint32_t u = 0; u < nchunks; u++) {
-              uint32_t c0 = u * (uint32_t)Cc;
-              ldmc_tpu_insn in = ldmc_tpu_insn_make(LDMC_TPU_ACC_MOVE, 0);
-              in.u.acc = (ldmc_tpu_accmove){.dtype = LDMC_TPU_F32, .rows = (uint16_t)ms,
-                                            .cols = (uint16_t)tpk_min32(Cc, ns - c0), .acc_row = acc0 + u * (uint32_t)tm,
-                                            .vmem_addr = vO[o] + 4 * c0, .vmem_stride = (uint32_t)tn};
-              tpk_push(&e, &in);
-            }
+            tpk_acc_to_vmem(&e, nchunks, (uint32_t)ms, (uint32_t)Cc, (uint32_t)ns, acc0, (uint32_t)tm, vO[o], (uint32_t)tn);
             tpk_dma_store(&e, 2, (uint32_t)(b * f.M * f.N + m0 * f.N + n0), (uint32_t)f.N, ms, ns, vO[o], (uint32_t)tn);
           }
           tpk_step_tokens(&e, begin, step, nsteps, tile, ki == 0, last, ntiles);

@@ -129,3 +129,25 @@ ldmc_status tpk_numel32(const ldmc_graph *g, int32_t id, uint32_t *out) {
   *out = (uint32_t)c;
   return LDMC_OK;
 }
+
+void tpk_matmul_units(tpk_em *e, uint32_t nchunks, uint32_t rows, uint32_t a, uint32_t a_stride, uint32_t acc0,
+                      uint32_t tm, bool accumulate) {
+  for (uint32_t u = 0; u < nchunks; u++) {
+    ldmc_tpu_insn in = ldmc_tpu_insn_make(LDMC_TPU_MATMUL, 0);
+    in.u.mm = (ldmc_tpu_matmul){.mxu = (uint8_t)u, .dtype = LDMC_TPU_BF16, .accumulate = accumulate,
+                                .rows = (uint16_t)rows, .vmem_addr = a, .vmem_stride = a_stride,
+                                .acc_row = acc0 + u * tm};
+    tpk_push(e, &in);
+  }
+}
+
+void tpk_acc_to_vmem(tpk_em *e, uint32_t nchunks, uint32_t rows, uint32_t ucols, uint32_t ns, uint32_t acc0,
+                     uint32_t tm, uint32_t out, uint32_t out_stride) {
+  for (uint32_t u = 0; u < nchunks; u++) {
+    uint32_t c0 = u * ucols;
+    ldmc_tpu_insn in = ldmc_tpu_insn_make(LDMC_TPU_ACC_MOVE, 0);
+    in.u.acc = (ldmc_tpu_accmove){.dtype = LDMC_TPU_F32, .rows = (uint16_t)rows, .cols = (uint16_t)tpk_min32(ucols, ns - c0),
+                                  .acc_row = acc0 + u * tm, .vmem_addr = out + 4 * c0, .vmem_stride = out_stride};
+    tpk_push(e, &in);
+  }
+}
