@@ -130,6 +130,7 @@ ldmc_status ldmc_ldm_model_load(const char *path, ldmc_ldm_model *m) {
     m->unet.in_channels = m->unet.out_channels = (int)lat[2];
     m->unet.context_dim = (int)ctx[0], m->unet.context_tokens = (int)ctx[1];
     m->unet.batch = 1;
+    if (ldmc_checkpoint_config(ck, "unet.groups")) m->unet.groups = (int)get_int(&r, "unet.groups");
     if (ldmc_checkpoint_config(ck, "unet.guidance_embed_dim")) /* a distilled (LCM) model */
       m->unet.guidance_embed_dim = (int)get_int(&r, "unet.guidance_embed_dim");
     ldmc_clip_config_words(&m->text, (int)get_int(&r, "text.width"), (int)get_int(&r, "text.tokens"));

@@ -22,7 +22,7 @@
 enum {
   F_MODEL, F_OUT, F_STEPS, F_EPOCHS, F_BATCH, F_LR, F_WARMUP, F_DECAY, F_MIN_LR, F_WD, F_CLIP, F_EMA, F_SEED,
   F_THREADS, F_TARGET, F_BACKEND, F_BF16, F_CKPT, F_KEEP, F_LOG, F_VAL, F_VAL_BATCHES, F_RESUME, F_PROGRESS,
-  F_NO_PROGRESS, F_DATA, F_LIMIT, F_EXPORT, F_CHANNELS, F_TEXT_WIDTH, F_TEXT_LAYERS, F_TEXT_HEADS, F_TOKENS,
+  F_NO_PROGRESS, F_DATA, F_LIMIT, F_EXPORT, F_CHANNELS, F_GROUPS, F_TEXT_WIDTH, F_TEXT_LAYERS, F_TEXT_HEADS, F_TOKENS,
   F_VAE, F_PREDICTION, F_SCHEDULE, F_COND_DROP, F_VAE_CHANNELS, F_VAE_LAYERS, F_LATENT_CHANNELS, F_KL,
   F_CLS_WIDTHS, F_FEATURES, F_STOP_AFTER, F_COUNT
 };
@@ -61,6 +61,8 @@ static ldmc_cli_flag k_flags[F_COUNT] = {
     [F_LIMIT] = {"limit", "N", "use only the first N images of each split (quick runs, tests)"},
     [F_EXPORT] = {"export-dtype", "DT", "dtype of DIR/model.ldmc: f32 (default) or bf16"},
     [F_CHANNELS] = {"channels", "C", "unet: base width c (block widths c,2c,4c,4c; default 64)"},
+    [F_GROUPS] = {"groups", "G", "unet: GroupNorm groups (default 32; every block width must divide by G, so "
+                                 "small widths such as c=16 or 24 need G=8)"},
     [F_TEXT_WIDTH] = {"text-width", "D", "unet: the prompt encoder's width = the U-Net's context width (default 64)"},
     [F_TEXT_LAYERS] = {"text-layers", "N", "unet: prompt encoder layers (default 2)"},
     [F_TEXT_HEADS] = {"text-heads", "N", "unet: prompt encoder attention heads (default 4)"},
@@ -244,9 +246,10 @@ static int build_ldm(job *j, int64_t batch) {
   const char *vae = k_flags[F_VAE].value;
   if (!vae) return ldmc_cli_usage_error(&k_cmd, "--model unet needs --vae FILE (a trained autoencoder's model.ldmc)");
   if (load_vae(vae, &j->vae, &j->vae_ws, &j->vae_scale) != LDMC_OK) return ldmc_cli_fail(&k_cmd, "%s", ldmc_last_error());
-  int64_t c = 64, D = 64, L = 2, H = 4, T = 4;
+  int64_t c = 64, G = 32, D = 64, L = 2, H = 4, T = 4;
   int rc;
-  if ((rc = int_flag(F_CHANNELS, 32, 1 << 20, &c)) != LDMC_CLI_CONTINUE) return rc;
+  if ((rc = int_flag(F_CHANNELS, 8, 1 << 20, &c)) != LDMC_CLI_CONTINUE) return rc;
+  if ((rc = int_flag(F_GROUPS, 1, 1 << 16, &G)) != LDMC_CLI_CONTINUE) return rc;
   if ((rc = int_flag(F_TEXT_WIDTH, 1, 1 << 16, &D)) != LDMC_CLI_CONTINUE) return rc;
   if ((rc = int_flag(F_TEXT_LAYERS, 1, 64, &L)) != LDMC_CLI_CONTINUE) return rc;
   if ((rc = int_flag(F_TEXT_HEADS, 1, 64, &H)) != LDMC_CLI_CONTINUE) return rc;
@@ -264,6 +267,7 @@ static int build_ldm(job *j, int64_t batch) {
   ldmc_vae_latent_dims(&vb, ld);
   ldmc_unet_config u;
   ldmc_unet_config_default(&u, (int)c);
+  u.groups = (int)G;
   u.in_channels = u.out_channels = (int)ld[1];
   u.height = ld[2], u.width = ld[3], u.batch = batch;
   u.context_dim = (int)D, u.context_tokens = (int)T;
@@ -284,6 +288,7 @@ static int build_ldm(job *j, int64_t batch) {
   j->tokens = (int)T;
   ldmc_cli_kv_add(&j->cfg, "model", "ldm");
   ldmc_cli_kv_add(&j->cfg, "unet.channels", "%d", u.channels);
+  if (u.groups != 32) ldmc_cli_kv_add(&j->cfg, "unet.groups", "%d", u.groups);
   ldmc_cli_kv_add(&j->cfg, "unet.latent", "%lldx%lldx%d", (long long)u.height, (long long)u.width, u.in_channels);
   ldmc_cli_kv_add(&j->cfg, "unet.context", "%dx%d", u.context_dim, u.context_tokens);
   ldmc_cli_kv_add(&j->cfg, "text.width", "%d", tc.width);
