@@ -18,5 +18,6 @@ int ldmc_cmd_plot(int argc, char **argv);    /* tools/cmd_plot.c (runtime/plot.c
 int ldmc_cmd_sample(int argc, char **argv);  /* tools/cmd_sample.c (models/samplers.h, ldm_model.h) */
 int ldmc_cmd_schedule(int argc, char **argv); /* tools/cmd_schedule.c (models/samplers.h) */
 int ldmc_cmd_eval(int argc, char **argv);    /* tools/cmd_eval.c (models/eval.c, models/metrics.c) */
+int ldmc_cmd_study(int argc, char **argv);   /* tools/cmd_study.c (tools/study*.c) */
 
 #endif

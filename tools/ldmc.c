@@ -30,6 +30,7 @@ static const ldmc_subcommand commands[] = {
      ldmc_cmd_sample},
     {"schedule", "a sampler's timesteps and per-step coefficients (diffusers' rules), one row per step", ldmc_cmd_schedule},
     {"eval", "sample quality: FD, KID and class accuracy in the classifier's feature space", ldmc_cmd_eval},
+    {"study", "the scaling study: a family of widths trained, swept over samplers, steps and guidance, plotted", ldmc_cmd_study},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 
