@@ -182,6 +182,11 @@ int ldmc_cmd_study(int argc, char **argv) {
   if (!c.distill) mask &= ~((1u << STUDY_DISTILL) | (1u << STUDY_LCM));
   if (!c.superres) mask &= ~((1u << STUDY_SR_TRAIN) | (1u << STUDY_SR_SAMPLE));
   if (ldmc_cli_has(&k_cmd, "report")) {
+    char cells[2 * STUDY_PATH];
+    struct stat sb;
+    snprintf(cells, sizeof cells, "%s/cells", dir);
+    if (stat(cells, &sb) != 0 || !S_ISDIR(sb.st_mode))
+      return ldmc_cli_fail(&k_cmd, "%s: no finished cells (run the study first)", cells);
     if (study_report_write(&c, dir, err, sizeof err)) return ldmc_cli_fail(&k_cmd, "%s", err);
     printf("wrote %s/report.md, %s/study.csv and %s/plots\n", dir, dir, dir);
     return LDMC_EXIT_OK;

@@ -160,6 +160,11 @@ int study_run_sample_cell(study_sampling *s, const study_config *c, const char *
 /* Seconds this process spent, by part: compiled code (sampler steps, decoder, classifier) and the rest. */
 void study_sampling_times(const study_sampling *s, double *sample_s, double *eval_s, double *compile_s);
 
+/* Simulated seconds per image and U-Net pass on a tpusim preset (e.g. "v5e"), at the batch of a
+ * guided sampling step (tools/study_tpusim.c: timing-only simulation). */
+int study_tpusim_seconds(const study_config *c, int width, const char *preset, double *s_per_pass, char *err,
+                         size_t errlen);
+
 /* ---- the analysis ---- */
 int study_report_write(const study_config *c, const char *dir, char *err, size_t errlen);
 

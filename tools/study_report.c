@@ -171,35 +171,87 @@ static int winner(const study_config *c, const curve *cv, double x) {
 }
 
 /* The lower envelope of the widths' curves over log-spaced costs: which width
- * is best where. Writes the segments as a sentence list into md; returns the
- * number of segments. */
-static int frontier(FILE *md, const study_config *c, const curve *cv, const char *what) {
+ * is best where, as segments [lo, hi] (switches found by bisection). */
+#define STUDY_MAX_SEGS 64
+typedef struct envelope {
+  int n;
+  int width[STUDY_MAX_SEGS];
+  double lo[STUDY_MAX_SEGS], hi[STUDY_MAX_SEGS];
+} envelope;
+
+static void envelope_compute(const study_config *c, const curve *cv, envelope *e) {
+  memset(e, 0, sizeof *e);
   double lo = INFINITY, hi = 0;
   for (int i = 0; i < c->n_widths; i++)
     for (int k = 0; k < cv[i].n; k++) lo = fmin(lo, cv[i].cost[k]), hi = fmax(hi, cv[i].cost[k]);
-  if (!(hi > lo)) return 0;
-  int prev = -1, segs = 0;
+  if (!(hi > lo)) return;
+  int prev = -1;
   double seg_start = lo, x_prev = lo;
-  fprintf(md, "\n%s — the width with the lowest best FD at each sampling cost (log-linear between measured "
-              "points, no extrapolation):\n\n", what);
   for (int j = 0; j <= 400; j++) {
     double x = exp(log(lo) + (log(hi) - log(lo)) * j / 400.0);
     int bw = winner(c, cv, x);
-    if (j > 0 && bw != prev && prev >= 0 && bw >= 0) { /* the switch, by bisection between the grid points */
+    if (j > 0 && bw != prev && prev >= 0 && bw >= 0 && e->n < STUDY_MAX_SEGS - 1) {
       double a = x_prev, b = x;
       for (int it = 0; it < 60; it++) {
         double m = sqrt(a * b);
         if (winner(c, cv, m) == prev) a = m;
         else b = m;
       }
-      fprintf(md, "- cost %.3g to %.3g: c=%d\n", seg_start, b, c->widths[prev]);
-      segs++, seg_start = b;
+      e->width[e->n] = c->widths[prev], e->lo[e->n] = seg_start, e->hi[e->n++] = b;
+      seg_start = b;
     }
     if (bw >= 0) prev = bw;
     x_prev = x;
   }
-  if (prev >= 0) fprintf(md, "- cost %.3g to %.3g: c=%d\n", seg_start, hi, c->widths[prev]), segs++;
-  return segs;
+  if (prev >= 0) e->width[e->n] = c->widths[prev], e->lo[e->n] = seg_start, e->hi[e->n++] = hi;
+}
+
+/* the conclusions, collected while the sections are written */
+static char g_conclusions[16384];
+
+static void conclude(const study_config *c, const char *what, const envelope *e, const char *unit) {
+  size_t n = strlen(g_conclusions), cap = sizeof g_conclusions;
+  char *o = g_conclusions + n;
+  if (e->n == 0) {
+    snprintf(o, cap - n, "- %s: no data yet.\n", what);
+    return;
+  }
+  int w0 = e->width[0], w1 = e->width[e->n - 1], narrow = c->widths[0], wide = c->widths[c->n_widths - 1];
+  int k = snprintf(o, cap - n, "- %s: ", what);
+  for (int i = 0; i < e->n && (size_t)k < cap - n; i++)
+    k += snprintf(o + k, cap - n - (size_t)k, "%sc=%d is best %s%.3g%s", i ? ", then " : "", e->width[i],
+                  i == e->n - 1 ? "up to " : "up to ", e->hi[i], unit);
+  if ((size_t)k >= cap - n) return;
+  if (e->n == 1)
+    k += snprintf(o + k, cap - n - (size_t)k, " (every cost measured): %s.\n",
+                  w0 == narrow ? "the smallest model wins throughout" : w0 == wide ? "the largest model wins throughout"
+                                                                          : "one middle width wins throughout");
+  else {
+    int up = -1, later_max = 0;
+    for (int i = 1; i < e->n; i++) {
+      if (up < 0 && e->width[i] > w0) up = i;
+      later_max = e->width[i] > later_max ? e->width[i] : later_max;
+    }
+    if (up > 0)
+      k += snprintf(o + k, cap - n - (size_t)k, ". Smaller models win at small sampling budgets: the first crossover to "
+                    "a larger model (c=%d) is at %.3g%s%s%s.\n", e->width[up], e->lo[up], unit,
+                    w0 == narrow ? "" : "; the narrowest width is never best",
+                    w1 < later_max ? "; a smaller width is best again at the top of the range" : "");
+    else
+      k += snprintf(o + k, cap - n - (size_t)k, ". The widest of them wins at the smallest budgets here.\n");
+  }
+  (void)w1, (void)wide;
+}
+
+static void frontier(FILE *md, const study_config *c, const curve *cv, const char *what, const char *label,
+                     const char *unit) {
+  envelope e;
+  envelope_compute(c, cv, &e);
+  if (e.n == 0) return;
+  fprintf(md, "\n%s — the width with the lowest best FD at each sampling cost (log-linear between measured "
+              "points, no extrapolation):\n\n", what);
+  for (int i = 0; i < e.n; i++) fprintf(md, "- cost %.3g to %.3g: c=%d\n", e.lo[i], e.hi[i], e.width[i]);
+  conclude(c, label, &e, unit);
 }
 
 static void grid_row(const char *dir, const char *name, float *out, int64_t per, int cols) {
@@ -237,6 +289,7 @@ static int cmp_rec(const void *a, const void *b) { return strcmp(((const rec *)a
 
 int study_report_write(const study_config *c, const char *dir, char *err, size_t errlen) {
   recs R;
+  g_conclusions[0] = 0;
   load_cells(dir, &R);
   if (R.n > 1) qsort(R.r, (size_t)R.n, sizeof *R.r, cmp_rec);
   char path[2 * STUDY_PATH];
@@ -252,11 +305,14 @@ int study_report_write(const study_config *c, const char *dir, char *err, size_t
     return 1;
   }
   study_width_costs wc[STUDY_MAX_WIDTHS];
-  for (int i = 0; i < c->n_widths; i++)
+  double tpu[STUDY_MAX_WIDTHS]; /* simulated seconds per image-pass on the v5e-like core */
+  for (int i = 0; i < c->n_widths; i++) {
     if (study_width_costs_compute(c, c->widths[i], &wc[i], err, errlen)) {
       fclose(md), free(R.r);
       return 1;
     }
+    if (study_tpusim_seconds(c, c->widths[i], "v5e", &tpu[i], err, errlen)) tpu[i] = NAN, err[0] = 0;
+  }
   fprintf(md, "# Scaling study: quality against sampling cost\n\n"
               "Produced by `ldmc study` (docs/study.md) from %d finished cells. Quality: the Fréchet distance (FD, "
               "lower is better) between %d samples per cell (class i mod 10 prompted for image i) and the "
@@ -265,15 +321,24 @@ int study_report_write(const study_config *c, const char *dir, char *err, size_t
               "classifier-free guidance) × steps.\n\n", R.n, c->samples);
   /* the family */
   fprintf(md, "## The family\n\n| width c | parameters (M) | GFLOPs/pass | normalized cost/pass | training steps | "
-              "training compute (GFLOP) | final FD (%s %d steps, w=%g) |\n|---|---|---|---|---|---|---|\n",
+              "training compute (GFLOP) | final FD (%s %d steps, w=%g) | llvm-cpu s/image/pass (measured) | tpusim v5e "
+              "s/image/pass (simulated) |\n|---|---|---|---|---|---|---|---|---|\n",
           ldmc_sampler_name(c->ckpt_sweep.kind), c->ckpt_sweep.steps[0], c->ckpt_rate);
   for (int i = 0; i < c->n_widths; i++) {
-    double fd = NAN;
-    for (int k = 0; k < R.n; k++)
-      if (R.r[k].kind == STUDY_CKPT && R.r[k].width == c->widths[i] && R.r[k].ckpt_step == wc[i].train_steps)
-        fd = R.r[k].fd;
-    fprintf(md, "| %d | %.3f | %.4f | %.5f | %lld | %.3g | %.2f |\n", c->widths[i], wc[i].params_m, wc[i].unet_gflops,
-            wc[i].norm, (long long)wc[i].train_steps, wc[i].train_step_gflop * (double)wc[i].train_steps, fd);
+    double fd = NAN, cpu = 0, passes = 0;
+    for (int k = 0; k < R.n; k++) {
+      const rec *r = &R.r[k];
+      if (r->kind == STUDY_CKPT && r->width == c->widths[i] && r->ckpt_step == wc[i].train_steps) fd = r->fd;
+      if (r->kind == STUDY_SAMPLE && r->width == c->widths[i] && isfinite(r->spi) && r->steps > 0)
+        cpu += r->spi * (double)r->samples, passes += 2.0 * r->steps * (double)r->samples;
+    }
+    char f1[32] = "–", f2[32] = "–", f3[32] = "–";
+    if (isfinite(fd)) snprintf(f1, sizeof f1, "%.2f", fd);
+    if (passes > 0) snprintf(f2, sizeof f2, "%.3g", cpu / passes);
+    if (isfinite(tpu[i])) snprintf(f3, sizeof f3, "%.3g", tpu[i]);
+    fprintf(md, "| %d | %.3f | %.4f | %.5f | %lld | %.3g | %s | %s | %s |\n", c->widths[i], wc[i].params_m,
+            wc[i].unet_gflops, wc[i].norm, (long long)wc[i].train_steps,
+            wc[i].train_step_gflop * (double)wc[i].train_steps, f1, f2, f3);
   }
   /* (i) quality against training compute */
   ldmc_plot *p = new_plot("(i) quality against training compute", "training compute (GFLOP)",
@@ -289,16 +354,16 @@ int study_report_write(const study_config *c, const char *dir, char *err, size_t
     snprintf(nm, sizeof nm, "c=%d", c->widths[i]);
     add_curve(p, nm, x, y, n, i, LDMC_PLOT_SOLID, false);
   }
-  fprintf(md, "\n## (i) Quality against training compute\n\nEvery kept checkpoint's EMA weights, sampled with %s "
-              "at %d steps and guidance %g.\n", ldmc_sampler_name(c->ckpt_sweep.kind), c->ckpt_sweep.steps[0],
-          c->ckpt_rate);
+  fprintf(md, "\n## (i) Quality against training compute\n\nEvery kept checkpoint's %s, sampled with %s at %d steps "
+              "and guidance %g.\n", c->ckpt_ema ? "EMA weights" : "trained parameters (not the EMA: it lags early on)",
+          ldmc_sampler_name(c->ckpt_sweep.kind), c->ckpt_sweep.steps[0], c->ckpt_rate);
   save_plot(p, dir, "quality_vs_training", md, "FD against training compute per width");
   /* best-per-setting tables and curves per sampler */
   curve cv[STUDY_MAX_SAMPLERS][STUDY_MAX_WIDTHS];
   char bpath[2 * STUDY_PATH];
   snprintf(bpath, sizeof bpath, "%s/best.csv", dir);
   FILE *bc = fopen(bpath, "w");
-  if (bc) fprintf(bc, "width,sampler,steps,best_guidance,fd,cost,seconds_per_image\n");
+  if (bc) fprintf(bc, "width,sampler,steps,best_guidance,fd,cost,seconds_per_image,tpusim_v5e_seconds_per_image\n");
   fprintf(md, "\n## (ii) The optimal guidance rate\n\nPer width, sampler and step count, the rate (of");
   for (int k = 0; k < c->n_rates; k++) fprintf(md, " %g", c->rates[k]);
   fprintf(md, ") with the lowest FD.\n\n| sampler | width |");
@@ -309,8 +374,9 @@ int study_report_write(const study_config *c, const char *dir, char *err, size_t
       best_curve(&R, STUDY_SAMPLE, c->widths[i], ldmc_sampler_name(c->sweeps[s].kind), c->sweeps[s].steps,
                  c->sweeps[s].n_steps, &cv[s][i]);
       for (int k = 0; bc && k < cv[s][i].n; k++)
-        fprintf(bc, "%d,%s,%d,%g,%.6g,%.6g,%.6g\n", c->widths[i], ldmc_sampler_name(c->sweeps[s].kind),
-                cv[s][i].steps[k], cv[s][i].rate[k], cv[s][i].fd[k], cv[s][i].cost[k], cv[s][i].spi[k]);
+        fprintf(bc, "%d,%s,%d,%g,%.6g,%.6g,%.6g,%.6g\n", c->widths[i], ldmc_sampler_name(c->sweeps[s].kind),
+                cv[s][i].steps[k], cv[s][i].rate[k], cv[s][i].fd[k], cv[s][i].cost[k], cv[s][i].spi[k],
+                tpu[i] * 2 * cv[s][i].steps[k]);
     }
   }
   if (bc) fclose(bc);
@@ -358,9 +424,32 @@ int study_report_write(const study_config *c, const char *dir, char *err, size_t
     }
     snprintf(file, sizeof file, "cost_%s", sn);
     save_plot(p, dir, file, md, title);
-    char what[64];
+    char what[64], label[64];
     snprintf(what, sizeof what, "**%s**", sn);
-    frontier(md, c, cv[s], what);
+    snprintf(label, sizeof label, "%s, by normalized cost", sn);
+    frontier(md, c, cv[s], what, label, "");
+  }
+  /* DDIM against measured and simulated seconds */
+  if (ddim >= 0) {
+    p = new_plot("best FD against seconds per image, ddim: llvm-cpu measured (solid), tpusim v5e simulated (dashed)",
+                 "seconds per image", "best FD over guidance rates", true, true);
+    for (int i = 0; i < c->n_widths; i++) {
+      double sim[STUDY_MAX_STEPS];
+      for (int k = 0; k < cv[ddim][i].n; k++) sim[k] = tpu[i] * 2 * cv[ddim][i].steps[k];
+      char nm[48];
+      snprintf(nm, sizeof nm, "c=%d llvm-cpu", c->widths[i]);
+      add_curve(p, nm, cv[ddim][i].spi, cv[ddim][i].fd, cv[ddim][i].n, i, LDMC_PLOT_SOLID, false);
+      snprintf(nm, sizeof nm, "c=%d tpusim", c->widths[i]);
+      if (isfinite(tpu[i])) add_curve(p, nm, sim, cv[ddim][i].fd, cv[ddim][i].n, i, LDMC_PLOT_DASHED, false);
+    }
+    save_plot(p, dir, "seconds_ddim", md, "DDIM: best FD against seconds per image (2 passes per step)");
+    curve secs[STUDY_MAX_WIDTHS];
+    for (int i = 0; i < c->n_widths; i++) {
+      secs[i] = cv[ddim][i];
+      for (int k = 0; k < secs[i].n; k++) secs[i].cost[k] = secs[i].spi[k];
+    }
+    frontier(md, c, secs, "**ddim, by measured llvm-cpu seconds per image** (the cost axis in seconds)",
+             "ddim, by measured llvm-cpu seconds per image", " s");
   }
   /* (v) distillation */
   if (c->distill) {
@@ -370,6 +459,7 @@ int study_report_write(const study_config *c, const char *dir, char *err, size_t
                 "undistilled DDIM FD at that cost (same width) | best undistilled FD of any width at that cost |\n"
                 "|---|---|---|---|---|---|---|\n");
     p = new_plot("(v) distilled (lcm) against undistilled (ddim)", "sampling cost", "best FD", true, true);
+    int n_same = 0, win_same = 0, n_any = 0, win_any = 0;
     for (int i = 0; i < c->n_widths; i++) {
       curve l;
       best_curve(&R, STUDY_LCM, c->widths[i], "lcm", c->lcm_steps, c->n_lcm_steps, &l);
@@ -386,6 +476,8 @@ int study_report_write(const study_config *c, const char *dir, char *err, size_t
           double f = at_cost(&cv[ddim][j], l.cost[k]);
           if (isfinite(f) && f < any) any = f;
         }
+        if (isfinite(same)) n_same++, win_same += l.fd[k] < same;
+        if (isfinite(any)) n_any++, win_any += l.fd[k] < any;
         char a[48], b[48];
         if (isfinite(same)) snprintf(a, sizeof a, "%.2f", same);
         else snprintf(a, sizeof a, "outside its measured costs");
@@ -396,6 +488,12 @@ int study_report_write(const study_config *c, const char *dir, char *err, size_t
       }
     }
     save_plot(p, dir, "distilled", md, "distilled models (solid) against undistilled DDIM (dashed)");
+    size_t n = strlen(g_conclusions);
+    snprintf(g_conclusions + n, sizeof g_conclusions - n,
+             "- distillation: a distilled model's lcm cell has a lower FD than its own width's undistilled DDIM at "
+             "the same cost in %d of %d comparisons, and lower than the best undistilled DDIM of any width at that "
+             "cost in %d of %d (the others fall outside the measured DDIM costs: lcm runs one pass per step, "
+             "cheaper than DDIM's cheapest setting).\n", win_same, n_same, win_any, n_any);
   }
   /* (vi) image grids at about the same cost */
   if (ddim >= 0) {
@@ -455,7 +553,16 @@ int study_report_write(const study_config *c, const char *dir, char *err, size_t
       add_curve(p, nm, sc[i].cost, sc[i].fd, sc[i].n, i, LDMC_PLOT_SOLID, false);
     }
     save_plot(p, dir, "superres", md, "super-resolution FD against sampling cost");
-    frontier(md, c, sc, "**super-resolution**");
+    curve lo20[STUDY_MAX_WIDTHS], hi20[STUDY_MAX_WIDTHS];
+    for (int i = 0; i < c->n_widths; i++) {
+      memset(&lo20[i], 0, sizeof lo20[i]), memset(&hi20[i], 0, sizeof hi20[i]);
+      for (int k = 0; k < sc[i].n; k++) {
+        curve *d = sc[i].steps[k] <= 20 ? &lo20[i] : &hi20[i];
+        d->cost[d->n] = sc[i].cost[k], d->fd[d->n] = sc[i].fd[k], d->steps[d->n++] = sc[i].steps[k];
+      }
+    }
+    frontier(md, c, lo20, "**super-resolution, <= 20 steps**", "super-resolution, <= 20 steps", "");
+    frontier(md, c, hi20, "**super-resolution, > 20 steps**", "super-resolution, > 20 steps", "");
   }
   /* where the time went */
   double t_train = 0, t_train_steps = 0, t_sample = 0, t_eval = 0, t_compile = 0, wall = 0;
@@ -479,6 +586,8 @@ int study_report_write(const study_config *c, const char *dir, char *err, size_t
   }
   if (rf) fclose(rf);
   double total = t_train + t_sample + t_eval + t_compile;
+  fprintf(md, "\n## What the data says\n\nComputed from the cells above (the widths' lower envelope of best FD "
+              "against cost; a crossover is where the envelope passes to a wider model):\n\n%s", g_conclusions);
   fprintf(md, "\n## Where the time went\n\n| part | seconds | share |\n|---|---|---|\n"
               "| training, distillation, finetuning (child processes, wall) | %.0f | %.0f%% |\n"
               "| of which compiled training steps (log.csv) | %.0f | %.0f%% |\n"
