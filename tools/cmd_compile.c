@@ -223,6 +223,10 @@ static int emit_tpusim_asm(const ldmc_cli_cmd *c, const ldmc_graph *g, int64_t n
     fprintf(f, "\n; kernel %d: %%%d %s %s%s", i, (int)k.node, ldmc_op_name(n->op), ldmc_dtype_name(n->dtype),
             ldmc_shape_str(&n->shape, shape, sizeof shape));
     if (n->scope && n->scope[0]) fprintf(f, " [%s]", n->scope);
+    if (k.n_nodes > 1) { /* a fused chain: every node it computes on chip, root last */
+      fprintf(f, "; fuses ");
+      for (int j = 0; j < k.n_nodes; j++) fprintf(f, "%s%%%d", j ? "," : "", (int)k.nodes[j]);
+    }
     fprintf(f, "; %s; %zu instructions; buffers", k.tiles[0] ? k.tiles : "no tiles", k.program->count);
     for (int b = 0; b < k.mem.count; b++)
       fprintf(f, "%s buf%d=%%%d (%llu B)", b ? "," : "", b, (int)k.buf_nodes[b], (unsigned long long)k.mem.buf[b].bytes);

@@ -77,6 +77,15 @@ prof = {k["nodes"].split(",")[-1]: k["sim"]["insns"] for k in p["kernels"]}
 need(set(prof) <= set(asm), "every profiled kernel is in the asm")
 need(all(asm[n][1] == i for n, i in prof.items()), "instructions per kernel: profile vs asm")
 need(sum(i for i, _ in asm.values()) == sim["insns"], "instructions per step")
+# a fused kernel's header lists every node it computes, as the profile does
+fused = {}
+for line in open("u.s"):
+    h = re.match(r"^; kernel \d+: (%\d+) .*; fuses ([%\d,]+);", line)
+    if h:
+        fused[h.group(1)] = h.group(2)
+multi = [k["nodes"] for k in p["kernels"] if "," in k["nodes"]]
+need(len(multi) > 0, "the U-Net has fused kernels")
+need(all(fused.get(m.split(",")[-1]) == m for m in multi), "fused kernels' nodes: asm header vs profile")
 rows = list(csv.DictReader(open("p.csv")))
 need(len(rows) == len(p["kernels"]) and "mac_percent" in rows[0] and "dma_bytes" in rows[0], "CSV columns")
 t = json.load(open("t.json"))
