@@ -6,12 +6,15 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "models/eval.h"
+#include "models/ldm_model.h"
 #include "tools/study.h"
 
 void study_config_default(study_config *c) {
   memset(c, 0, sizeof *c);
-  snprintf(c->vae, sizeof c->vae, "models/default/ldm.ldmc");
-  snprintf(c->classifier, sizeof c->classifier, "models/default/classifier.ldmc");
+  /* the repository's default model (its autoencoder) and classifier, wherever ldmc runs from */
+  snprintf(c->vae, sizeof c->vae, "%s", ldmc_default_model_path());
+  snprintf(c->classifier, sizeof c->classifier, "%s", ldmc_default_classifier_path());
   static const int w[] = {16, 24, 32, 48, 64};
   c->n_widths = 5;
   memcpy(c->widths, w, sizeof w);
@@ -169,7 +172,9 @@ static void read_sample(reader *r, json_t *o, study_config *c) {
       }
       check_keys(r, e, "a \"samplers\" element", sk);
       get_sweep(r, e, "sampler", "steps", 1000, &c->sweeps[i]);
-      /* the published study runs DPM-Solver++ at most 20 steps; more than that is allowed but said in the plan */
+      /* as the published study: DPM-Solver++ at most 20 steps (it has converged well before) */
+      if (!r->bad && c->sweeps[i].kind == LDMC_SAMPLER_DPMPP_2M && c->sweeps[i].steps[c->sweeps[i].n_steps - 1] > 20)
+        fail(r, "samplers", "dpmpp2m runs at most 20 steps");
       for (int j = 0; j < i && !r->bad; j++)
         if (c->sweeps[j].kind == c->sweeps[i].kind) fail(r, "samplers", "a sampler is listed twice");
     }

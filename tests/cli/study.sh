@@ -32,6 +32,15 @@ err_is_one_line_with "guidance" "ascending"
 echo '{"sample": {"samplers": [{"sampler": "lcm", "steps": [4]}]}}' >bad5.json
 run 2 "$LDMC" study --config bad5.json --out s --dry-run
 err_is_one_line_with "expected ddim, ddpm or dpmpp2m"
+echo '{"sample": {"samplers": [{"sampler": "dpmpp2m", "steps": [8, 25]}]}}' >bad6.json
+run 2 "$LDMC" study --config bad6.json --out s --dry-run
+err_is_one_line_with "dpmpp2m runs at most 20 steps"
+# equal training compute: the steps per width follow the budget
+echo '{"widths": [8, 16], "train": {"gflops": 2000}, "distill": false, "superres": false}' >eq.json
+run 0 "$LDMC" study --config eq.json --out s --dry-run
+check "equal compute: every width's training near the budget" python3 -c "
+import re; rows = [l.split() for l in open('$T/out') if l.startswith('train-c')]
+g = [float(r[1]) for r in rows]; assert len(g) == 2 and all(2000 <= x < 2000 * 1.05 for x in g), g"
 run 2 "$LDMC" study --out s --only train,bogus
 err_is_one_line_with "unknown kind 'bogus'"
 
