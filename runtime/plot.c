@@ -1,17 +1,11 @@
-/* Line and scatter plots through cairo (see plot.h). The figure is drawn
- * into an SVG or image surface that writes to memory; the bytes then go to
- * the destination in one atomic write, so no failure leaves a partial file. */
-#include "runtime/plot.h"
-
-#include <cairo-svg.h>
-#include <cairo.h>
-#include <fontconfig/fontconfig.h>
+/* Line and scatter plots through cairo (see plot.h): the figure's state and
+ * its drawing onto a cairo context; plot_save.c makes the files. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "support/fileio.h"
+#include "runtime/plot_internal.h"
 
 enum { DEFAULT_W = 800, DEFAULT_H = 500, MIN_SIDE = 100, MAX_SIDE = 10000 };
 #define PAD 12.0
@@ -19,25 +13,11 @@ enum { DEFAULT_W = 800, DEFAULT_H = 500, MIN_SIDE = 100, MAX_SIDE = 10000 };
 #define LABEL_PT 12.5
 #define TICK_PT 11.0
 #define LEGEND_PT 11.5
+#define POINT_LABEL_PT 10.5
 #define TICK_LEN 5.0
 #define MARGIN_FRAC 0.03 /* automatic ranges: the data's span plus this much each side */
 
-typedef struct series {
-  char *name;
-  double *x, *y;
-  int64_t n;
-  ldmc_plot_style st; /* normalized: draw != 0, opacity and line_width set */
-  int color;          /* cycle index */
-} series;
-
-struct ldmc_plot {
-  int w, h;
-  char *title, *label[2];
-  bool log[2];
-  double lo[2], hi[2]; /* NaN: automatic */
-  series *s;
-  int n, cap;
-};
+typedef plot_series series;
 
 static const char *const k_axis[2] = {"x", "y"};
 
@@ -69,13 +49,18 @@ ldmc_status ldmc_plot_create(int width, int height, ldmc_plot **out) {
   return LDMC_OK;
 }
 
+static void series_free(series *s) {
+  free(s->name);
+  free(s->x);
+  free(s->y);
+  free(s->size);
+  for (int64_t j = 0; s->label && j < s->n; j++) free(s->label[j]);
+  free(s->label);
+}
+
 void ldmc_plot_free(ldmc_plot *p) {
   if (!p) return;
-  for (int i = 0; i < p->n; i++) {
-    free(p->s[i].name);
-    free(p->s[i].x);
-    free(p->s[i].y);
-  }
+  for (int i = 0; i < p->n; i++) series_free(&p->s[i]);
   free(p->s);
   free(p->title);
   free(p->label[0]);
@@ -83,31 +68,32 @@ void ldmc_plot_free(ldmc_plot *p) {
   free(p);
 }
 
-/* Printable UTF-8 (no control bytes): cairo's text calls refuse anything else. */
+/* The length of the printable UTF-8 character at p (no control bytes: cairo's
+ * text calls refuse anything else), 0 if there is none. */
+static size_t printable_char(const unsigned char *p) {
+  if (*p < 0x20 || *p == 0x7f) return 0;
+  return ldmc_utf8_len(p);
+}
+
 static bool printable_utf8(const char *s) {
-  const unsigned char *p = (const unsigned char *)s;
-  while (*p) {
-    unsigned char c = *p;
-    size_t n;
-    uint32_t cp;
-    if (c < 0x20 || c == 0x7f) return false;
-    if (c < 0x80) {
-      p++;
-      continue;
-    }
-    if (c >= 0xc2 && c <= 0xdf) n = 2, cp = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef) n = 3, cp = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4) n = 4, cp = c & 0x07;
-    else return false;
-    for (size_t i = 1; i < n; i++) {
-      if ((p[i] & 0xc0) != 0x80) return false;
-      cp = cp << 6 | (p[i] & 0x3f);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
-      return false;
+  for (const unsigned char *p = (const unsigned char *)s; *p;) {
+    size_t n = printable_char(p);
+    if (!n) return false;
     p += n;
   }
   return true;
+}
+
+void ldmc_plot_clean_text(const char *s, char *out, size_t len) {
+  if (!len) return;
+  size_t o = 0;
+  for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p;) {
+    size_t n = printable_char(p);
+    if (o + (n ? n : 1) >= len) break;
+    if (n) memcpy(out + o, p, n), o += n, p += n;
+    else out[o++] = '?', p++;
+  }
+  out[o] = '\0';
 }
 
 /* Replaces *dst by a copy of s (NULL or "" clears it). */
@@ -161,11 +147,11 @@ static int next_color(const ldmc_plot *p) {
   return p->n % LDMC_PLOT_N_COLORS;
 }
 
-ldmc_status ldmc_plot_add_series(ldmc_plot *p, const char *name, const double *x, const double *y, int64_t n,
-                                 const ldmc_plot_style *style, int *index) {
-  char q[160];
+/* Checks a series' points and style (q: its quoted name) and normalizes the style. */
+static ldmc_status check_series(const ldmc_plot *p, const char *name, const double *x, const double *y, int64_t n,
+                                const ldmc_plot_style *style, ldmc_plot_style *st, char *q, size_t qlen) {
   if (!name || !*name) return ldmc_error(LDMC_ERR_INVALID, "plot series %d: no name", p->n);
-  ldmc_quote(name, q, sizeof q);
+  ldmc_quote(name, q, qlen);
   if (n < 1 || !x || !y) return ldmc_error(LDMC_ERR_INVALID, "plot series '%s': no points", q);
   if (n > ((int64_t)1 << 31)) return ldmc_error(LDMC_ERR_INVALID, "plot series '%s': %lld points, too many", q, (long long)n);
   int64_t finite = 0;
@@ -173,47 +159,103 @@ ldmc_status ldmc_plot_add_series(ldmc_plot *p, const char *name, const double *x
   if (!finite)
     return ldmc_error(LDMC_ERR_INVALID, "plot series '%s': none of its %lld points is finite (all NaN or infinite)", q,
                       (long long)n);
-  ldmc_plot_style st = style ? *style : (ldmc_plot_style){0};
-  if (st.draw & ~(unsigned)(LDMC_PLOT_LINE | LDMC_PLOT_MARKERS))
-    return ldmc_error(LDMC_ERR_INVALID, "plot series '%s': unknown draw bits 0x%x", q, st.draw);
-  if (st.color < 0 || st.color > LDMC_PLOT_N_COLORS)
-    return ldmc_error(LDMC_ERR_INVALID, "plot series '%s': color %d is not LDMC_PLOT_COLOR(0..%d) or 0", q, st.color,
+  *st = style ? *style : (ldmc_plot_style){0};
+  if (st->draw & ~(unsigned)(LDMC_PLOT_LINE | LDMC_PLOT_MARKERS))
+    return ldmc_error(LDMC_ERR_INVALID, "plot series '%s': unknown draw bits 0x%x", q, st->draw);
+  if (st->color < 0 || st->color > LDMC_PLOT_N_COLORS)
+    return ldmc_error(LDMC_ERR_INVALID, "plot series '%s': color %d is not LDMC_PLOT_COLOR(0..%d) or 0", q, st->color,
                       LDMC_PLOT_N_COLORS - 1);
-  if ((unsigned)st.dash > LDMC_PLOT_DOTTED)
-    return ldmc_error(LDMC_ERR_INVALID, "plot series '%s': unknown dash %d", q, (int)st.dash);
-  if (!(st.opacity >= 0 && st.opacity <= 1) || !(st.line_width >= 0 && st.line_width <= 50))
-    return ldmc_error(LDMC_ERR_INVALID, "plot series '%s': opacity %g or line width %g out of range", q, st.opacity,
-                      st.line_width);
-  if (!st.draw) st.draw = LDMC_PLOT_LINE;
-  if (st.opacity == 0) st.opacity = 1;
-  if (st.line_width == 0) st.line_width = 1.5;
+  if ((unsigned)st->dash > LDMC_PLOT_DOTTED)
+    return ldmc_error(LDMC_ERR_INVALID, "plot series '%s': unknown dash %d", q, (int)st->dash);
+  if (!(st->opacity >= 0 && st->opacity <= 1) || !(st->line_width >= 0 && st->line_width <= 50))
+    return ldmc_error(LDMC_ERR_INVALID, "plot series '%s': opacity %g or line width %g out of range", q, st->opacity,
+                      st->line_width);
+  if (!st->draw) st->draw = LDMC_PLOT_LINE;
+  if (st->opacity == 0) st->opacity = 1;
+  if (st->line_width == 0) st->line_width = 1.5;
+  return LDMC_OK;
+}
+
+/* Appends s (its arrays now owned by p), or frees them on failure. */
+static ldmc_status append_series(ldmc_plot *p, series *s, const char *q, int *index) {
   if (p->n == p->cap) {
     int cap = p->cap ? 2 * p->cap : 8;
-    series *s = realloc(p->s, (size_t)cap * sizeof *s);
-    if (!s) return ldmc_error(LDMC_ERR_NOMEM, "out of memory adding plot series '%s'", q);
-    p->s = s;
+    series *t = realloc(p->s, (size_t)cap * sizeof *t);
+    if (!t) {
+      series_free(s);
+      return ldmc_error(LDMC_ERR_NOMEM, "out of memory adding plot series '%s'", q);
+    }
+    p->s = t;
     p->cap = cap;
   }
-  series *s = &p->s[p->n];
+  s->color = s->st.color ? s->st.color - 1 : next_color(p);
+  p->s[p->n] = *s;
+  if (index) *index = p->n;
+  p->n++;
+  return LDMC_OK;
+}
+
+/* A series with copies of the name and points (no sizes, no labels). */
+static ldmc_status copy_series(const char *name, const double *x, const double *y, int64_t n,
+                               const ldmc_plot_style *st, const char *q, series *s) {
   memset(s, 0, sizeof *s);
   ldmc_status rc = set_text(&s->name, name, "series name");
   if (rc != LDMC_OK) return rc;
   s->x = malloc((size_t)n * sizeof *s->x);
   s->y = malloc((size_t)n * sizeof *s->y);
   if (!s->x || !s->y) {
-    free(s->name);
-    free(s->x);
-    free(s->y);
+    series_free(s);
     return ldmc_error(LDMC_ERR_NOMEM, "out of memory copying the %lld points of plot series '%s'", (long long)n, q);
   }
   memcpy(s->x, x, (size_t)n * sizeof *x);
   memcpy(s->y, y, (size_t)n * sizeof *y);
   s->n = n;
-  s->st = st;
-  s->color = st.color ? st.color - 1 : next_color(p);
-  if (index) *index = p->n;
-  p->n++;
+  s->st = *st;
   return LDMC_OK;
+}
+
+ldmc_status ldmc_plot_add_series(ldmc_plot *p, const char *name, const double *x, const double *y, int64_t n,
+                                 const ldmc_plot_style *style, int *index) {
+  char q[160];
+  ldmc_plot_style st;
+  LDMC_TRY(check_series(p, name, x, y, n, style, &st, q, sizeof q));
+  series s;
+  LDMC_TRY(copy_series(name, x, y, n, &st, q, &s));
+  return append_series(p, &s, q, index);
+}
+
+ldmc_status ldmc_plot_add_scatter(ldmc_plot *p, const char *name, const double *x, const double *y,
+                                  const double *sizes, const char *const *labels, int64_t n,
+                                  const ldmc_plot_style *style, int *index) {
+  char q[160], lq[160];
+  ldmc_plot_style in = style ? *style : (ldmc_plot_style){0}, st;
+  bool width_given = in.line_width != 0;
+  if (!in.draw) in.draw = LDMC_PLOT_MARKERS;
+  in.draw |= LDMC_PLOT_MARKERS;
+  LDMC_TRY(check_series(p, name, x, y, n, &in, &st, q, sizeof q));
+  if (!width_given) st.line_width = 1; /* the outline; a 1.5 pt one crowds small markers */
+  for (int64_t j = 0; sizes && j < n; j++)
+    if (!(isfinite(sizes[j]) && sizes[j] >= 0))
+      return ldmc_error(LDMC_ERR_INVALID, "plot series '%s': point %lld's size %g: expected a finite area >= 0", q,
+                        (long long)j, sizes[j]);
+  for (int64_t j = 0; labels && j < n; j++)
+    if (labels[j] && *labels[j] && !printable_utf8(labels[j]))
+      return ldmc_error(LDMC_ERR_INVALID, "plot series '%s': point %lld's label '%s': not printable UTF-8", q,
+                        (long long)j, ldmc_quote(labels[j], lq, sizeof lq));
+  series s;
+  LDMC_TRY(copy_series(name, x, y, n, &st, q, &s));
+  s.scatter = true;
+  bool ok = true;
+  if (sizes && (ok = (s.size = malloc((size_t)n * sizeof *s.size)) != NULL))
+    memcpy(s.size, sizes, (size_t)n * sizeof *sizes);
+  if (ok && labels && (ok = (s.label = calloc((size_t)n, sizeof *s.label)) != NULL))
+    for (int64_t j = 0; j < n && ok; j++)
+      if (labels[j] && *labels[j]) ok = (s.label[j] = strdup(labels[j])) != NULL;
+  if (!ok) {
+    series_free(&s);
+    return ldmc_error(LDMC_ERR_NOMEM, "out of memory copying the sizes and labels of plot series '%s'", q);
+  }
+  return append_series(p, &s, q, index);
 }
 
 /* ---- drawing ---- */
@@ -348,6 +390,35 @@ static bool clip_segment(const double box[4], double *ax, double *ay, double *bx
 
 static double marker_r(const ldmc_plot_style *st) { return 1.5 + 1.2 * st->line_width; }
 
+/* A scatter point's radius: its area's, bounded so cairo's coordinates stay in range. */
+static double point_r(const ldmc_plot *p, const series *s, int64_t j) {
+  return s->size ? fmin(sqrt(s->size[j] / M_PI), 2.0 * (p->w + p->h)) : marker_r(&s->st);
+}
+
+/* A filled circle at the series' opacity with an opaque, darker outline. */
+static void scatter_marker(cairo_t *cr, const series *s, double cx, double cy, double r) {
+  double c[3];
+  ldmc_plot_cycle_color(s->color, c);
+  cairo_new_path(cr);
+  cairo_arc(cr, cx, cy, r, 0, 2 * M_PI);
+  cairo_set_source_rgba(cr, c[0], c[1], c[2], s->st.opacity);
+  cairo_fill_preserve(cr);
+  cairo_set_source_rgb(cr, 0.65 * c[0], 0.65 * c[1], 0.65 * c[2]);
+  cairo_set_line_width(cr, s->st.line_width);
+  cairo_set_dash(cr, NULL, 0, 0);
+  cairo_stroke(cr);
+}
+
+/* Each point its own circle, in order (a caller drawing large ones first keeps small ones visible). */
+static void draw_scatter(cairo_t *cr, const ldmc_plot *p, const frame *f, const series *s, const double box[4]) {
+  for (int64_t j = 0; j < s->n; j++) {
+    if (!plottable(p, s->x[j], s->y[j])) continue;
+    double cx = to_dev(f, 0, s->x[j]), cy = to_dev(f, 1, s->y[j]), r = point_r(p, s, j);
+    if (!(r > 0 && cx >= box[0] - r && cx <= box[2] + r && cy >= box[1] - r && cy <= box[3] + r)) continue;
+    scatter_marker(cr, s, cx, cy, r);
+  }
+}
+
 static void draw_series(cairo_t *cr, const ldmc_plot *p, const frame *f, const series *s) {
   /* lines are clipped exactly by cairo; this box only keeps coordinates in cairo's fixed-point range */
   double m = 50, box[4] = {f->x0 - m, f->y0 - m, f->x1 + m, f->y1 + m};
@@ -378,6 +449,10 @@ static void draw_series(cairo_t *cr, const ldmc_plot *p, const frame *f, const s
       have_prev = true, px = cx, py = cy;
     }
     cairo_stroke(cr);
+  }
+  if (s->scatter) {
+    draw_scatter(cr, p, f, s, box);
+    return;
   }
   /* markers, or in a line-only series the points with no neighbour to join (a dot each) */
   bool markers = s->st.draw & LDMC_PLOT_MARKERS;
@@ -485,7 +560,9 @@ static void draw_legend(cairo_t *cr, const ldmc_plot *p, const frame *f) {
       cairo_line_to(cr, x + swatch, y);
       cairo_stroke(cr);
     }
-    if (s->st.draw & LDMC_PLOT_MARKERS) {
+    if (s->scatter) {
+      scatter_marker(cr, s, x + swatch / 2, y, 4.5);
+    } else if (s->st.draw & LDMC_PLOT_MARKERS) {
       cairo_new_path(cr);
       cairo_arc(cr, x + swatch / 2, y, marker_r(&s->st), 0, 2 * M_PI);
       cairo_fill(cr);
@@ -510,34 +587,93 @@ static void minor_ticks(cairo_t *cr, const frame *f, int axis, const axis_ticks 
   cairo_stroke(cr);
 }
 
-static ldmc_status draw(const ldmc_plot *p, cairo_t *cr) {
+/* Where everything goes: the plot area, the axis ranges and their ticks. */
+typedef struct layout {
   frame f;
-  LDMC_TRY(axis_ranges(p, &f));
-  cairo_set_source_rgb(cr, 1, 1, 1);
-  cairo_paint(cr);
+  axis_ticks xt, yt;
+  double label_h;
+} layout;
 
-  /* layout: title on top, x ticks and label below, y label and ticks at the left */
+static ldmc_status lay_out(const ldmc_plot *p, cairo_t *cr, layout *L) {
+  frame *f = &L->f;
+  LDMC_TRY(axis_ranges(p, f));
+  /* title on top, x ticks and label below, y label and ticks at the left */
   double top = PAD, bottom = PAD, left = PAD, right = PAD + 16;
   if (p->title) font(cr, TITLE_PT, true), top += font_h(cr) + 8;
   font(cr, TICK_PT, false);
   double tick_h = font_h(cr);
   bottom += tick_h + TICK_LEN + 4;
   font(cr, LABEL_PT, false);
-  double label_h = font_h(cr);
-  if (p->label[0]) bottom += label_h + 6;
-  if (p->label[1]) left += label_h + 6;
-  f.y0 = top, f.y1 = p->h - bottom;
-  axis_ticks *xt = malloc(sizeof *xt), *yt = malloc(sizeof *yt);
-  if (!xt || !yt) {
-    free(xt), free(yt);
-    return ldmc_error(LDMC_ERR_NOMEM, "out of memory laying out a plot");
-  }
-  make_ticks(&f, 1, f.y1 - f.y0, yt);
+  L->label_h = font_h(cr);
+  if (p->label[0]) bottom += L->label_h + 6;
+  if (p->label[1]) left += L->label_h + 6;
+  f->y0 = top, f->y1 = p->h - bottom;
+  make_ticks(f, 1, f->y1 - f->y0, &L->yt);
   font(cr, TICK_PT, false);
   double yw = 0;
-  for (int i = 0; i < yt->n; i++) yw = fmax(yw, text_w(cr, yt->label[i]));
-  f.x0 = left + yw + TICK_LEN + 4, f.x1 = p->w - right;
-  make_ticks(&f, 0, f.x1 - f.x0, xt);
+  for (int i = 0; i < L->yt.n; i++) yw = fmax(yw, text_w(cr, L->yt.label[i]));
+  f->x0 = left + yw + TICK_LEN + 4, f->x1 = p->w - right;
+  make_ticks(f, 0, f->x1 - f->x0, &L->xt);
+  return LDMC_OK;
+}
+
+/* The scatter points' labels, right of the point (left where the plot area
+ * ends), each in a white halo; one that would overlap a label already drawn
+ * is left out, so earlier points win. */
+static ldmc_status draw_point_labels(cairo_t *cr, const ldmc_plot *p, const frame *f) {
+  int64_t m = 0;
+  for (int i = 0; i < p->n; i++)
+    for (int64_t j = 0; p->s[i].label && j < p->s[i].n; j++) m += p->s[i].label[j] != NULL;
+  if (!m) return LDMC_OK;
+  double(*box)[4] = malloc((size_t)m * sizeof *box);
+  if (!box) return ldmc_error(LDMC_ERR_NOMEM, "out of memory placing %lld point labels", (long long)m);
+  int64_t placed = 0;
+  font(cr, POINT_LABEL_PT, false);
+  cairo_font_extents_t fe;
+  cairo_font_extents(cr, &fe);
+  double h = fe.ascent + fe.descent;
+  for (int i = 0; i < p->n; i++) {
+    const series *s = &p->s[i];
+    for (int64_t j = 0; s->label && j < s->n; j++) {
+      if (!s->label[j] || !plottable(p, s->x[j], s->y[j])) continue;
+      double cx = to_dev(f, 0, s->x[j]), cy = to_dev(f, 1, s->y[j]), r = point_r(p, s, j);
+      if (!(cx >= f->x0 && cx <= f->x1 && cy >= f->y0 && cy <= f->y1)) continue;
+      double w = text_w(cr, s->label[j]), x0 = cx + r + 3, y0 = cy - h / 2;
+      if (x0 + w > f->x1) x0 = cx - r - 3 - w;
+      bool clash = false;
+      for (int64_t k = 0; k < placed && !clash; k++)
+        clash = x0 < box[k][2] && box[k][0] < x0 + w && y0 < box[k][3] && box[k][1] < y0 + h;
+      if (clash) continue;
+      box[placed][0] = x0, box[placed][1] = y0, box[placed][2] = x0 + w, box[placed][3] = y0 + h;
+      placed++;
+      cairo_new_path(cr);
+      cairo_move_to(cr, x0, y0 + fe.ascent);
+      cairo_text_path(cr, s->label[j]);
+      cairo_set_source_rgb(cr, 1, 1, 1);
+      cairo_set_line_width(cr, 3);
+      cairo_set_line_join(cr, CAIRO_LINE_JOIN_ROUND);
+      cairo_set_dash(cr, NULL, 0, 0);
+      cairo_stroke_preserve(cr);
+      cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+      cairo_fill(cr);
+    }
+  }
+  free(box);
+  return LDMC_OK;
+}
+
+ldmc_status ldmc_plot_draw(const ldmc_plot *p, cairo_t *cr) {
+  layout *L = malloc(sizeof *L);
+  if (!L) return ldmc_error(LDMC_ERR_NOMEM, "out of memory laying out a plot");
+  ldmc_status rc = lay_out(p, cr, L);
+  if (rc != LDMC_OK) {
+    free(L);
+    return rc;
+  }
+  const frame f = L->f;
+  const axis_ticks *xt = &L->xt, *yt = &L->yt;
+  cairo_set_source_rgb(cr, 1, 1, 1);
+  cairo_paint(cr);
 
   /* grid */
   cairo_set_line_width(cr, 1);
@@ -557,7 +693,12 @@ static ldmc_status draw(const ldmc_plot *p, cairo_t *cr) {
   cairo_rectangle(cr, f.x0, f.y0, f.x1 - f.x0, f.y1 - f.y0);
   cairo_clip(cr);
   for (int i = 0; i < p->n; i++) draw_series(cr, p, &f, &p->s[i]);
+  rc = draw_point_labels(cr, p, &f);
   cairo_restore(cr);
+  if (rc != LDMC_OK) {
+    free(L);
+    return rc;
+  }
 
   /* frame, ticks, labels */
   cairo_set_source_rgb(cr, 0.25, 0.25, 0.25);
@@ -581,8 +722,8 @@ static ldmc_status draw(const ldmc_plot *p, cairo_t *cr) {
   font(cr, TICK_PT, false);
   for (int i = 0; i < xt->n; i++) text_at(cr, xt->label[i], to_dev(&f, 0, xt->v[i]), f.y1 + TICK_LEN + 3, 0.5, V_TOP);
   for (int i = 0; i < yt->n; i++) text_at(cr, yt->label[i], f.x0 - TICK_LEN - 3, to_dev(&f, 1, yt->v[i]), 1, V_MIDDLE);
-  free(xt);
-  free(yt);
+  double label_h = L->label_h;
+  free(L);
   font(cr, LABEL_PT, false);
   if (p->label[0]) text_at(cr, p->label[0], (f.x0 + f.x1) / 2, p->h - PAD - label_h, 0.5, V_TOP);
   if (p->label[1]) {
@@ -600,102 +741,13 @@ static ldmc_status draw(const ldmc_plot *p, cairo_t *cr) {
   return LDMC_OK;
 }
 
-/* ---- output ---- */
-
-typedef struct membuf {
-  unsigned char *data;
-  size_t len, cap;
-} membuf;
-
-static cairo_status_t mem_write(void *closure, const unsigned char *data, unsigned int len) {
-  membuf *b = closure;
-  if (b->len + len > b->cap) {
-    size_t cap = b->cap ? b->cap : 1 << 16;
-    while (cap < b->len + len) cap *= 2;
-    unsigned char *d = realloc(b->data, cap);
-    if (!d) return CAIRO_STATUS_NO_MEMORY;
-    b->data = d, b->cap = cap;
-  }
-  memcpy(b->data + b->len, data, len);
-  b->len += len;
-  return CAIRO_STATUS_SUCCESS;
-}
-
-static bool mem_puts(membuf *b, const char *s) {
-  return mem_write(b, (const unsigned char *)s, (unsigned)strlen(s)) == CAIRO_STATUS_SUCCESS;
-}
-
-static bool mem_puts_xml(membuf *b, const char *s) {
-  for (; *s; s++) {
-    const char *e = *s == '&' ? "&amp;" : *s == '<' ? "&lt;" : *s == '>' ? "&gt;" : NULL;
-    if (mem_write(b, (const unsigned char *)(e ? e : s), e ? (unsigned)strlen(e) : 1) != CAIRO_STATUS_SUCCESS)
-      return false;
-  }
-  return true;
-}
-
-/* cairo draws text as glyph outlines: <title> and <desc> keep the figure's
- * words in the file (searchable, read by screen readers), right after <svg ...>. */
-static ldmc_status svg_metadata(const ldmc_plot *p, membuf *in, membuf *out) {
-  const unsigned char *svg = NULL;
-  for (size_t i = 0; i + 4 < in->len && !svg; i++)
-    if (memcmp(in->data + i, "<svg", 4) == 0) svg = in->data + i;
-  const unsigned char *gt = svg ? memchr(svg, '>', in->len - (size_t)(svg - in->data)) : NULL;
-  if (!gt) return ldmc_error(LDMC_ERR_INTERNAL, "cairo's SVG output has no <svg> element");
-  size_t head = (size_t)(gt + 1 - in->data);
-  bool ok = mem_write(out, in->data, (unsigned)head) == CAIRO_STATUS_SUCCESS &&
-            mem_puts(out, "\n<title>") && mem_puts_xml(out, p->title ? p->title : "plot") &&
-            mem_puts(out, "</title>\n<desc>legend:");
-  for (int i = 0, k = 0; i < p->n && ok; i++)
-    if (!p->s[i].st.no_legend) ok = mem_puts(out, k++ ? "; " : " ") && mem_puts_xml(out, p->s[i].name);
-  ok = ok && mem_puts(out, "</desc>") &&
-       mem_write(out, in->data + head, (unsigned)(in->len - head)) == CAIRO_STATUS_SUCCESS;
-  return ok ? LDMC_OK : ldmc_error(LDMC_ERR_NOMEM, "out of memory writing the SVG");
-}
-
-static bool ends_with(const char *s, const char *suffix) {
-  size_t n = strlen(s), k = strlen(suffix);
-  return n > k && strcmp(s + n - k, suffix) == 0;
-}
-
-ldmc_status ldmc_plot_save(const ldmc_plot *p, const char *path) {
-  char q[512];
-  ldmc_quote(path, q, sizeof q);
-  bool svg = ends_with(path, ".svg"), png = ends_with(path, ".png");
-  if (!svg && !png) return ldmc_error(LDMC_ERR_INVALID, "plot '%s': unknown extension (expected .svg or .png)", q);
-  if (p->n == 0) return ldmc_error(LDMC_ERR_INVALID, "plot '%s': no series to draw", q);
-  membuf buf = {0}, out = {0};
-  cairo_surface_t *surf = svg ? cairo_svg_surface_create_for_stream(mem_write, &buf, p->w, p->h)
-                              : cairo_image_surface_create(CAIRO_FORMAT_RGB24, p->w, p->h);
-  cairo_t *cr = cairo_create(surf);
-  ldmc_status rc = draw(p, cr); /* errors here name the series, not the file */
-  if (rc != LDMC_OK) ldmc_error_prefix("plot '%s': ", q);
-  cairo_status_t cs = cairo_status(cr);
-  cairo_destroy(cr);
-  if (rc == LDMC_OK && cs == CAIRO_STATUS_SUCCESS) {
-    if (svg) cairo_surface_finish(surf);
-    else cs = cairo_surface_write_to_png_stream(surf, mem_write, &buf);
-    if (cs == CAIRO_STATUS_SUCCESS) cs = cairo_surface_status(surf);
-  }
-  cairo_surface_destroy(surf);
-  ldmc_plot_release_fonts();
-  if (rc == LDMC_OK && cs != CAIRO_STATUS_SUCCESS)
-    rc = ldmc_error(cs == CAIRO_STATUS_NO_MEMORY ? LDMC_ERR_NOMEM : LDMC_ERR_INTERNAL, "plot '%s': cairo: %s", q,
-                    cairo_status_to_string(cs));
-  if (rc == LDMC_OK && svg) rc = svg_metadata(p, &buf, &out);
-  if (rc == LDMC_OK) {
-    const membuf *b = svg ? &out : &buf;
-    rc = ldmc_file_write_atomic(path, b->data, b->len);
-  }
-  free(buf.data);
-  free(out.data);
+ldmc_status ldmc_plot_place(const ldmc_plot *p, cairo_t *cr, double x, double y, double *dx, double *dy) {
+  if (!plottable(p, x, y))
+    return ldmc_error(LDMC_ERR_INVALID, "point (%g, %g): not finite, or not positive on a log axis", x, y);
+  layout *L = malloc(sizeof *L);
+  if (!L) return ldmc_error(LDMC_ERR_NOMEM, "out of memory laying out a plot");
+  ldmc_status rc = lay_out(p, cr, L);
+  if (rc == LDMC_OK) *dx = to_dev(&L->f, 0, x), *dy = to_dev(&L->f, 1, y);
+  free(L);
   return rc;
-}
-
-/* cairo's font caches and fontconfig's configuration would otherwise stay
- * allocated for the life of the process (reported by LeakSanitizer); the
- * next use reloads them, a few milliseconds */
-void ldmc_plot_release_fonts(void) {
-  cairo_debug_reset_static_data();
-  FcFini();
 }

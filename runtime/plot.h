@@ -1,10 +1,13 @@
 /* Line and scatter plots drawn with cairo (design: plots go through a drawing
  * library, never hand-written SVG): one panel with a title, axis labels,
  * linear or log axes with 1-2-5 / decade ticks, any number of series (line
- * and/or markers, NaN = a gap), an automatic color cycle and a legend. Saved
- * as .svg or .png by the path's extension, atomically (support/fileio.h): an
- * error never leaves a partial file. For training curves (ldmc plot) and the
- * quality-vs-cost curves of the scaling study. */
+ * and/or markers, NaN = a gap; or scatter points each with its own marker
+ * size and an optional text label), an automatic color cycle and a legend.
+ * Saved as .svg or .png by the path's extension, atomically
+ * (support/fileio.h): an error never leaves a partial file. For training
+ * curves (ldmc plot), the quality-vs-cost curves of the scaling study and the
+ * profiler's roofline (runtime/roofline_plot.c). Implemented in plot.c (the
+ * figure and its drawing), plot_save.c (the files), plot_ticks.c. */
 #ifndef LDMC_RUNTIME_PLOT_H
 #define LDMC_RUNTIME_PLOT_H
 
@@ -55,6 +58,20 @@ ldmc_status ldmc_plot_set_range(ldmc_plot *p, ldmc_plot_axis axis, double lo, do
  * series' index in *index (may be NULL). */
 ldmc_status ldmc_plot_add_series(ldmc_plot *p, const char *name, const double *x, const double *y, int64_t n,
                                  const ldmc_plot_style *style, int *index);
+/* Adds a scatter series: point i is a circle of area sizes[i] square points
+ * (pixels in a PNG; sizes NULL: the style's marker; 0: no circle), filled
+ * in its color at style.opacity and outlined opaque and darker,
+ * style.line_width wide (0: 1 pt); labels[i] (labels NULL, or an entry NULL
+ * or "": none) is drawn right of the circle, or left of it where the plot
+ * area ends, and left out where it would overlap an earlier point's label.
+ * Points are drawn in order, each over the ones before. style.draw may add
+ * LDMC_PLOT_LINE to join the points; it always has markers. Points are
+ * skipped as in ldmc_plot_add_series; the legend shows a plain circle.
+ * Everything is copied. Errors: those of ldmc_plot_add_series, a size that
+ * is negative or not finite, a label that is not printable UTF-8. */
+ldmc_status ldmc_plot_add_scatter(ldmc_plot *p, const char *name, const double *x, const double *y,
+                                  const double *sizes, const char *const *labels, int64_t n,
+                                  const ldmc_plot_style *style, int *index);
 int ldmc_plot_num_series(const ldmc_plot *p);
 /* The cycle color index (0..LDMC_PLOT_N_COLORS-1) series i is drawn in; -1 if no such series. */
 int ldmc_plot_series_color(const ldmc_plot *p, int i);
@@ -69,6 +86,19 @@ void ldmc_plot_cycle_color(int k, double rgb[3]);
  * by releasing cairo's and fontconfig's process-wide caches, so nothing else
  * may draw text with cairo meanwhile. */
 ldmc_status ldmc_plot_save(const ldmc_plot *p, const char *path);
+
+/* Where the data point (x, y) lands in the figure ldmc_plot_save(p, path)
+ * would draw (only path's extension is used: text, and with it the layout,
+ * is measured differently for SVG and PNG): *px from the left, *py from the
+ * top, in points (SVG) or pixels (PNG). Errors: as ldmc_plot_save's before
+ * anything is written, and a point that is not finite or not positive on a
+ * log axis. Not thread-safe, like ldmc_plot_save. */
+ldmc_status ldmc_plot_locate(const ldmc_plot *p, const char *path, double x, double y, double *px, double *py);
+
+/* Copies s (NULL: "") into out (len > 0 bytes, truncated on a character
+ * boundary), each byte that plot texts refuse (a control byte, invalid
+ * UTF-8) replaced by '?': for names that come from data. */
+void ldmc_plot_clean_text(const char *s, char *out, size_t len);
 
 /* Tick positions on [lo, hi] (lo < hi; > 0 if log): multiples of 1, 2 or 5
  * x 10^k on a linear axis, at most max_ticks (>= 2) of them; decades on a log

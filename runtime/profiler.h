@@ -171,13 +171,18 @@ ldmc_status ldmc_profile_write_trace(const ldmc_profiler *p, const char *backend
 
 /* A log-log roofline: memory and compute roofs, one point per entry. */
 typedef struct ldmc_roofline_point {
-  const char *label;  /* the tooltip */
+  const char *label;  /* the full description (not drawn: cairo's SVG has no tooltips) */
   const char *tag;    /* short text drawn next to the largest points; NULL: none */
   double intensity; /* FLOPs per byte */
   double gflops;    /* achieved GFLOP/s */
   double weight;    /* share of time: the point's area */
 } ldmc_roofline_point;
-ldmc_status ldmc_roofline_write_svg(const char *path, const char *title, double peak_gflops, double bandwidth_gbs,
-                                    const ldmc_roofline_point *pts, int n);
+/* Drawn through runtime/plot.h into path, ".svg" or ".png" (roofline_plot.c):
+ * the roofs when peak_gflops and bandwidth_gbs are both > 0 (else the title
+ * says they are not drawn), the points with a positive, finite intensity and
+ * GFLOP/s (the legend counts the others), the 8 largest tags. Errors name the
+ * path and leave no file. */
+ldmc_status ldmc_roofline_write(const char *path, const char *title, double peak_gflops, double bandwidth_gbs,
+                                const ldmc_roofline_point *pts, int n);
 
 #endif

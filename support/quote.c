@@ -5,8 +5,7 @@
 
 #include "support/status.h"
 
-/* Length of the valid UTF-8 sequence at p (1..4), 0 if invalid. */
-static size_t utf8_len(const unsigned char *p) {
+size_t ldmc_utf8_len(const unsigned char *p) {
   unsigned char c = p[0];
   size_t n;
   uint32_t cp;
@@ -29,7 +28,7 @@ const char *ldmc_quote(const char *s, char *buf, size_t len) {
   if (!len) return buf;
   const unsigned char *p = (const unsigned char *)(s ? s : "");
   while (*p) {
-    size_t n = utf8_len(p);
+    size_t n = ldmc_utf8_len(p);
     char tmp[8];
     size_t k;
     if (n == 1 && (*p < 0x20 || *p == 0x7f || *p == '\\')) {

@@ -31,6 +31,8 @@ const char *ldmc_status_name(ldmc_status s);
     if (ldmc_try_s_ != LDMC_OK) return ldmc_try_s_; \
   } while (0)
 
+/* Length of the valid UTF-8 sequence at p (1..4; 1 for ASCII), 0 if invalid. */
+size_t ldmc_utf8_len(const unsigned char *p);
 /* s (a name read from a file) with control bytes and invalid UTF-8 as \xNN
  * and backslashes as \\, truncated with "..." to fit len; returns buf. So a
  * message never carries raw bytes to the terminal. */

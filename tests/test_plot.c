@@ -5,7 +5,11 @@
  * subpath, the markers as one filled path, the title and legend in
  * <title>/<desc>, glyphs drawn); a PNG's signature and IHDR read byte by byte
  * and its pixels decoded with libpng; every refusal names what is wrong and
- * leaves no file (nor temp file) behind, an existing file untouched. */
+ * leaves no file (nor temp file) behind, an existing file untouched.
+ * Scatter series: sized markers found in the decoded PNG where
+ * ldmc_plot_locate puts them, with the radius their area gives, locations
+ * that follow the axes and the frame; circles, labels and overlaps counted in
+ * the SVG; the refusals; ldmc_plot_clean_text. */
 #include <dirent.h>
 #include <math.h>
 #include <png.h>
@@ -429,6 +433,170 @@ static void test_errors(void) {
   ldmc_plot_free(NULL);
 }
 
+/* ---- scatter ---- */
+
+static const unsigned char *pixel(const unsigned char *px, int w, int x, int y) { return px + 3 * ((size_t)y * w + x); }
+
+/* Whether a pixel is cycle color k (opaque), within rounding. */
+static bool is_color(const unsigned char *q, int k) {
+  double c[3];
+  ldmc_plot_cycle_color(k, c);
+  for (int ch = 0; ch < 3; ch++)
+    if (fabs(q[ch] - 255 * c[ch]) > 2) return false;
+  return true;
+}
+
+static unsigned char *decode_png(const char *path, int *w, int *h) {
+  png_image img;
+  memset(&img, 0, sizeof img);
+  img.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_file(&img, path)) return NULL;
+  img.format = PNG_FORMAT_RGB;
+  unsigned char *px = malloc(PNG_IMAGE_SIZE(img));
+  if (px && !png_image_finish_read(&img, NULL, px, 0, NULL)) free(px), px = NULL;
+  *w = (int)img.width, *h = (int)img.height;
+  return px;
+}
+
+/* Sized markers land where ldmc_plot_locate says, with the radius their
+ * area gives; the locations follow the axes (equal steps per decade on the
+ * log x, proportional on the linear y) and the frame is drawn where the
+ * fixed range's ends are located. */
+static void test_scatter_png(void) {
+  char path[128];
+  path_in(path, sizeof path, "scatter.png");
+  ldmc_plot *p = NULL;
+  CHECK(ldmc_plot_create(500, 360, &p) == LDMC_OK);
+  ldmc_plot_set_log(p, LDMC_PLOT_X, true);
+  CHECK(ldmc_plot_set_range(p, LDMC_PLOT_X, 0.5, 200) == LDMC_OK);
+  CHECK(ldmc_plot_set_range(p, LDMC_PLOT_Y, 0, 4) == LDMC_OK);
+  CHECK(ldmc_plot_set_label(p, LDMC_PLOT_X, "x") == LDMC_OK);
+  double x[4] = {1, 10, 100, -1}, y[4] = {1, 3, 2, 1}, r[4] = {10, 20, 0, 5};
+  double area[4] = {M_PI * r[0] * r[0], M_PI * r[1] * r[1], 0, M_PI * r[3] * r[3]};
+  const char *labels[4] = {"a", NULL, "c", "skipped: x <= 0 on a log axis"};
+  int idx = -1;
+  CHECK_MSG(ldmc_plot_add_scatter(p, "pts", x, y, area, labels, 4, NULL, &idx) == LDMC_OK, "%s", ldmc_last_error());
+  CHECK(idx == 0 && ldmc_plot_num_series(p) == 1 && ldmc_plot_series_color(p, 0) == 0);
+  CHECK_MSG(ldmc_plot_save(p, path) == LDMC_OK, "%s", ldmc_last_error());
+  double px[3], py[3], fx0, fy0, fx1, fy1;
+  for (int i = 0; i < 3; i++) CHECK(ldmc_plot_locate(p, path, x[i], y[i], &px[i], &py[i]) == LDMC_OK);
+  CHECK(ldmc_plot_locate(p, path, 0.5, 0, &fx0, &fy0) == LDMC_OK && ldmc_plot_locate(p, path, 200, 4, &fx1, &fy1) == LDMC_OK);
+  CHECK_NEAR(px[1] - px[0], px[2] - px[1], 1e-9);            /* a decade each */
+  CHECK_NEAR(py[0] - py[1], 2 * (py[0] - py[2]), 1e-9);      /* y 1 -> 3 is twice 1 -> 2, upwards */
+  CHECK_NEAR((px[0] - fx0) / (fx1 - fx0), log10(2) / log10(400), 1e-9);
+  CHECK_NEAR((py[0] - fy0) / (fy1 - fy0), 0.25, 1e-9);
+  CHECK(fx0 > 0 && fx1 < 500 && fy1 > 0 && fy0 < 360 && fy1 < fy0);
+  int w = 0, h = 0;
+  unsigned char *img = decode_png(path, &w, &h);
+  CHECK(img && w == 500 && h == 360);
+  if (!img) return;
+  /* the frame's left edge: the 1 px line of dark gray on the column the range's start is located at */
+  const unsigned char *fq = pixel(img, w, (int)round(fx0), (int)round((fy0 + fy1) / 2));
+  CHECK_MSG(fq[0] == fq[1] && fq[1] == fq[2] && fq[0] > 50 && fq[0] < 80, "frame pixel %d,%d,%d", fq[0], fq[1], fq[2]);
+  for (int i = 0; i < 2; i++) {
+    int cx = (int)floor(px[i]), cy = (int)floor(py[i]);
+    CHECK_MSG(is_color(pixel(img, w, cx, cy), 0), "point %d's center (%d, %d) is not color 0", i, cx, cy);
+    static const int dir[4][2] = {{1, 0}, {-1, 0}, {0, 1}, {0, -1}};
+    for (int d = labels[i] ? 1 : 0; d < 4; d++) { /* not right of a labeled point: its label */
+      int ix = (int)floor(px[i] + 0.7 * r[i] * dir[d][0]), iy = (int)floor(py[i] + 0.7 * r[i] * dir[d][1]);
+      int ox = (int)floor(px[i] + 1.4 * r[i] * dir[d][0]), oy = (int)floor(py[i] + 1.4 * r[i] * dir[d][1]);
+      CHECK_MSG(is_color(pixel(img, w, ix, iy), 0), "point %d: 0.7 r away (%d, %d) is not color 0", i, ix, iy);
+      const unsigned char *o = pixel(img, w, ox, oy);
+      CHECK_MSG(!is_color(o, 0) && o[0] > 200, "point %d: 1.4 r away (%d, %d) is %d,%d,%d", i, ox, oy, o[0], o[1], o[2]);
+    }
+  }
+  /* size 0: no circle, but its label "c" right of it (dark pixels within 3 .. 15 px) */
+  CHECK(!is_color(pixel(img, w, (int)floor(px[2]), (int)floor(py[2])), 0));
+  int dark = 0;
+  for (int yy = (int)py[2] - 7; yy <= (int)py[2] + 7; yy++)
+    for (int xx = (int)px[2] + 3; xx <= (int)px[2] + 15; xx++) dark += pixel(img, w, xx, yy)[0] < 180; /* the grid is 232 */
+  CHECK_MSG(dark > 5, "label 'c': %d dark pixels", dark);
+  free(img);
+  /* a point that cannot be located */
+  expect_error(ldmc_plot_locate(p, path, 0, 1, &px[0], &py[0]), LDMC_ERR_INVALID, "not positive on a log axis");
+  expect_error(ldmc_plot_locate(p, "a.pdf", 1, 1, &px[0], &py[0]), LDMC_ERR_INVALID, "unknown extension");
+  ldmc_plot_free(p);
+}
+
+/* The SVG: one circle per drawn point at the series' opacity, outlines, the
+ * legend's swatch, a halo per label drawn, overlapping labels left out. */
+static void test_scatter_svg(void) {
+  char path[128];
+  path_in(path, sizeof path, "scatter.svg");
+  ldmc_plot *p = NULL;
+  CHECK(ldmc_plot_create(0, 0, &p) == LDMC_OK);
+  ldmc_plot_set_log(p, LDMC_PLOT_X, true);
+  ldmc_plot_set_log(p, LDMC_PLOT_Y, true);
+  double x[5] = {1, 10, 10, 100, NAN}, y[5] = {1, 5, 5.01, 50, 1}, s[5] = {100, 400, 50, 900, 10};
+  const char *labels[5] = {"first <&>", "same", "same", "", "nan"};
+  CHECK(ldmc_plot_add_scatter(p, "kernels & <more>", x, y, s, labels, 5,
+                              &(ldmc_plot_style){.color = LDMC_PLOT_COLOR(2), .opacity = 0.5}, NULL) == LDMC_OK);
+  double lx[2] = {1, 100}, ly[2] = {2, 200};
+  CHECK(ldmc_plot_add_series(p, "roof", lx, ly, 2, &(ldmc_plot_style){.color = LDMC_PLOT_COLOR(3)}, NULL) == LDMC_OK);
+  /* sizes NULL: the style's marker */
+  CHECK(ldmc_plot_add_scatter(p, "plain", lx, ly, NULL, NULL, 2, NULL, NULL) == LDMC_OK);
+  CHECK_MSG(ldmc_plot_save(p, path) == LDMC_OK, "%s", ldmc_last_error());
+  ldmc_plot_free(p);
+  size_t len = 0;
+  char *svg = read_all(path, &len);
+  CHECK(svg != NULL);
+  if (!svg) return;
+  char why[160] = "";
+  CHECK_MSG(svg_well_formed(svg, why, sizeof why), "%s", why);
+  /* 4 finite points + the swatch, each its own path at fill-opacity 0.5 */
+  int n = 0;
+  for (const char *q = strstr(svg, "<path"); q; q = strstr(q + 1, "<path")) {
+    const char *end = strchr(q, '>');
+    if (!end) break;
+    char tag[512]; /* its start: the style comes before the path data */
+    size_t tl = (size_t)(end - q) < sizeof tag - 1 ? (size_t)(end - q) : sizeof tag - 1;
+    memcpy(tag, q, tl);
+    tag[tl] = '\0';
+    n += style_has_color(tag, tl, "fill", 2) && strstr(tag, "fill-opacity:0.5;") != NULL;
+  }
+  CHECK_MSG(n == 5, "%d translucent circles in color 2, want 4 + the swatch", n);
+  CHECK(paths_in_color(svg, "fill", 0, NULL) == 3); /* "plain" (the first free color): 2 markers + the swatch */
+  /* labels: "first <&>" and one "same" (the other overlaps it); "" and the NaN point's are not drawn */
+  CHECK_MSG(count_of(svg, "stroke-width:3;") == 2, "%d haloed labels", count_of(svg, "stroke-width:3;"));
+  CHECK(strstr(svg, "<desc>legend: kernels &amp; &lt;more&gt;; roof; plain</desc>") != NULL);
+  free(svg);
+}
+
+static void test_scatter_errors(void) {
+  char path[128];
+  ldmc_plot *p = NULL;
+  CHECK(ldmc_plot_create(0, 0, &p) == LDMC_OK);
+  double x[3] = {1, 2, 3}, y[3] = {1, 2, 3}, s[3] = {1, -1, 1}, sn[3] = {1, 1, NAN}, neg[3] = {0, -1, -2};
+  const char *bad[3] = {NULL, "ok", "ctrl\x01"};
+  expect_error(ldmc_plot_add_scatter(p, "none", x, y, NULL, NULL, 0, NULL, NULL), LDMC_ERR_INVALID, "'none': no points");
+  expect_error(ldmc_plot_add_scatter(p, "neg", x, y, s, NULL, 3, NULL, NULL), LDMC_ERR_INVALID, "point 1's size -1");
+  expect_error(ldmc_plot_add_scatter(p, "nan", x, y, sn, NULL, 3, NULL, NULL), LDMC_ERR_INVALID, "point 2's size nan");
+  expect_error(ldmc_plot_add_scatter(p, "lab", x, y, NULL, bad, 3, NULL, NULL), LDMC_ERR_INVALID,
+               "point 2's label 'ctrl\\x01': not printable UTF-8");
+  expect_error(ldmc_plot_add_scatter(p, "", x, y, NULL, NULL, 3, NULL, NULL), LDMC_ERR_INVALID, "no name");
+  expect_error(ldmc_plot_add_scatter(p, "d", x, y, NULL, NULL, 3, &(ldmc_plot_style){.draw = 8}, NULL),
+               LDMC_ERR_INVALID, "unknown draw bits");
+  CHECK(ldmc_plot_num_series(p) == 0);
+  /* a log axis with no plottable point: refused at save, no file */
+  CHECK(ldmc_plot_add_scatter(p, "negx", neg, y, NULL, NULL, 3, NULL, NULL) == LDMC_OK);
+  ldmc_plot_set_log(p, LDMC_PLOT_X, true);
+  path_in(path, sizeof path, "scatter-log.svg");
+  expect_error(ldmc_plot_save(p, path), LDMC_ERR_INVALID, "series 'negx': no point with a positive x for the log x axis");
+  CHECK(!exists(path));
+  expect_error(ldmc_plot_locate(p, path, 1, 1, &x[0], &y[0]), LDMC_ERR_INVALID, "'negx': no point with a positive x");
+  ldmc_plot_free(p);
+  /* texts from data, cleaned: control bytes and invalid UTF-8 become '?', cut on a character boundary */
+  char out[16];
+  ldmc_plot_clean_text("a\tb\xff\xc3\xa9", out, sizeof out);
+  CHECK_MSG(strcmp(out, "a?b?\xc3\xa9") == 0, "'%s'", out);
+  ldmc_plot_clean_text("a\xc3\xa9", out, 3);
+  CHECK(strcmp(out, "a") == 0);
+  ldmc_plot_clean_text(NULL, out, sizeof out);
+  CHECK(out[0] == 0);
+  ldmc_plot_clean_text("\xed\xa0\x80x", out, sizeof out); /* a UTF-16 surrogate: 3 bad bytes */
+  CHECK_MSG(strcmp(out, "???x") == 0, "'%s'", out);
+}
+
 /* The cycle: automatic colors skip the ones taken explicitly. */
 static void test_colors(void) {
   ldmc_plot *p = NULL;
@@ -463,6 +631,9 @@ int main(void) {
   test_svg();
   test_png();
   test_errors();
+  test_scatter_png();
+  test_scatter_svg();
+  test_scatter_errors();
   test_colors();
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);

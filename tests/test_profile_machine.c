@@ -1,9 +1,12 @@
 /* The machine side of profiling: the FMA and triad microbenchmarks compute
  * exactly what they should (so the work was done), the calibration cache
  * round-trips and refuses malformed files without crashing, the peak is
- * interpolated as hand-computed, and the roofline SVG escapes labels and
- * parses as XML (python3's xml.etree, an independent parser). */
+ * interpolated as hand-computed, and the roofline (through runtime/plot.h)
+ * escapes its title, names the roofs' figures in its legend, draws the
+ * plottable points and the tags, parses as XML (python3's xml.etree, an
+ * independent parser) and is a PNG by the extension. */
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -138,23 +141,50 @@ static void test_cache(void) {
   CHECK(ldmc_machine_cache_path(cp, sizeof cp) == LDMC_OK && strcmp(cp, "/home/u/.cache/ldmc/machine.json") == 0);
 }
 
+/* <path> elements whose style has all of the given parts. */
+static int paths_with(const char *svg, const char *part1, const char *part2) {
+  int n = 0;
+  for (const char *p = svg ? strstr(svg, "<path") : NULL; p; p = strstr(p + 1, "<path")) {
+    const char *end = strchr(p, '>');
+    if (!end) break;
+    size_t len = (size_t)(end - p);
+    char *tag = strndup(p, len);
+    n += tag && strstr(tag, part1) && (!part2 || strstr(tag, part2));
+    free(tag);
+  }
+  return n;
+}
+
+/* The roofline goes through runtime/plot.h: cairo draws text as glyph
+ * outlines, so the words are checked in the <title>/<desc> plot.c writes
+ * (the legend names the roofs' figures and counts the points), the circles
+ * and labels by their paths' styles. */
 static void test_roofline(void) {
-  char path[256];
+  char path[256], png[256];
   path_in(path, sizeof path, "roof.svg");
+  path_in(png, sizeof png, "roof.png");
   ldmc_roofline_point pts[] = {
       {"gemm %1 <a&b> \"q\" 'x'", "gemm <1>", 20, 50, 0.6},
       {"ew %2", NULL, 0.1, 1.5, 0.3},
       {"copy %3 (no FLOPs)", "copy", 0, 0, 0.1},
+      {"nan %4", "nan", NAN, 3, 0.1},
   };
-  CHECK_MSG(ldmc_roofline_write_svg(path, "roof <test> & more", 100, 10, pts, 3) == LDMC_OK, "%s", ldmc_last_error());
+  CHECK_MSG(ldmc_roofline_write(path, "roof <test> & more", 100, 10, pts, 4) == LDMC_OK, "%s", ldmc_last_error());
   char *svg = read_all(path);
-  CHECK(svg && strstr(svg, "<a&b>") == NULL && strstr(svg, "&lt;a&amp;b&gt;") != NULL);
-  CHECK(svg && strstr(svg, ">gemm &lt;1&gt;</text>") != NULL); /* the tag of the largest point */
-  CHECK(svg && strstr(svg, "arithmetic intensity (FLOP/byte)") && strstr(svg, "performance (GFLOP/s)"));
-  CHECK(svg && strstr(svg, "FMA peak 100.0 GFLOP/s") && strstr(svg, "memory 10.0 GB/s"));
-  int circles = 0;
-  for (const char *s = svg; s && (s = strstr(s, "<circle")); s++) circles++;
-  CHECK(circles == 2); /* the point without FLOPs cannot sit on log axes */
+  CHECK(svg && strstr(svg, "<test>") == NULL && strstr(svg, "<title>roof &lt;test&gt; &amp; more</title>") != NULL);
+  /* ridge = 100 / 10 = 10 FLOP/B; two of the four points can sit on log axes */
+  CHECK_MSG(svg && strstr(svg, "<desc>legend: roofs: memory 10.0 GB/s, FMA peak 100.0 GFLOP/s (ridge 10.00 FLOP/B); "
+                               "2 points, area = share of time; 2 without FLOPs or time not drawn</desc>"),
+            "%.300s", svg ? strstr(svg, "<desc>") : "(no file)");
+  /* the circles: filled in tab10 blue at 45%, the two points and the legend's swatch */
+  int circles = paths_with(svg, "fill:rgb(12.156863%,46.666667%,70.588235%);fill-opacity:0.45", NULL);
+  CHECK_MSG(circles == 3, "%d translucent blue circles, want 2 + the swatch", circles);
+  /* the roofs: one line in tab10 red, 2.5 wide, and its swatch */
+  CHECK(paths_with(svg, "stroke-width:2.5;", "stroke:rgb(83.921569%,15.294118%,15.686275%)") == 2);
+  /* one tag drawn ("ew %2" has none), over a white halo */
+  CHECK_MSG(paths_with(svg, "stroke-width:3;", "stroke:rgb(100%,100%,100%)") == 1, "%d haloed labels",
+            paths_with(svg, "stroke-width:3;", "stroke:rgb(100%,100%,100%)"));
+  CHECK(svg && strstr(svg, "width=\"960pt\" height=\"640pt\"") != NULL);
   free(svg);
   if (access("/usr/bin/python3", X_OK) == 0) {
     char cmd[512];
@@ -162,15 +192,43 @@ static void test_roofline(void) {
              path);
     CHECK_MSG(system(cmd) == 0, "%s is not well-formed XML", path);
   }
-  /* no calibration: no roofs, still a plot */
-  CHECK(ldmc_roofline_write_svg(path, "t", 0, 0, pts, 2) == LDMC_OK);
+  /* no calibration: no roofs, still a plot, and the title says so */
+  CHECK(ldmc_roofline_write(path, "t", 0, 0, pts, 2) == LDMC_OK);
   svg = read_all(path);
-  CHECK(svg && strstr(svg, "no machine calibration") && !strstr(svg, "FMA peak"));
+  CHECK(svg && strstr(svg, "<title>t (no machine calibration: roofs not drawn)</title>") && !strstr(svg, "FMA peak"));
+  CHECK(svg && strstr(svg, "<desc>legend: 2 points, area = share of time</desc>") != NULL);
+  CHECK(paths_with(svg, "stroke-width:2.5;", NULL) == 0);
   free(svg);
-  /* an unwritable path: an error naming it, nothing left behind */
-  CHECK(ldmc_roofline_write_svg("/nonexistent-dir/r.svg", "t", 1, 1, pts, 2) != LDMC_OK &&
-        strstr(ldmc_last_error(), "/nonexistent-dir") != NULL);
-  unlink(path);
+  /* nothing plottable and no roofs: axes and a legend saying why the plot is empty */
+  CHECK_MSG(ldmc_roofline_write(path, "", 0, 0, pts + 2, 2) == LDMC_OK, "%s", ldmc_last_error());
+  svg = read_all(path);
+  CHECK(svg && strstr(svg, "<desc>legend: 0 points, area = share of time; 2 without FLOPs or time not drawn</desc>"));
+  CHECK(paths_with(svg, "fill-opacity:0.45", NULL) == 1); /* only the swatch */
+  free(svg);
+  CHECK(ldmc_roofline_write(path, "none", 50, 5, NULL, 0) == LDMC_OK);
+  /* text from data with a control byte and invalid UTF-8: replaced, not refused */
+  ldmc_roofline_point odd = {"odd", "tab\there \xff", 1, 1, 0.5};
+  CHECK_MSG(ldmc_roofline_write(path, "graph\nname", 10, 1, &odd, 1) == LDMC_OK, "%s", ldmc_last_error());
+  svg = read_all(path);
+  CHECK(svg && strstr(svg, "<title>graph?name</title>") != NULL);
+  free(svg);
+  /* PNG by the extension: the signature and a 960 x 640 IHDR */
+  CHECK_MSG(ldmc_roofline_write(png, "png", 100, 10, pts, 4) == LDMC_OK, "%s", ldmc_last_error());
+  unsigned char *b = (unsigned char *)read_all(png);
+  CHECK(b && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0 && memcmp(b + 12, "IHDR", 4) == 0);
+  CHECK(b && b[16] == 0 && b[17] == 0 && b[18] == 960 / 256 && b[19] == 960 % 256 && b[22] == 640 / 256 &&
+        b[23] == 640 % 256);
+  free(b);
+  /* refusals: an error naming the path, nothing left behind */
+  CHECK(ldmc_roofline_write("/nonexistent-dir/r.svg", "t", 1, 1, pts, 2) != LDMC_OK &&
+        strstr(ldmc_last_error(), "/nonexistent-dir/r.svg") != NULL);
+  char pdf[256];
+  path_in(pdf, sizeof pdf, "roof.pdf");
+  CHECK(ldmc_roofline_write(pdf, "t", 1, 1, pts, 2) == LDMC_ERR_INVALID && strstr(ldmc_last_error(), "roof.pdf") &&
+        access(pdf, F_OK) != 0);
+  CHECK(ldmc_roofline_write(path, "t", 1, 1, pts, -1) == LDMC_ERR_INVALID);
+  if (getenv("LDMC_PLOT_KEEP")) printf("test_profile_machine: the rooflines are in %s\n", g_dir);
+  else unlink(path), unlink(png);
 }
 
 int main(void) {
@@ -180,6 +238,6 @@ int main(void) {
   test_interpolation();
   test_cache();
   test_roofline();
-  rmdir(g_dir);
+  if (!getenv("LDMC_PLOT_KEEP")) rmdir(g_dir);
   return test_summary("test_profile_machine");
 }

@@ -47,13 +47,15 @@ typedef struct out_files {
   char *tmp[MAX_OUT_FILES];
 } out_files;
 
-/* The temporary name to write path under (NULL for NULL; for path on OOM). */
+/* The temporary name to write path under (NULL for NULL; for path on OOM);
+ * it ends in path's extension, which writers such as the roofline go by. */
 static const char *out_stage(out_files *o, const char *path) {
   if (!path || o->n == MAX_OUT_FILES) return path;
-  size_t len = strlen(path) + 48;
+  size_t len = 2 * strlen(path) + 48;
   char *t = malloc(len);
   if (!t) return path;
-  snprintf(t, len, "%s.ldmc-partial.%ld", path, (long)getpid());
+  const char *base = strrchr(path, '/'), *ext = strrchr(base ? base : path, '.');
+  snprintf(t, len, "%s.ldmc-partial.%ld%s", path, (long)getpid(), ext ? ext : "");
   o->final[o->n] = path;
   o->tmp[o->n++] = t;
   return t;
@@ -189,8 +191,8 @@ static ldmc_status write_roofline(const prof_cmd *pc, const char *path, const ld
       pts[i].gflops = flops / secs * 1e-9;
     }
   }
-  ldmc_status st = ldmc_roofline_write_svg(path, title, pc->mach.peak_gflops, pc->mach.bandwidth_gbs, pts,
-                                           (int)r->n_kernels);
+  ldmc_status st = ldmc_roofline_write(path, title, pc->mach.peak_gflops, pc->mach.bandwidth_gbs, pts,
+                                       (int)r->n_kernels);
   for (int32_t i = 0; i < 2 * r->n_kernels; i++) free(labels[i]);
   free(labels);
   free(pts);
@@ -548,8 +550,8 @@ static int family_outputs(prof_cmd *pc, const width_row *rows, int n, const ldmc
       snprintf(labels[i], sizeof labels[i], "c=%d", rows[i].channels);
       pts[i] = (ldmc_roofline_point){labels[i], labels[i], rows[i].intensity, rows[i].gflops_s, 0.02};
     }
-    st = ldmc_roofline_write_svg(roofline, "roofline: U-Net widths, one step each", pc->mach.peak_gflops,
-                                 pc->mach.bandwidth_gbs, pts, n);
+    st = ldmc_roofline_write(roofline, "roofline: U-Net widths, one step each", pc->mach.peak_gflops,
+                             pc->mach.bandwidth_gbs, pts, n);
   }
   if (st == LDMC_OK) st = out_commit(&of);
   if (st != LDMC_OK) return out_fail(pc, &of);

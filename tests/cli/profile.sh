@@ -3,7 +3,8 @@
 # GFLOPs per step equal `ldmc stats`' figure; the Chrome trace parses with
 # python3's json and holds one kernel event per computed node per step (nodes
 # counted in the text IR that `ldmc run --save-graph` writes); the roofline is
-# well-formed XML; CSV/JSON agree with the totals; the family view; the
+# well-formed XML whose <title>/<desc> name the roofs' figures and count the
+# CSV's kernels with FLOPs; CSV/JSON agree with the totals; the family view; the
 # calibration cache; usage errors; --no-calibrate's unknown % of peak;
 # --bf16; a failed profile writes none of its files.
 source "$(dirname "$0")/lib.bash"
@@ -57,11 +58,19 @@ rows = list(csv.DictReader(open("k.csv")))
 need(len(rows) == computed, "a CSV row per kernel")
 need(sum(int(r["mac_flops"]) * int(r["calls"]) for r in rows) == 2 * stats, "CSV FLOPs")
 need(abs(sum(float(r["share"]) for r in rows) - k["steps"]["kernel_s"] / k["steps"]["mean_s"]) < 1e-3, "shares sum")
-import xml.etree.ElementTree as E
+import re, xml.etree.ElementTree as E
 svg = E.parse("r.svg").getroot()
 need(svg.tag.endswith("svg"), "an svg root")
-texts = "".join(svg.itertext())
-need("arithmetic intensity" in texts and "GFLOP/s" in texts, "labeled axes")
+ns = "{http://www.w3.org/2000/svg}"
+# cairo draws text as glyph outlines: the words are in <title>/<desc> (the legend)
+title, desc = svg.find(ns + "title").text, svg.find(ns + "desc").text
+need(re.match(r"roofline: .* on interp, \d+ threads?$", title), "roofline title: %r" % title)
+need("roofs: memory 10.0 GB/s, FMA peak 100.0 GFLOP/s (ridge 10.00 FLOP/B)" in desc, "the roofs' figures: %r" % desc)
+m = re.search(r"(\d+) points?, area = share of time(?:; (\d+) without FLOPs or time not drawn)?", desc)
+drawn = sum(1 for r in rows if int(r["mac_flops"]) + int(r["other_flops"]) > 0 and int(r["bytes_read"]) + int(r["bytes_written"]) > 0)
+need(m and int(m.group(1)) == drawn and int(m.group(1)) + int(m.group(2) or 0) == len(rows),
+     "the legend counts the CSV's kernels with FLOPs and bytes (%d of %d): %r" % (drawn, len(rows), desc))
+need(len(list(svg.iter(ns + "use"))) > 50, "text drawn (glyphs)")
 sys.exit(0 if ok else 1)
 EOF
 check "trace, JSON, CSV and SVG agree with stats and the graph" test $? -eq 0
