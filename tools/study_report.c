@@ -28,6 +28,7 @@ typedef struct rec {
   int width, steps, samples;
   char sampler[16];
   double guidance, fd, kid, acc, psnr, cost, seconds, spi, gflop, eval_s, compile_s, wall_s;
+  char missing[8]; /* non-empty: the cell's input was not there */
   int64_t ckpt_step, train_steps;
 } rec;
 
@@ -73,6 +74,7 @@ static int load_cells(const char *dir, recs *out) {
     r.spi = num(o, "seconds_per_image"), r.gflop = num(o, "gflop"), r.eval_s = num(o, "eval_s");
     r.compile_s = num(o, "compile_s"), r.wall_s = num(o, "wall_s");
     r.ckpt_step = (int64_t)num(o, "ckpt_step"), r.train_steps = (int64_t)num(o, "steps");
+    if (json_object_get(o, "missing")) snprintf(r.missing, sizeof r.missing, "yes");
     json_decref(o);
     if (out->n == out->cap) {
       int cap = out->cap ? 2 * out->cap : 256;
@@ -339,6 +341,14 @@ int study_report_write(const study_config *c, const char *dir, char *err, size_t
     fprintf(md, "| %d | %.3f | %.4f | %.5f | %lld | %.3g | %s | %s | %s |\n", c->widths[i], wc[i].params_m,
             wc[i].unet_gflops, wc[i].norm, (long long)wc[i].train_steps,
             wc[i].train_step_gflop * (double)wc[i].train_steps, f1, f2, f3);
+  }
+  int n_missing = 0;
+  for (int k = 0; k < R.n; k++) n_missing += R.r[k].missing[0] != 0;
+  if (n_missing) {
+    fprintf(md, "\nMissing checkpoints (rotated out after an interrupted run):");
+    for (int k = 0; k < R.n; k++)
+      if (R.r[k].missing[0]) fprintf(md, " c=%d step %lld;", R.r[k].width, (long long)R.r[k].ckpt_step);
+    fprintf(md, "\n");
   }
   /* (i) quality against training compute */
   ldmc_plot *p = new_plot("(i) quality against training compute", "training compute (GFLOP)",

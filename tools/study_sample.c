@@ -226,6 +226,22 @@ int study_run_sample_cell(study_sampling *s, const study_config *c, const char *
   study_run_dir(dir, src, cell->width, run, sizeof run);
   if (cell->kind == STUDY_CKPT) snprintf(path, sizeof path, "%s/ckpt-%010lld.ldmc", run, (long long)cell->ckpt_step);
   else snprintf(path, sizeof path, "%s/model.ldmc", run);
+  struct stat sb;
+  if (cell->kind == STUDY_CKPT && stat(path, &sb) != 0) {
+    /* a checkpoint rotated out (an interrupted run's extra checkpoint counts against --keep): recorded as
+     * missing, so the report says so and a rerun does not wait for a file that cannot come back */
+    char name[128];
+    study_cell_name(cell, 0, name, sizeof name);
+    fprintf(stderr, "ldmc study: %s: %s is not there; the cell is recorded as missing\n", name, path);
+    json_t *o = json_object();
+    json_object_set_new(o, "kind", json_string(study_kind_name(cell->kind)));
+    json_object_set_new(o, "width", json_integer(cell->width));
+    json_object_set_new(o, "ckpt_step", json_integer(cell->ckpt_step));
+    json_object_set_new(o, "missing", json_string(path));
+    int rc = study_write_cell(dir, name, o, err, errlen);
+    json_decref(o);
+    return rc;
+  }
   if (load_model(s, path, cell->kind == STUDY_CKPT && c->ckpt_ema, err, errlen)) return 1;
   study_width_costs wc;
   if (study_width_costs_compute(c, cell->width, &wc, err, errlen)) return 1;

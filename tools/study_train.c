@@ -79,7 +79,9 @@ static void child_args(const study_config *c, const char *dir, const study_cell 
     arg(a, "--ema"), arg(a, "%g", c->ema), arg(a, "--seed"), arg(a, "%lld", (long long)c->seed);
     arg(a, "--val-every"), arg(a, "500"), arg(a, "--val-batches"), arg(a, "4");
     arg(a, "--ckpt-every"), arg(a, "%d", c->ckpt_every);
-    arg(a, "--keep"), arg(a, "%lld", (long long)(steps / c->ckpt_every > 1 ? steps / c->ckpt_every : 1));
+    /* every checkpoint is a point of quality against training compute; an interrupted run's own checkpoint
+     * counts against --keep too, so room for two of those */
+    arg(a, "--keep"), arg(a, "%lld", (long long)(steps / c->ckpt_every + 2));
   } else if (cell->kind == STUDY_DISTILL) {
     arg(a, "distill"), arg(a, "--teacher"), arg(a, "%s", teacher);
     arg(a, "--batch"), arg(a, "%d", c->distill_batch), arg(a, "--steps"), arg(a, "%lld", (long long)steps);
