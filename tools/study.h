@@ -107,9 +107,16 @@ typedef struct study_plan {
  * the study where there are some, else the FMA peak measured now times the
  * kind's typical efficiency (docs/study.md). */
 typedef struct study_rates {
-  double train, sample, eval_per_image_s, compile_s;
+  double train, sample, eval_per_image_s, compile_s; /* over every width */
   bool measured_train, measured_sample;
+  /* per width, where measured (GFLOP/s grows with the width): 0 where not */
+  int n;
+  int width[64];
+  double train_w[64], sample_w[64];
 } study_rates;
+/* The rate of a kind (training or sampling) at a width: that width's measured rate, else the
+ * nearest measured width's, else the overall figure. */
+double study_rate(const study_rates *r, bool train, int width);
 
 /* Per-width figures used by the plan and the analysis. */
 typedef struct study_width_costs {

@@ -270,6 +270,7 @@ int study_config_load(const char *path, study_config *c, char *err, size_t errle
     if (json_is_false(o)) c->distill = false;
     else if (!json_is_object(o)) fail(&r, "distill", "expected an object or false");
     else {
+      c->distill = true;
       check_keys(&r, o, "\"distill\"", k);
       get_int(&r, o, "steps", 1, 100000000, &c->distill_steps);
       get_i32(&r, o, "batch", 1, 4096, &c->distill_batch);
@@ -281,6 +282,7 @@ int study_config_load(const char *path, study_config *c, char *err, size_t errle
     if (json_is_false(o)) c->superres = false;
     else if (!json_is_object(o)) fail(&r, "superres", "expected an object or false");
     else {
+      c->superres = true;
       check_keys(&r, o, "\"superres\"", k);
       get_i32(&r, o, "factor", 2, 8, &c->superres_factor);
       get_int(&r, o, "steps", 1, 100000000, &c->superres_steps);

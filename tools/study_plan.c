@@ -125,13 +125,14 @@ bool study_cell_done(const study_config *c, const char *dir, const study_cell *c
   return true;
 }
 
-/* sums "gflop" and "seconds" over DIR/cells/<prefix>*.json */
-static void measured(const char *dir, const char *prefix, double *gflop, double *seconds) {
+/* sums "gflop" and "seconds" over DIR/cells/<prefix>*.json, overall and per width into r */
+static void measured(const char *dir, const char *prefix, bool train, study_rates *r, double *gflop, double *seconds) {
   char path[2 * STUDY_PATH];
   snprintf(path, sizeof path, "%s/cells", dir);
   DIR *d = opendir(path);
   *gflop = *seconds = 0;
   if (!d) return;
+  double wg[64] = {0}, ws[64] = {0};
   struct dirent *e;
   while ((e = readdir(d))) {
     size_t n = strlen(e->d_name);
@@ -141,10 +142,27 @@ static void measured(const char *dir, const char *prefix, double *gflop, double 
     json_t *o = json_load_file(f, 0, NULL);
     if (!o) continue;
     double g = json_number_value(json_object_get(o, "gflop")), s = json_number_value(json_object_get(o, "seconds"));
-    if (g > 0 && s > 0) *gflop += g, *seconds += s;
+    int w = (int)json_integer_value(json_object_get(o, "width"));
     json_decref(o);
+    if (!(g > 0 && s > 0)) continue;
+    *gflop += g, *seconds += s;
+    int k = 0;
+    while (k < r->n && r->width[k] != w) k++;
+    if (k == r->n && r->n < 64) r->width[r->n++] = w;
+    if (k < 64) wg[k] += g, ws[k] += s;
   }
   closedir(d);
+  for (int k = 0; k < r->n; k++)
+    if (ws[k] > 0) (train ? r->train_w : r->sample_w)[k] = wg[k] / ws[k];
+}
+
+double study_rate(const study_rates *r, bool train, int width) {
+  const double *v = train ? r->train_w : r->sample_w;
+  int best = -1;
+  for (int k = 0; k < r->n; k++)
+    if (v[k] > 0 && (best < 0 || fabs(log((double)r->width[k] / width)) < fabs(log((double)r->width[best] / width))))
+      best = k;
+  return best >= 0 ? v[best] : train ? r->train : r->sample;
 }
 
 void study_rates_measure(const study_config *c, const char *dir, study_rates *r) {
@@ -165,9 +183,9 @@ void study_rates_measure(const study_config *c, const char *dir, study_rates *r)
   r->train = 0.10 * peak, r->sample = 0.15 * peak;
   r->eval_per_image_s = 0.01, r->compile_s = 4;
   double g, s;
-  measured(dir, "train-", &g, &s);
+  measured(dir, "train-", true, r, &g, &s);
   if (g > 0) r->train = g / s, r->measured_train = true;
-  measured(dir, "sample-", &g, &s);
+  measured(dir, "sample-", false, r, &g, &s);
   if (g > 0) r->sample = g / s, r->measured_sample = true;
 }
 
@@ -201,21 +219,21 @@ int study_plan_build(const study_config *c, const char *dir, const study_rates *
   for (int i = 0; i < c->n_widths; i++) {
     study_cell t = {.kind = STUDY_TRAIN, .width = c->widths[i]};
     t.gflop = wc[i].train_step_gflop * (double)wc[i].train_steps;
-    t.est_s = t.gflop / r->train + 90; /* + encoding the dataset and compiling the step */
+    t.est_s = t.gflop / study_rate(r, true, t.width) + 90; /* + encoding the dataset and compiling the step */
     bad |= add(out, &t);
     for (int s = 0; s < c->n_sweeps; s++)
       for (int k = 0; k < c->sweeps[s].n_steps; k++) {
         study_cell e = {.kind = STUDY_SAMPLE, .width = c->widths[i], .sampler = c->sweeps[s].kind,
                         .steps = c->sweeps[s].steps[k]};
         e.gflop = wc[i].unet_gflops * 2 * e.steps * (double)c->samples * c->n_rates;
-        e.est_s = e.gflop / r->sample + r->compile_s + per_image_eval * c->samples * c->n_rates;
+        e.est_s = e.gflop / study_rate(r, false, e.width) + r->compile_s + per_image_eval * c->samples * c->n_rates;
         bad |= add(out, &e);
       }
     for (int64_t k = c->ckpt_every; k <= wc[i].train_steps; k += c->ckpt_every) {
       study_cell e = {.kind = STUDY_CKPT, .width = c->widths[i], .sampler = c->ckpt_sweep.kind,
                       .steps = c->ckpt_sweep.steps[0], .ckpt_step = k};
       e.gflop = wc[i].unet_gflops * 2 * e.steps * (double)c->samples;
-      e.est_s = e.gflop / r->sample + r->compile_s + per_image_eval * c->samples;
+      e.est_s = e.gflop / study_rate(r, false, e.width) + r->compile_s + per_image_eval * c->samples;
       bad |= add(out, &e);
     }
   }
@@ -224,12 +242,12 @@ int study_plan_build(const study_config *c, const char *dir, const study_rates *
     study_cell e = {.kind = STUDY_DISTILL, .width = c->widths[i]};
     /* teacher (2 passes, guidance), student forward and backward (3), target (1) */
     e.gflop = wc[i].unet_gflops * 6 * (double)c->distill_batch * (double)c->distill_steps;
-    e.est_s = e.gflop / r->train + 60;
+    e.est_s = e.gflop / study_rate(r, true, e.width) + 60;
     bad |= add(out, &e);
     for (int k = 0; k < c->n_lcm_steps; k++) {
       study_cell l = {.kind = STUDY_LCM, .width = c->widths[i], .sampler = LDMC_SAMPLER_LCM, .steps = c->lcm_steps[k]};
       l.gflop = wc[i].unet_gflops * l.steps * (double)c->samples * c->n_rates;
-      l.est_s = l.gflop / r->sample + r->compile_s + per_image_eval * c->samples * c->n_rates;
+      l.est_s = l.gflop / study_rate(r, false, l.width) + r->compile_s + per_image_eval * c->samples * c->n_rates;
       bad |= add(out, &l);
     }
   }
@@ -237,13 +255,13 @@ int study_plan_build(const study_config *c, const char *dir, const study_rates *
   for (int i = 0; c->superres && i < c->n_widths; i++) {
     study_cell e = {.kind = STUDY_SR_TRAIN, .width = c->widths[i]};
     e.gflop = wc[i].train_step_gflop * (double)c->superres_steps;
-    e.est_s = e.gflop / r->train + 150; /* + encoding the images and their low-resolution versions */
+    e.est_s = e.gflop / study_rate(r, true, e.width) + 150; /* + encoding the images and their low-resolution versions */
     bad |= add(out, &e);
     for (int k = 0; k < c->superres_sweep.n_steps; k++) {
       study_cell l = {.kind = STUDY_SR_SAMPLE, .width = c->widths[i], .sampler = c->superres_sweep.kind,
                       .steps = c->superres_sweep.steps[k]};
       l.gflop = wc[i].unet_gflops * l.steps * (double)c->samples;
-      l.est_s = l.gflop / r->sample + r->compile_s + per_image_eval * c->samples * 2;
+      l.est_s = l.gflop / study_rate(r, false, l.width) + r->compile_s + per_image_eval * c->samples * 2;
       bad |= add(out, &l);
     }
   }
