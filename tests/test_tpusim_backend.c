@@ -381,8 +381,8 @@ static void test_heads(const ldmc_tpu_target *t) {
 
 /* Elementwise chains fused into one vector kernel: a per-column scale, a
  * per-row shift (broadcasts of outside values), unary and binary ops, x
- * used twice; and a chain whose middle value is also an output of another
- * use (not absorbed: two kernels). */
+ * used twice (both uses in the chain: absorbed); and a chain whose middle
+ * value also has a use outside it (not absorbed: its own kernel). */
 static void test_fusion(const ldmc_tpu_target *t, int64_t r, int64_t c) {
   int64_t d[2] = {r, c}, gd[1] = {c}, bd[1] = {r}, m1[1] = {1}, m0[1] = {0};
   ldmc_builder *b = ldmc_builder_new("fuse");
@@ -400,9 +400,20 @@ static void test_fusion(const ldmc_tpu_target *t, int64_t r, int64_t c) {
   g = ldmc_parameter(b, "g", LDMC_F32, 1, cd);
   ldmc_value be = ldmc_parameter(b, "b", LDMC_F32, 1, cd);
   y = ldmc_add(b, ldmc_mul(b, x, ldmc_broadcast_in_dim(b, g, 4, d4, map)), ldmc_broadcast_in_dim(b, be, 4, d4, map));
-  y = ldmc_mul(b, y, ldmc_unary(b, LDMC_OP_LOGISTIC, y)); /* SiLU: y used twice, so not absorbed */
-  expect x4 = {.rtol = 1e-5, .arel = 1e-6, .macs = 0, .kernels = 2, .last_nodes = 2};
+  y = ldmc_mul(b, y, ldmc_unary(b, LDMC_OP_LOGISTIC, y)); /* SiLU: y used twice, both uses in the chain */
+  expect x4 = {.rtol = 1e-5, .arel = 1e-6, .macs = 0, .kernels = 1, .last_nodes = 6};
   check_graph("per-channel affine then SiLU", finish(b, y), t, x4);
+  /* the affine's value also feeds a reduction: needed off chip, so a chain of its own (3 kernels) */
+  int64_t ax = 3, m3[3] = {0, 1, 2};
+  b = ldmc_builder_new("fuse4r");
+  x = ldmc_parameter(b, "x", LDMC_F32, 4, d4);
+  g = ldmc_parameter(b, "g", LDMC_F32, 1, cd);
+  be = ldmc_parameter(b, "b", LDMC_F32, 1, cd);
+  y = ldmc_add(b, ldmc_mul(b, x, ldmc_broadcast_in_dim(b, g, 4, d4, map)), ldmc_broadcast_in_dim(b, be, 4, d4, map));
+  ldmc_value sum = ldmc_reduce(b, LDMC_REDUCE_SUM, y, 1, &ax, false);
+  y = ldmc_sub(b, ldmc_mul(b, y, ldmc_unary(b, LDMC_OP_LOGISTIC, y)), ldmc_broadcast_in_dim(b, sum, 4, d4, m3));
+  expect xr = {.rtol = 1e-5, .arel = 1e-5, .macs = 0, .kernels = 3, .last_nodes = 4};
+  check_graph("per-channel affine, SiLU minus its row sums", finish(b, y), t, xr);
 }
 
 /* A small chain of several kernels: softmax-like rows of a matmul. */

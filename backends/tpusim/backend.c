@@ -2,8 +2,10 @@
  * (naming the first that cannot: there is no fallback), decomposes
  * composites (norms, softmax, GELU, SiLU, upsampling; attention too unless
  * it runs as one flash kernel) with the pass pipeline's decompose pass,
- * fuses elementwise chains into one vector kernel each (decided here, at
- * compile time), lowers every other non-source node of the result
+ * fuses elementwise chains into one vector kernel each and, where a chain
+ * consumes a matmul's or convolution's value, into that product's kernel as
+ * its epilogue (both decided here, at compile time), lowers every other
+ * non-source node of the result
  * to one kernel (lower_*.c), verifies every stream, and at
  * run time executes them in order on the functional simulator over one
  * off-chip f32 buffer per node value (or timing-only, over no data). */
@@ -97,6 +99,17 @@ static void kernel_mem(const tpk_exec *x, const tpk_kernel *k, ldmc_tpu_mem *mem
 /* Simulated nanoseconds at simulated cycle c. */
 static int64_t sim_ns(const tpk_exec *x, uint64_t c) { return (int64_t)llround((double)c * 1e9 / x->t.clock_hz); }
 
+/* A kernel's event name: its op, "ew" for a fused chain, "<op>+ew" for a matmul or convolution with
+ * its chain. */
+static const char *kernel_name(const ldmc_graph *g, const tpk_kernel *k) {
+  if (k->epilogue)
+    for (int i = 0; i < k->n_nodes; i++) {
+      if (g->nodes[k->nodes[i]].op == LDMC_OP_DOT_GENERAL) return "dot_general+ew";
+      if (g->nodes[k->nodes[i]].op == LDMC_OP_CONVOLUTION) return "convolution+ew";
+    }
+  return k->n_nodes > 1 ? "ew" : ldmc_op_name(g->nodes[k->node].op);
+}
+
 static ldmc_status tpk_run(void *context, const ldmc_tensor *inputs, int n_inputs, ldmc_tensor *outputs, int n_outputs) {
   tpk_exec *x = context;
   const ldmc_graph *g = x->g;
@@ -115,7 +128,7 @@ static ldmc_status tpk_run(void *context, const ldmc_tensor *inputs, int n_input
     x->clock += x->stats[i].cycles; /* kernels run one after another on the one core */
     if (__builtin_expect(x->hook.kernel != NULL, 0)) {
       /* simulated time, not the host's: the kernel spans [c0, c0 + cycles) of the simulated clock */
-      ldmc_kernel_event ev = {.kernel = i, .name = k->n_nodes > 1 ? "ew" : ldmc_op_name(g->nodes[k->node].op),
+      ldmc_kernel_event ev = {.kernel = i, .name = kernel_name(g, k),
                               .nodes = k->nodes, .n_nodes = k->n_nodes};
       ev.start_ns = sim_ns(x, c0);
       ev.end_ns = sim_ns(x, x->clock);
@@ -170,14 +183,37 @@ static bool is_output(const ldmc_graph *g, int32_t id) {
 
 static ldmc_status build_kernels(tpk_exec *x, const ldmc_graph *g, tpk_kernel **fused, const bool *absorbed);
 
+static bool is_producer(const ldmc_node *n) { return n->op == LDMC_OP_DOT_GENERAL || n->op == LDMC_OP_CONVOLUTION; }
+
+/* The nodes of a fused kernel, for the kernel's list: sorted ascending. */
+static void sort_ids(int32_t *c, int n) {
+  for (int i = 1; i < n; i++)
+    for (int j = i; j > 0 && c[j - 1] > c[j]; j--) {
+      int32_t tmp = c[j];
+      c[j] = c[j - 1], c[j - 1] = tmp;
+    }
+}
+
 static bool fusible_ew(const ldmc_node *n) {
   return n->dtype == LDMC_F32 && (tpk_unary_func(n->op) >= 0 || tpk_binary_func(n->op) >= 0);
 }
 
+/* Operand slots of the non-broadcast nodes c[0..n) that read o. */
+static int32_t uses_in(const ldmc_graph *g, const int32_t *c, int n, int32_t o) {
+  int32_t u = 0;
+  for (int i = 0; i < n; i++) {
+    const ldmc_node *x = &g->nodes[c[i]];
+    if (x->op == LDMC_OP_BROADCAST_IN_DIM) continue;
+    for (int j = 0; j < x->n_operands; j++) u += x->operands[j] == o;
+  }
+  return u;
+}
+
 /* Elementwise chains, decided at compile time: from each elementwise root (highest id first) the
  * cluster grows into operands of the root's shape that are elementwise or broadcast_in_dim (a
- * broadcast ends the growth: its operand is read from off chip), used once, and no output. A cluster
- * of more than one node that lowers becomes fused[root]; its other nodes are marked absorbed. */
+ * broadcast ends the growth: its operand is read from off chip), used only by the cluster's
+ * elementwise nodes, and no output. A cluster of more than one node that lowers becomes fused[root];
+ * its other nodes are marked absorbed. */
 static ldmc_status plan_fusion(const ldmc_graph *g, const ldmc_tpu_target *t, tpk_kernel **fused, bool *absorbed) {
   int32_t nn = g->n_nodes;
   int32_t *uses = calloc((size_t)(nn ? nn : 1), sizeof *uses);
@@ -191,25 +227,28 @@ static ldmc_status plan_fusion(const ldmc_graph *g, const ldmc_tpu_target *t, tp
     int32_t c[TPK_MAX_FUSE];
     int n = 0;
     c[n++] = root;
-    for (int q = 0; q < n; q++) { /* breadth first over the cluster's operands */
-      const ldmc_node *x = &g->nodes[c[q]];
-      if (x->op == LDMC_OP_BROADCAST_IN_DIM) continue;
-      for (int j = 0; j < x->n_operands && n < TPK_MAX_FUSE; j++) {
-        int32_t o = x->operands[j];
-        const ldmc_node *on = &g->nodes[o];
-        bool dup = false;
-        for (int i = 0; i < n; i++) dup = dup || c[i] == o;
-        if (dup || uses[o] != 1 || absorbed[o] || !ldmc_shape_equal(&on->shape, &rn->shape) || on->dtype != LDMC_F32)
-          continue;
-        if (fusible_ew(on) || on->op == LDMC_OP_BROADCAST_IN_DIM) c[n++] = o;
+    /* breadth first over the cluster's operands, to a fixpoint: a value joins once every use of it is
+     * by an elementwise node of the cluster (x * sigmoid(x) takes x in once both uses are in) */
+    for (bool grew = true; grew && n < TPK_MAX_FUSE;) {
+      grew = false;
+      for (int q = 0; q < n && n < TPK_MAX_FUSE; q++) {
+        const ldmc_node *x = &g->nodes[c[q]];
+        if (x->op == LDMC_OP_BROADCAST_IN_DIM) continue;
+        for (int j = 0; j < x->n_operands && n < TPK_MAX_FUSE; j++) {
+          int32_t o = x->operands[j];
+          const ldmc_node *on = &g->nodes[o];
+          bool dup = false;
+          for (int i = 0; i < n; i++) dup = dup || c[i] == o;
+          if (dup || absorbed[o] || !ldmc_shape_equal(&on->shape, &rn->shape) || on->dtype != LDMC_F32) continue;
+          if (!fusible_ew(on) && on->op != LDMC_OP_BROADCAST_IN_DIM) continue;
+          if (uses_in(g, c, n, o) != uses[o]) continue; /* used outside (or by a broadcast): its value is needed */
+          c[n++] = o;
+          grew = true;
+        }
       }
     }
     if (n < 2) continue;
-    for (int i = 1; i < n; i++) /* ascending: insertion sort */
-      for (int j = i; j > 0 && c[j - 1] > c[j]; j--) {
-        int32_t tmp = c[j];
-        c[j] = c[j - 1], c[j - 1] = tmp;
-      }
+    sort_ids(c, n); /* ascending */
     tpk_kernel *k = calloc(1, sizeof *k);
     if (!k) {
       free(uses);
@@ -228,6 +267,103 @@ static ldmc_status plan_fusion(const ldmc_graph *g, const ldmc_tpu_target *t, tp
   return LDMC_OK;
 }
 
+/* Off-chip bytes the DMAs of a stream move (as the simulator counts them). */
+static uint64_t dma_bytes(const ldmc_tpu_program *p) {
+  uint64_t b = 0;
+  for (size_t i = 0; i < p->count; i++) {
+    const ldmc_tpu_insn *in = &p->insns[i];
+    if (in->op == LDMC_TPU_DMA_LOAD || in->op == LDMC_TPU_DMA_STORE)
+      b += (uint64_t)in->u.dma.rows * in->u.dma.cols * (in->u.dma.mem_dtype == LDMC_TPU_BF16 ? 2u : 4u);
+  }
+  return b;
+}
+
+/* Bytes of node p's kernel alone, plus (single non-NULL) those of that node's. */
+static ldmc_status unfused_bytes(const ldmc_graph *g, int32_t p, const int32_t *single, const ldmc_tpu_target *t,
+                                 uint64_t *out) {
+  *out = 0;
+  for (int i = 0; i < (single ? 2 : 1); i++) {
+    tpk_kernel *k = calloc(1, sizeof *k);
+    if (!k) return ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory");
+    ldmc_tpu_program_init(&k->prog);
+    ldmc_status st = lower_node(g, i ? *single : p, t, k);
+    *out += dma_bytes(&k->prog);
+    ldmc_tpu_program_free(&k->prog);
+    free(k);
+    LDMC_TRY(st);
+  }
+  return LDMC_OK;
+}
+
+/* Epilogues, after plan_fusion: a dot_general or convolution whose value (or a reshape of it, used
+ * once) is read only by the elementwise nodes of one chain -- a fused cluster or a single elementwise
+ * node -- is lowered with that chain on its output tiles (lower_epi.c) when the form allows: the
+ * kernel replaces the chain's (fused[root]) and the producer and its reshapes are absorbed (no
+ * kernel, no off-chip value) if the fused kernel's DMAs move fewer bytes than the two kernels'. A
+ * chain takes one producer; the others read theirs from off chip. */
+static ldmc_status plan_epilogue(const ldmc_graph *g, const ldmc_tpu_target *t, tpk_kernel **fused, bool *absorbed) {
+  int32_t nn = g->n_nodes;
+  size_t cnt = (size_t)(nn ? nn : 1);
+  int32_t *uses = calloc(cnt, sizeof *uses), *user = malloc(cnt * sizeof *user), *owner = malloc(cnt * sizeof *owner);
+  bool *taken = calloc(cnt, sizeof *taken);
+  ldmc_status st = uses && user && owner && taken ? LDMC_OK : ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory");
+  for (int32_t i = 0; i < nn && st == LDMC_OK; i++) user[i] = owner[i] = -1;
+  for (int32_t i = 0; i < nn && st == LDMC_OK; i++)
+    for (int j = 0; j < g->nodes[i].n_operands; j++) uses[g->nodes[i].operands[j]]++, user[g->nodes[i].operands[j]] = i;
+  for (int32_t o = 0; o < g->n_outputs && st == LDMC_OK; o++) uses[g->outputs[o]] += 2; /* an output's value is written */
+  for (int32_t r = 0; r < nn && st == LDMC_OK; r++)
+    if (fused[r])
+      for (int i = 0; i < fused[r]->n_nodes; i++) owner[fused[r]->nodes[i]] = r;
+  for (int32_t p = 0; p < nn && st == LDMC_OK; p++) {
+    if (!is_producer(&g->nodes[p]) || absorbed[p]) continue;
+    int32_t kn[TPK_MAX_KNODES], src = p;
+    int nk = 0;
+    kn[nk++] = p;
+    while (nk < TPK_MAX_KNODES - TPK_MAX_FUSE && uses[src] == 1 && g->nodes[user[src]].op == LDMC_OP_RESHAPE)
+      src = user[src], kn[nk++] = src;
+    int32_t u = user[src], single[1];
+    if (u < 0) continue;
+    const int32_t *cn = single;
+    int cnn = 1, r = owner[u];
+    if (r >= 0) cn = fused[r]->nodes, cnn = fused[r]->n_nodes;
+    else if (!absorbed[u] && fusible_ew(&g->nodes[u])) single[0] = r = u;
+    else continue;
+    if (taken[r] || uses_in(g, cn, cnn, src) != uses[src] || nk + cnn > TPK_MAX_KNODES) continue;
+    tpk_chain ch = {.nodes = cn, .n = cnn, .src = src};
+    tpk_kernel *k = calloc(1, sizeof *k);
+    if (!k) {
+      st = ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory");
+      break;
+    }
+    ldmc_tpu_program_init(&k->prog);
+    ldmc_status ls = g->nodes[p].op == LDMC_OP_DOT_GENERAL ? tpk_lower_dot_chain(g, p, &ch, t, k)
+                                                           : tpk_lower_conv_chain(g, p, &ch, t, k);
+    /* worth it when it moves fewer bytes than the two kernels it replaces (the chain's vector tiles
+     * can shrink the matmul's where the scratchpad is small, and then its operands are re-read more) */
+    uint64_t before = 0;
+    if (ls == LDMC_OK) {
+      ls = unfused_bytes(g, p, fused[r] ? NULL : &u, t, &before);
+      if (fused[r]) before += dma_bytes(&fused[r]->prog);
+    }
+    if (ls != LDMC_OK || dma_bytes(&k->prog) >= before) { /* not taken, or not worth it: the chain stays its own */
+      ldmc_tpu_program_free(&k->prog);
+      free(k);
+      continue;
+    }
+    for (int i = 0; i < cnn; i++) kn[nk++] = cn[i];
+    sort_ids(kn, nk);
+    k->n_nodes = nk;
+    memcpy(k->nodes, kn, sizeof *kn * (size_t)nk);
+    if (fused[r]) ldmc_tpu_program_free(&fused[r]->prog), free(fused[r]);
+    fused[r] = k;
+    taken[r] = true;
+    for (int i = 0; i < nk; i++)
+      if (kn[i] != r) absorbed[kn[i]] = true;
+  }
+  free(uses), free(user), free(owner), free(taken);
+  return st;
+}
+
 static ldmc_status build(tpk_exec *x, const ldmc_graph *g) {
   int32_t nn = g->n_nodes;
   x->vals = calloc((size_t)(nn ? nn : 1), sizeof *x->vals);
@@ -239,6 +375,7 @@ static ldmc_status build(tpk_exec *x, const ldmc_graph *g) {
   tpk_kernel **fused = calloc((size_t)(nn ? nn : 1), sizeof *fused);
   bool *absorbed = calloc((size_t)(nn ? nn : 1), sizeof *absorbed);
   ldmc_status fs = fused && absorbed ? plan_fusion(g, &x->t, fused, absorbed) : ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory");
+  if (fs == LDMC_OK) fs = plan_epilogue(g, &x->t, fused, absorbed);
   ldmc_status st = fs == LDMC_OK ? build_kernels(x, g, fused, absorbed) : fs;
   for (int32_t i = 0; fused && i < nn; i++)
     if (fused[i]) ldmc_tpu_program_free(&fused[i]->prog), free(fused[i]);

@@ -1,5 +1,6 @@
 /* Private to backends/tpusim: lowering one graph node (or a fused
- * elementwise chain, lower_fuse.c) to one tpusim instruction stream (a
+ * elementwise chain, lower_fuse.c, or a matmul / convolution with the chain
+ * that consumes it, lower_epi.c) to one tpusim instruction stream (a
  * "kernel"). Every value a kernel writes lives in its own off-chip f32
  * buffer; a kernel reads its operands' buffers and writes its root's. Streams are tiled into the scratchpad with tile sizes derived from
  * the target, double-buffered with the token protocol of
@@ -15,12 +16,14 @@
 #define TPK_MAX_BUFS 16   /* off-chip buffers of one kernel: a concatenate's operands and its result */
 #define TPK_MAX_PAD 255   /* a DMA's padding fields are 8-bit */
 #define TPK_MAX_FUSE 16   /* nodes of one fused elementwise kernel */
+#define TPK_MAX_KNODES (TPK_MAX_FUSE + 4) /* nodes of one kernel: a matmul, up to 3 reshapes and its chain */
 
 /* A kernel's off-chip buffers: buffer i of its program holds node buf_node[i]. */
 typedef struct tpk_kernel {
   int32_t node;                    /* the root: the node whose value it writes */
   int n_nodes;                     /* the nodes it computes, ascending, root last */
-  int32_t nodes[TPK_MAX_FUSE];
+  int32_t nodes[TPK_MAX_KNODES];
+  bool epilogue;                   /* a matmul or convolution with its consumer chain (lower_epi.c) */
   int n_bufs;
   int32_t buf_node[TPK_MAX_BUFS];
   ldmc_tpu_program prog;
@@ -71,6 +74,45 @@ void tpk_matmul_units(tpk_em *e, uint32_t nchunks, uint32_t rows, uint32_t a, ui
 void tpk_acc_to_vmem(tpk_em *e, uint32_t nchunks, uint32_t rows, uint32_t ucols, uint32_t ns, uint32_t acc0,
                      uint32_t tm, uint32_t out, uint32_t out_stride);
 
+/* An elementwise chain consuming a matmul's or convolution's value `src` (the producer itself, or a
+ * reshape of it): nodes ascending, root last, as tpk_lower_fused takes them; src is no chain node and
+ * only chain nodes that are not broadcasts read it. */
+typedef struct tpk_chain {
+  const int32_t *nodes;
+  int n;
+  int32_t src;
+} tpk_chain;
+
+/* lower_epi.c: the chain applied to the producer's output tiles on chip. The producer's output is
+ * viewed as [V0, V1, M, N] (tiles: rows of M, columns of N, at outer index (i0, i1)); each operand the
+ * chain reads from off chip gets strides over that view, loaded per tile as a full tile, one value per
+ * row or one row (like lower_fuse.c). */
+typedef struct tpk_epi_in {
+  int32_t node, bcast; /* the value read; the chain's broadcast_in_dim reading it, or -1 */
+  int buf, kind;
+  uint64_t s[4];       /* strides over the view */
+  uint32_t slot[TPK_NBUF];
+} tpk_epi_in;
+typedef struct tpk_epi {
+  const ldmc_graph *g;
+  tpk_chain ch;
+  int nin;
+  tpk_epi_in in[TPK_MAX_BUFS];
+  uint32_t val[TPK_MAX_FUSE]; /* the chain's values but the root's (which overwrites the tile) */
+  uint32_t tn;                /* row stride of every tile */
+} tpk_epi;
+/* Checks the chain and adds its operands to k's buffers (after the producer's operands). Fails with
+ * LDMC_ERR_UNSUPPORTED for a form it does not take (the caller does not fuse). */
+ldmc_status tpk_epi_init(tpk_epi *ep, const ldmc_graph *g, const tpk_chain *ch, const uint64_t view[4], tpk_kernel *k);
+/* Scratchpad bytes of the epilogue at tiles of tm x tn (both buffer sets). */
+uint64_t tpk_epi_vmem(const tpk_epi *ep, uint64_t tm, uint64_t tn);
+void tpk_epi_alloc(tpk_epi *ep, tpk_em *e, uint32_t tm, uint32_t tn);
+/* In the step that closes the tile (buffer set s): its operands' loads, then (after acc_move to `tile`)
+ * the chain's vector ops, the root's value left in `tile` for the store. */
+void tpk_epi_load(const tpk_epi *ep, tpk_em *e, int s, uint64_t i0, uint64_t i1, uint64_t m0, uint64_t n0, uint32_t ms,
+                  uint32_t ns);
+void tpk_epi_compute(const tpk_epi *ep, tpk_em *e, int s, uint32_t tile, uint32_t ms, uint32_t ns);
+
 /* Lowerings: fill k->prog (and k->buf_node, k->tile_desc) for node id of g.
  * Unsupported forms fail with LDMC_ERR_UNSUPPORTED naming the node. */
 ldmc_status tpk_lower_unary(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
@@ -78,6 +120,12 @@ ldmc_status tpk_lower_binary(const ldmc_graph *g, int32_t id, const ldmc_tpu_tar
 ldmc_status tpk_lower_broadcast(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
 ldmc_status tpk_lower_reduce(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
 ldmc_status tpk_lower_dot(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
+/* dot_general / convolution with the chain ch (NULL: none) as the output tiles' epilogue; with a chain
+ * k->node is its root and the last buffer holds the root's value. */
+ldmc_status tpk_lower_dot_chain(const ldmc_graph *g, int32_t id, const tpk_chain *ch, const ldmc_tpu_target *t,
+                                tpk_kernel *k);
+ldmc_status tpk_lower_conv_chain(const ldmc_graph *g, int32_t id, const tpk_chain *ch, const ldmc_tpu_target *t,
+                                 tpk_kernel *k);
 /* lower_move.c: reshape, transpose, slice, concatenate, pad, convert (f32 -> f32) as strided DMA copies;
  * sin and cos as vector-unit polynomials. */
 ldmc_status tpk_lower_move(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k);
@@ -102,6 +150,12 @@ bool tpk_reduce_contiguous(const ldmc_node *n);
 /* ISA function of an ldmc unary / binary op; -1 if none. */
 int tpk_unary_func(ldmc_op op);
 int tpk_binary_func(ldmc_op op);
+
+/* For a binary elementwise node of a kernel computing nodes[0..n) (and src, if >= 0): the operand
+ * (0 or 1) that is an outside constant of one repeated value, to be the instruction's scalar
+ * immediate (BC_SCALAR, *imm) instead of a tensor read from off chip; operand 0 only for add and
+ * mul (swapped); -1 if none. */
+int tpk_scalar_operand(const ldmc_graph *g, const ldmc_node *x, const int32_t *nodes, int n, int32_t src, float *imm);
 
 /* Element count of a node, as checked 32-bit off-chip addressing needs. */
 ldmc_status tpk_numel32(const ldmc_graph *g, int32_t id, uint32_t *out);

@@ -29,7 +29,8 @@
  * Tiles as for dot_general, with M = output channels per group, K = Cg KH
  * KW and N = output pixels: tn <= C x units, tk <= R x units, tm <=
  * accumulator rows / (2 x chunks), halved largest first until two buffer
- * sets and two output tiles fit the scratchpad. */
+ * sets and two output tiles fit the scratchpad. With a chain (lower_epi.c)
+ * each output tile gets the chain's vector ops after acc_move. */
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -212,6 +213,11 @@ static uint64_t conv_vmem(uint64_t tm, uint64_t tk, uint64_t tn) {
 }
 
 ldmc_status tpk_lower_conv(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k) {
+  return tpk_lower_conv_chain(g, id, NULL, t, k);
+}
+
+ldmc_status tpk_lower_conv_chain(const ldmc_graph *g, int32_t id, const tpk_chain *ch, const ldmc_tpu_target *t,
+                                 tpk_kernel *k) {
   const ldmc_node *n = &g->nodes[id];
   const char *why = tpk_conv_why_not(n);
   if (why) return ldmc_error(LDMC_ERR_UNSUPPORTED, "tpusim: %%%d convolution: %s", (int)id, why);
@@ -229,10 +235,18 @@ ldmc_status tpk_lower_conv(const ldmc_graph *g, int32_t id, const ldmc_tpu_targe
   f.K = f.Cg * f.KH * f.KW;
   f.P = f.OH * f.OW;
   k->node = id;
-  k->n_bufs = 3;
+  k->n_bufs = 2;
   k->buf_node[0] = n->operands[0];
   k->buf_node[1] = n->operands[1];
-  k->buf_node[2] = id;
+  tpk_epi ep = {0};
+  if (ch) {
+    const uint64_t view[4] = {(uint64_t)f.N, (uint64_t)f.G, (uint64_t)f.Og, (uint64_t)f.P};
+    LDMC_TRY(tpk_epi_init(&ep, g, ch, view, k));
+    k->node = ch->nodes[ch->n - 1];
+    k->epilogue = true;
+  }
+  int out_buf = k->n_bufs;
+  k->buf_node[k->n_bufs++] = k->node;
   if (numel == 0) return LDMC_OK;
   if (f.K == 0)
     return ldmc_error(LDMC_ERR_UNSUPPORTED, "tpusim: %%%d convolution: an empty window is not lowered", (int)id);
@@ -244,7 +258,7 @@ ldmc_status tpk_lower_conv(const ldmc_graph *g, int32_t id, const ldmc_tpu_targe
   if (tm > M) tm = M;
   if (tm > TPK_MAX_DIM) tm = TPK_MAX_DIM;
   if (tk > TPK_MAX_DIM) tk = TPK_MAX_DIM;
-  while (conv_vmem(tm, tk, tn) > t->vmem_bytes || nch * tm > acc_rows) {
+  while (conv_vmem(tm, tk, tn) + (ch ? tpk_epi_vmem(&ep, tm, tn) : 0) > t->vmem_bytes || nch * tm > acc_rows) {
     if (tm == 1 && tk == 1 && tn == 1)
       return ldmc_error(LDMC_ERR_UNSUPPORTED, "tpusim: %%%d convolution: the scratchpad (%" PRIu64 " bytes) holds no tile",
                         (int)id, t->vmem_bytes);
@@ -252,15 +266,19 @@ ldmc_status tpk_lower_conv(const ldmc_graph *g, int32_t id, const ldmc_tpu_targe
     else if (tk >= tn) tk = (tk + 1) / 2;
     else tn = (tn + 1) / 2, nch = (tn + Cc - 1) / Cc;
   }
-  snprintf(k->tile_desc, sizeof k->tile_desc, "tile o%" PRIu64 " k%" PRIu64 " px%" PRIu64 " (%" PRId64 "x%" PRId64 " s%" PRId64 ")",
-           tm, tk, tn, f.KH, f.KW, f.sh);
+  int tl = snprintf(k->tile_desc, sizeof k->tile_desc,
+                    "tile o%" PRIu64 " k%" PRIu64 " px%" PRIu64 " (%" PRId64 "x%" PRId64 " s%" PRId64 ")", tm, tk, tn,
+                    f.KH, f.KW, f.sh);
+  if (ch && tl > 0 && (size_t)tl < sizeof k->tile_desc)
+    snprintf(k->tile_desc + tl, sizeof k->tile_desc - (size_t)tl, ", epilogue %d nodes", ch->n);
   uint64_t nacc = acc_rows >= TPK_NBUF * nch * tm ? TPK_NBUF : 1;
   /* strided windows: a staging area per buffer set for the input spans (every tap's channels x the
    * tile's output rows x a row's span, 64-byte aligned each), used when it fits beside the tiles and
    * the span fits an operand field; else one DMA per channel, tap and output row */
   uint64_t span = (uint64_t)(f.OW - 1) * (uint64_t)f.sw + 1, orows = (tn + (uint64_t)f.OW - 1) / (uint64_t)f.OW + 1;
   uint64_t stage = f.sw > 1 ? (uint64_t)f.KH * f.KW * orows * ((2 * ((tk + f.KH * f.KW - 1) / (f.KH * f.KW) + 1) * span + 63) & ~63ull) : 0;
-  if (stage && (conv_vmem(tm, tk, tn) + TPK_NBUF * (stage + 64) > t->vmem_bytes || span > TPK_MAX_DIM ||
+  if (stage && (conv_vmem(tm, tk, tn) + (ch ? tpk_epi_vmem(&ep, tm, tn) : 0) + TPK_NBUF * (stage + 64) > t->vmem_bytes ||
+                span > TPK_MAX_DIM ||
                 f.sw > TPK_MAX_DIM))
     stage = 0;
   tpk_em e;
@@ -272,6 +290,7 @@ ldmc_status tpk_lower_conv(const ldmc_graph *g, int32_t id, const ldmc_tpu_targe
     vO[s] = tpk_vmem_alloc(&e, 4 * tm * tn);
     if (stage) vS[s] = tpk_vmem_alloc(&e, stage);
   }
+  if (ch) tpk_epi_alloc(&ep, &e, (uint32_t)tm, (uint32_t)tn);
   int64_t nm = (int64_t)((M + tm - 1) / tm), nn = (int64_t)((P + tn - 1) / tn), nk = (int64_t)((K + tk - 1) / tk);
   int64_t ntiles = f.N * f.G * nm * nn, nsteps = ntiles * nk, step = 0, tile = 0;
   for (int64_t b = 0; b < f.N && e.st == LDMC_OK; b++)
@@ -306,9 +325,11 @@ ldmc_status tpk_lower_conv(const ldmc_graph *g, int32_t id, const ldmc_tpu_targe
             }
             bool last = ki + 1 == nk;
             if (last) {
+              if (ch) tpk_epi_load(&ep, &e, s, (uint64_t)b, (uint64_t)gi, m0, p0, ms, ns);
               tpk_acc_to_vmem(&e, nchunks, (uint32_t)ms, (uint32_t)Cc, (uint32_t)ns, acc0, (uint32_t)tm, vO[o], (uint32_t)tn);
-              tpk_dma_store(&e, 2, (uint32_t)(((uint64_t)b * (uint64_t)f.O + orow) * P + p0), (uint32_t)P, ms, ns, vO[o],
-                            (uint32_t)tn);
+              if (ch) tpk_epi_compute(&ep, &e, s, vO[o], ms, ns);
+              tpk_dma_store(&e, out_buf, (uint32_t)(((uint64_t)b * (uint64_t)f.O + orow) * P + p0), (uint32_t)P, ms, ns,
+                            vO[o], (uint32_t)tn);
             }
             tpk_step_tokens(&e, begin, step, nsteps, tile, ki == 0, last, ntiles);
           }

@@ -10,7 +10,8 @@
  * units (a step's K block, R rows per weight tile), tm <= the accumulator
  * rows / (2 x chunks) (two output tiles in flight, one accumulator region
  * per chunk); then halved, largest first, until both buffer sets and both
- * output tiles fit the scratchpad. */
+ * output tiles fit the scratchpad. With a chain (lower_epi.c) each output
+ * tile gets the chain's vector ops after acc_move and the root is stored. */
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -53,6 +54,11 @@ static uint64_t dot_vmem(uint64_t tm, uint64_t tk, uint64_t tn) {
 }
 
 ldmc_status tpk_lower_dot(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k) {
+  return tpk_lower_dot_chain(g, id, NULL, t, k);
+}
+
+ldmc_status tpk_lower_dot_chain(const ldmc_graph *g, int32_t id, const tpk_chain *ch, const ldmc_tpu_target *t,
+                                tpk_kernel *k) {
   const ldmc_node *n = &g->nodes[id];
   uint32_t numel, ln, rn;
   LDMC_TRY(tpk_numel32(g, id, &numel));
@@ -61,10 +67,18 @@ ldmc_status tpk_lower_dot(const ldmc_graph *g, int32_t id, const ldmc_tpu_target
   dot_form f = {0};
   LDMC_TRY(dot_form_of(g, id, &f));
   k->node = id;
-  k->n_bufs = 3;
+  k->n_bufs = 2;
   k->buf_node[0] = n->operands[0];
   k->buf_node[1] = n->operands[1];
-  k->buf_node[2] = id;
+  tpk_epi ep = {0};
+  if (ch) {
+    const uint64_t view[4] = {1, f.B, f.M, f.N};
+    LDMC_TRY(tpk_epi_init(&ep, g, ch, view, k));
+    k->node = ch->nodes[ch->n - 1];
+    k->epilogue = true;
+  }
+  int out_buf = k->n_bufs;
+  k->buf_node[k->n_bufs++] = k->node;
   if (numel == 0) return LDMC_OK;
   if (f.K == 0)
     return ldmc_error(LDMC_ERR_UNSUPPORTED, "tpusim: %%%d dot_general: an empty contraction is not lowered (v0)", (int)id);
@@ -76,7 +90,7 @@ ldmc_status tpk_lower_dot(const ldmc_graph *g, int32_t id, const ldmc_tpu_target
   if (tm > f.M) tm = f.M;
   if (tm > TPK_MAX_DIM) tm = TPK_MAX_DIM;
   if (tk > TPK_MAX_DIM) tk = TPK_MAX_DIM;
-  while (dot_vmem(tm, tk, tn) > t->vmem_bytes || nch * tm > acc_rows) {
+  while (dot_vmem(tm, tk, tn) + (ch ? tpk_epi_vmem(&ep, tm, tn) : 0) > t->vmem_bytes || nch * tm > acc_rows) {
     if (tm == 1 && tk == 1 && tn == 1)
       return ldmc_error(LDMC_ERR_UNSUPPORTED, "tpusim: %%%d dot_general: the scratchpad (%" PRIu64 " bytes) holds no tile",
                         (int)id, t->vmem_bytes);
@@ -84,8 +98,10 @@ ldmc_status tpk_lower_dot(const ldmc_graph *g, int32_t id, const ldmc_tpu_target
     else if (tk >= tn) tk = (tk + 1) / 2;
     else tn = (tn + 1) / 2, nch = (tn + Cc - 1) / Cc;
   }
-  snprintf(k->tile_desc, sizeof k->tile_desc, "tile m%" PRIu64 " k%" PRIu64 " n%" PRIu64 "%s", tm, tk, tn,
-           f.transposed ? " rhs^T" : "");
+  int tl = snprintf(k->tile_desc, sizeof k->tile_desc, "tile m%" PRIu64 " k%" PRIu64 " n%" PRIu64 "%s", tm, tk, tn,
+                    f.transposed ? " rhs^T" : "");
+  if (ch && tl > 0 && (size_t)tl < sizeof k->tile_desc)
+    snprintf(k->tile_desc + tl, sizeof k->tile_desc - (size_t)tl, ", epilogue %d nodes", ch->n);
   uint64_t nacc = acc_rows >= TPK_NBUF * nch * tm ? TPK_NBUF : 1; /* accumulator region sets */
   tpk_em e;
   tpk_em_init(&e, t, &k->prog);
@@ -95,6 +111,7 @@ ldmc_status tpk_lower_dot(const ldmc_graph *g, int32_t id, const ldmc_tpu_target
     vB[s] = tpk_vmem_alloc(&e, 2 * tk * tn);
     vO[s] = tpk_vmem_alloc(&e, 4 * tm * tn);
   }
+  if (ch) tpk_epi_alloc(&ep, &e, (uint32_t)tm, (uint32_t)tn);
   int64_t nm = (int64_t)((f.M + tm - 1) / tm), nn = (int64_t)((f.N + tn - 1) / tn), nk = (int64_t)((f.K + tk - 1) / tk);
   int64_t ntiles = (int64_t)f.B * nm * nn, nsteps = ntiles * nk, step = 0, tile = 0;
   for (uint64_t b = 0; b < f.B && e.st == LDMC_OK; b++)
@@ -137,8 +154,11 @@ ldmc_status tpk_lower_dot(const ldmc_graph *g, int32_t id, const ldmc_tpu_target
           }
           bool last = ki + 1 == nk;
           if (last) {
+            if (ch) tpk_epi_load(&ep, &e, s, 0, b, m0, n0, ms, ns); /* the chain's operands, with this step's set */
             tpk_acc_to_vmem(&e, nchunks, (uint32_t)ms, (uint32_t)Cc, (uint32_t)ns, acc0, (uint32_t)tm, vO[o], (uint32_t)tn);
-            tpk_dma_store(&e, 2, (uint32_t)(b * f.M * f.N + m0 * f.N + n0), (uint32_t)f.N, ms, ns, vO[o], (uint32_t)tn);
+            if (ch) tpk_epi_compute(&ep, &e, s, vO[o], ms, ns);
+            tpk_dma_store(&e, out_buf, (uint32_t)(b * f.M * f.N + m0 * f.N + n0), (uint32_t)f.N, ms, ns, vO[o],
+                          (uint32_t)tn);
           }
           tpk_step_tokens(&e, begin, step, nsteps, tile, ki == 0, last, ntiles);
         }

@@ -151,3 +151,28 @@ void tpk_acc_to_vmem(tpk_em *e, uint32_t nchunks, uint32_t rows, uint32_t ucols,
     tpk_push(e, &in);
   }
 }
+
+/* An f32 constant holding one value repeated (what folding a scalar's broadcast leaves). */
+static bool splat(const ldmc_node *c, float *v) {
+  if (c->op != LDMC_OP_CONSTANT || c->dtype != LDMC_F32) return false;
+  size_t n = c->attrs.value.nbytes / 4;
+  const float *d = c->attrs.value.data;
+  if (!n || !d) return false;
+  for (size_t i = 1; i < n; i++)
+    if (memcmp(&d[i], &d[0], 4) != 0) return false;
+  memcpy(v, &d[0], 4);
+  return true;
+}
+
+int tpk_scalar_operand(const ldmc_graph *g, const ldmc_node *x, const int32_t *nodes, int n, int32_t src, float *imm) {
+  if (x->n_operands != 2 || tpk_binary_func(x->op) < 0) return -1;
+  for (int j = 1; j >= 0; j--) {
+    int32_t o = x->operands[j];
+    bool inside = o == src;
+    for (int i = 0; i < n && !inside; i++) inside = nodes[i] == o;
+    /* operand a only where swapping is exact (add and mul commute) */
+    if (inside || (j == 0 && x->op != LDMC_OP_ADD && x->op != LDMC_OP_MUL)) continue;
+    if (splat(&g->nodes[o], imm)) return j;
+  }
+  return -1;
+}

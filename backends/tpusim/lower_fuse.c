@@ -5,7 +5,9 @@
  * with its own strides: a full tile (row stride 0 repeats a row), a column
  * vector (one value per row, spread by fill 1 and a per-row multiply) or a
  * row vector (one row, spread by a per-column multiply), so biases, norm
- * statistics and affine parameters are never materialized off chip.
+ * statistics and affine parameters are never materialized off chip. A
+ * constant of one repeated value (a folded scalar broadcast) as the operand
+ * b of a binary op (or a of add / mul) is the instruction's immediate.
  *
  * The root's dims are canonicalized jointly for every operand (size-1 dims
  * dropped, neighbours merged where every operand is contiguous across
@@ -61,8 +63,11 @@ ldmc_status tpk_lower_fused(const ldmc_graph *g, const int32_t *nodes, int n, co
     bool bc = x->op == LDMC_OP_BROADCAST_IN_DIM;
     if (!bc && tpk_unary_func(x->op) < 0 && tpk_binary_func(x->op) < 0)
       return ldmc_error(LDMC_ERR_UNSUPPORTED, "tpusim: fusion: %%%d %s is not elementwise", (int)nodes[i], ldmc_op_name(x->op));
+    float imm;
+    int sj = bc ? -1 : tpk_scalar_operand(g, x, nodes, n, -1, &imm);
     for (int j = 0; j < x->n_operands; j++) {
       int32_t o = x->operands[j];
+      if (j == sj) continue; /* an immediate */
       if (find_node(nodes, n, o) >= 0) {
         if (bc) return ldmc_error(LDMC_ERR_UNSUPPORTED, "tpusim: fusion: a broadcast of a fused value");
         continue;
@@ -185,7 +190,8 @@ ldmc_status tpk_lower_fused(const ldmc_graph *g, const int32_t *nodes, int n, co
           const ldmc_node *x = &g->nodes[nodes[i]];
           uint32_t dst = i + 1 == n ? vout[s] : val[i];
           uint32_t src[2] = {0, 0};
-          int bq = -1;
+          int bq = -1, sj;
+          float imm;
           for (int j = 0; j < x->n_operands; j++) {
             int at = find_node(nodes, n, x->operands[j]);
             if (at >= 0) {
@@ -207,6 +213,9 @@ ldmc_status tpk_lower_fused(const ldmc_graph *g, const int32_t *nodes, int n, co
             }
           } else if (x->n_operands == 1) {
             tpk_vec(&e, LDMC_TPU_VEC_UNARY, (unsigned)tpk_unary_func(x->op), 0, rows, cols, dst, tc, src[0], tc, 0, 0, 0.0f);
+          } else if ((sj = tpk_scalar_operand(g, x, nodes, n, -1, &imm)) >= 0) {
+            tpk_vec(&e, LDMC_TPU_VEC_BINARY, (unsigned)tpk_binary_func(x->op), LDMC_TPU_BC_SCALAR, rows, cols, dst, tc,
+                    src[1 - sj], tc, 0, 0, imm);
           } else {
             tpk_vec(&e, LDMC_TPU_VEC_BINARY, (unsigned)tpk_binary_func(x->op), LDMC_TPU_BC_FULL, rows, cols, dst, tc, src[0],
                     tc, src[1], tc, 0.0f);

@@ -1,5 +1,6 @@
 /* The tpusim backend: ldmc graphs lowered to tpusim instruction streams (a
- * kernel per node, elementwise chains fused into one, attention as one flash
+ * kernel per node, elementwise chains fused into one or into the matmul or
+ * convolution that feeds them, attention as one flash
  * kernel) and run on the functional simulator.
  * docs/backends/tpusim.md, "Lowering (v0)". */
 #ifndef LDMC_TPUSIM_TPUSIM_H
@@ -31,7 +32,8 @@ ldmc_status ldmc_tpusim_compile_mode(const ldmc_graph *g, const ldmc_compile_opt
 ldmc_status ldmc_tpusim_target_resolve(const char *s, ldmc_tpu_target *t);
 
 /* Profiling (ldmc_executable_set_profiler): one event per kernel run, named
- * by its op ("ew" for a fused chain), with the FLOPs and bytes of its nodes; start_ns and end_ns are
+ * by its op ("ew" for a fused chain, "dot_general+ew" / "convolution+ew" for a product with its
+ * chain), with the FLOPs and bytes of its nodes; start_ns and end_ns are
  * SIMULATED time (cycles / clock_hz of the target), on a clock that starts
  * at 0 when the executable is compiled and advances by each kernel's cycles
  * (kernels run one after another). The host's time is not reported.
