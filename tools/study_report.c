@@ -225,24 +225,11 @@ static void conclude(const study_config *c, const char *what, const envelope *e,
                   i == e->n - 1 ? "up to " : "up to ", e->hi[i], unit);
   if ((size_t)k >= cap - n) return;
   if (e->n == 1)
-    k += snprintf(o + k, cap - n - (size_t)k, " (every cost measured): %s.\n",
-                  w0 == narrow ? "the smallest model wins throughout" : w0 == wide ? "the largest model wins throughout"
-                                                                          : "one middle width wins throughout");
-  else {
-    int up = -1, later_max = 0;
-    for (int i = 1; i < e->n; i++) {
-      if (up < 0 && e->width[i] > w0) up = i;
-      later_max = e->width[i] > later_max ? e->width[i] : later_max;
-    }
-    if (up > 0)
-      k += snprintf(o + k, cap - n - (size_t)k, ". Smaller models win at small sampling budgets: the first crossover to "
-                    "a larger model (c=%d) is at %.3g%s%s%s.\n", e->width[up], e->lo[up], unit,
-                    w0 == narrow ? "" : "; the narrowest width is never best",
-                    w1 < later_max ? "; a smaller width is best again at the top of the range" : "");
-    else
-      k += snprintf(o + k, cap - n - (size_t)k, ". The widest of them wins at the smallest budgets here.\n");
-  }
-  (void)w1, (void)wide;
+    k += snprintf(o + k, cap - n - (size_t)k, " (every cost measured: %s).\n",
+                  w0 == narrow ? "the smallest model" : w0 == wide ? "the largest model" : "one middle width");
+  else
+    k += snprintf(o + k, cap - n - (size_t)k, ".\n");
+  (void)w1;
 }
 
 static void frontier(FILE *md, const study_config *c, const curve *cv, const char *what, const char *label,
@@ -254,6 +241,35 @@ static void frontier(FILE *md, const study_config *c, const curve *cv, const cha
               "points, no extrapolation):\n\n", what);
   for (int i = 0; i < e.n; i++) fprintf(md, "- cost %.3g to %.3g: c=%d\n", e.lo[i], e.hi[i], e.width[i]);
   conclude(c, label, &e, unit);
+  /* equal cost, pairwise: each measured point of a narrower width inside a wider width's cost range,
+   * against the wider one's FD there (log-linear); and whether each switch of the envelope to a wider
+   * model happens at that model's cheapest measured setting (it wins as soon as it is affordable) */
+  int pts = 0, small_wins = 0, at_min = 0, ups = 0;
+  for (int i = 0; i < c->n_widths; i++)
+    for (int j = i + 1; j < c->n_widths; j++)
+      for (int k = 0; k < cv[i].n; k++) {
+        double f = at_cost(&cv[j], cv[i].cost[k]);
+        if (!isfinite(f)) continue;
+        pts++, small_wins += cv[i].fd[k] < f;
+      }
+  for (int i = 1; i < e.n; i++) {
+    if (e.width[i] <= e.width[i - 1]) continue;
+    ups++;
+    for (int w = 0; w < c->n_widths; w++)
+      if (c->widths[w] == e.width[i] && cv[w].n > 0 && fabs(e.lo[i] / cv[w].cost[0] - 1) < 1e-6) at_min++;
+  }
+  size_t n = strlen(g_conclusions);
+  const char *verdict = !pts                     ? "no two widths overlap in cost"
+                        : small_wins == 0          ? "the wider model wins every equal-cost comparison"
+                        : 2 * small_wins > pts     ? "smaller models win most equal-cost comparisons"
+                        : 2 * small_wins == pts    ? "the equal-cost comparisons split evenly"
+                                                   : "wider models win most equal-cost comparisons";
+  snprintf(g_conclusions + n, sizeof g_conclusions - n,
+           "  Verdict: %s (the narrower model has the lower FD in %d of %d comparisons: each measured point of a "
+           "narrower width inside a wider width's cost range).%s\n", verdict, small_wins, pts,
+           ups && at_min == ups ? " Every crossover to a wider model lies at that model's cheapest measured setting: "
+                                  "it wins as soon as it is affordable, and a narrower model is best only below that "
+                                  "cost." : "");
 }
 
 static void grid_row(const char *dir, const char *name, float *out, int64_t per, int cols) {
@@ -580,7 +596,9 @@ int study_report_write(const study_config *c, const char *dir, char *err, size_t
     const rec *r = &R.r[i];
     if (r->kind == STUDY_TRAIN || r->kind == STUDY_DISTILL || r->kind == STUDY_SR_TRAIN) {
       t_train_steps += isfinite(r->seconds) ? r->seconds : 0;
-      t_train += isfinite(r->wall_s) ? r->wall_s : (isfinite(r->seconds) ? r->seconds : 0);
+      /* wall time when the study ran the child; a run begun outside it or resumed counts its logged steps */
+      double st = isfinite(r->seconds) ? r->seconds : 0;
+      t_train += isfinite(r->wall_s) && r->wall_s > st ? r->wall_s : st;
     } else {
       t_sample += isfinite(r->seconds) ? r->seconds : 0;
       t_eval += isfinite(r->eval_s) ? r->eval_s : 0;

@@ -119,4 +119,6 @@ width,sampler,steps,best_guidance,fd
 EOF
 check "the crossover at cost 2.83" grep -q -- "- cost 1 to 2.83: c=8" h/report.md
 check "the wide model above it" grep -q -- "- cost 2.83 to 8: c=16" h/report.md
+# equal cost: c=8 at cost 2 (FD 8) beats c=16 there (9); at cost 4 (7 against 6) it loses
+check "the equal-cost verdict" grep -q "Verdict: the equal-cost comparisons split evenly (the narrower model has the lower FD in 1 of 2" h/report.md
 summary cli_study
