@@ -57,6 +57,7 @@ typedef struct study_config {
   bool ckpt_ema; /* sample the checkpoints' EMA weights (default: their trained parameters; the EMA lags early on) */
   /* distillation (LCM), sampled with lcm at its step counts and the same rates */
   bool distill;
+  unsigned distill_widths, superres_widths; /* bit i: widths[i] takes part (default: every width) */
   int64_t distill_steps;
   int distill_batch;
   int n_lcm_steps, lcm_steps[STUDY_MAX_STEPS];

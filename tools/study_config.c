@@ -36,7 +36,9 @@ void study_config_default(study_config *c) {
   c->superres = false, c->superres_factor = 4, c->superres_steps = 400;
   c->superres_sweep = (study_sweep){LDMC_SAMPLER_DDIM, 5, {4, 8, 16, 32, 50}};
   c->threads = 2;
+  c->distill_widths = c->superres_widths = ~0u;
 }
+
 
 typedef struct reader {
   const char *file;
@@ -153,6 +155,20 @@ static void get_sweep(reader *r, json_t *o, const char *name_key, const char *st
   get_int_list(r, o, steps_key, 1, max_steps, STUDY_MAX_STEPS, s->steps, &s->n_steps);
 }
 
+/* "widths": a subset of the study's widths, as a bit mask over c->widths */
+static void get_subset(reader *r, json_t *o, const study_config *c, unsigned *mask) {
+  int w[STUDY_MAX_WIDTHS], n = 0;
+  if (!json_object_get(o, "widths") || r->bad) return;
+  get_int_list(r, o, "widths", 8, 4096, STUDY_MAX_WIDTHS, w, &n);
+  *mask = 0;
+  for (int i = 0; i < n && !r->bad; i++) {
+    int k = 0;
+    while (k < c->n_widths && c->widths[k] != w[i]) k++;
+    if (k == c->n_widths) fail(r, "widths", "a width that is not one of the study's widths");
+    else *mask |= 1u << k;
+  }
+}
+
 static void read_sample(reader *r, json_t *o, study_config *c) {
   static const char *const keys[] = {"samplers", "guidance", "samples", "batch", NULL};
   check_keys(r, o, "\"sample\"", keys);
@@ -266,7 +282,7 @@ int study_config_load(const char *path, study_config *c, char *err, size_t errle
     }
   }
   if ((o = json_object_get(root, "distill")) && !r.bad) {
-    static const char *const k[] = {"steps", "batch", "lcm_steps", NULL};
+    static const char *const k[] = {"steps", "batch", "lcm_steps", "widths", NULL};
     if (json_is_false(o)) c->distill = false;
     else if (!json_is_object(o)) fail(&r, "distill", "expected an object or false");
     else {
@@ -275,10 +291,11 @@ int study_config_load(const char *path, study_config *c, char *err, size_t errle
       get_int(&r, o, "steps", 1, 100000000, &c->distill_steps);
       get_i32(&r, o, "batch", 1, 4096, &c->distill_batch);
       get_int_list(&r, o, "lcm_steps", 2, 8, STUDY_MAX_STEPS, c->lcm_steps, &c->n_lcm_steps);
+      get_subset(&r, o, c, &c->distill_widths);
     }
   }
   if ((o = json_object_get(root, "superres")) && !r.bad) {
-    static const char *const k[] = {"factor", "steps", "sampler", "sample_steps", NULL};
+    static const char *const k[] = {"factor", "steps", "sampler", "sample_steps", "widths", NULL};
     if (json_is_false(o)) c->superres = false;
     else if (!json_is_object(o)) fail(&r, "superres", "expected an object or false");
     else {
@@ -287,6 +304,7 @@ int study_config_load(const char *path, study_config *c, char *err, size_t errle
       get_i32(&r, o, "factor", 2, 8, &c->superres_factor);
       get_int(&r, o, "steps", 1, 100000000, &c->superres_steps);
       get_sweep(&r, o, "sampler", "sample_steps", 1000, &c->superres_sweep);
+      get_subset(&r, o, c, &c->superres_widths);
     }
   }
   for (int i = 0; i < c->n_widths && !r.bad; i++)
@@ -302,6 +320,13 @@ int study_config_load(const char *path, study_config *c, char *err, size_t errle
 static json_t *int_array(const int *v, int n) {
   json_t *a = json_array();
   for (int i = 0; i < n; i++) json_array_append_new(a, json_integer(v[i]));
+  return a;
+}
+
+static json_t *subset_array(const study_config *c, unsigned mask) {
+  json_t *a = json_array();
+  for (int i = 0; i < c->n_widths; i++)
+    if (mask & (1u << i)) json_array_append_new(a, json_integer(c->widths[i]));
   return a;
 }
 
@@ -348,6 +373,7 @@ char *study_config_dump(const study_config *c) {
     json_object_set_new(d, "steps", json_integer(c->distill_steps));
     json_object_set_new(d, "batch", json_integer(c->distill_batch));
     json_object_set_new(d, "lcm_steps", int_array(c->lcm_steps, c->n_lcm_steps));
+    json_object_set_new(d, "widths", subset_array(c, c->distill_widths));
     json_object_set_new(o, "distill", d);
   } else json_object_set_new(o, "distill", json_false());
   if (c->superres) {
@@ -356,6 +382,7 @@ char *study_config_dump(const study_config *c) {
     json_object_set_new(d, "steps", json_integer(c->superres_steps));
     json_object_set_new(d, "sampler", json_string(ldmc_sampler_name(c->superres_sweep.kind)));
     json_object_set_new(d, "sample_steps", int_array(c->superres_sweep.steps, c->superres_sweep.n_steps));
+    json_object_set_new(d, "widths", subset_array(c, c->superres_widths));
     json_object_set_new(o, "superres", d);
   } else json_object_set_new(o, "superres", json_false());
   json_object_set_new(o, "threads", json_integer(c->threads));

@@ -239,6 +239,7 @@ int study_plan_build(const study_config *c, const char *dir, const study_rates *
   }
   /* 4. distillation, and the distilled models sampled with lcm */
   for (int i = 0; c->distill && i < c->n_widths; i++) {
+    if (!(c->distill_widths & (1u << i))) continue;
     study_cell e = {.kind = STUDY_DISTILL, .width = c->widths[i]};
     /* teacher (2 passes, guidance), student forward and backward (3), target (1) */
     e.gflop = wc[i].unet_gflops * 6 * (double)c->distill_batch * (double)c->distill_steps;
@@ -253,6 +254,7 @@ int study_plan_build(const study_config *c, const char *dir, const study_rates *
   }
   /* 5. super-resolution: finetuning, then sampling without guidance */
   for (int i = 0; c->superres && i < c->n_widths; i++) {
+    if (!(c->superres_widths & (1u << i))) continue;
     study_cell e = {.kind = STUDY_SR_TRAIN, .width = c->widths[i]};
     e.gflop = wc[i].train_step_gflop * (double)c->superres_steps;
     e.est_s = e.gflop / study_rate(r, true, e.width) + 150; /* + encoding the images and their low-resolution versions */
