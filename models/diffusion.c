@@ -149,6 +149,12 @@ ldmc_status ldmc_ldm_loss_build(const ldmc_diffusion_config *dc, const ldmc_grap
   ldmc_value cond = tok ? ldmc_parameter(b, "tokens", tok->dtype, 2, tok->shape.dims)
                         : ldmc_parameter(b, "encoder_hidden_states", ctx->dtype, ctx->shape.rank, ctx->shape.dims);
   ldmc_value key = ldmc_parameter(b, "key", LDMC_I64, 0, NULL);
+  /* super-resolution: the U-Net's cond_sample is a fifth data input (the low-resolution image's latent) */
+  int32_t ucp = ldmc_graph_find_param(unet, "cond_sample"), upos = -1;
+  for (int32_t i = 0; ucp >= 0 && i < ldmc_graph_num_params(unet); i++)
+    if (ldmc_graph_param_node(unet, i) == ucp) upos = i;
+  const ldmc_node *ucn = ucp >= 0 ? &unet->nodes[ucp] : NULL;
+  ldmc_value cond_sample = ucn ? ldmc_parameter(b, "cond_sample", ucn->dtype, ucn->shape.rank, ucn->shape.dims) : -1;
 
   ldmc_builder_push_scope(b, "diffusion");
   /* z0 = scale (mean + std n): a sample of the posterior, as SD trains */
@@ -198,6 +204,7 @@ ldmc_status ldmc_ldm_loss_build(const ldmc_diffusion_config *dc, const ldmc_grap
     else {
       for (int32_t i = 0; i < np; i++) ub[i] = -1;
       ub[0] = zt, ub[1] = tf, ub[2] = context;
+      if (upos >= 0) ub[upos] = cond_sample;
       st = ldmc_builder_inline(b, unet, ub, NULL, &pred);
       free(ub);
     }

@@ -58,5 +58,7 @@ ldmc_status ldmc_ldm_loss_build(const ldmc_diffusion_config *dc, const ldmc_grap
                                 const int32_t *empty_tokens, double latent_scale, ldmc_graph **out);
 
 #define LDMC_LDM_N_DATA 4
+/* With a U-Net that has cond_sample (super-resolution), a fifth data input
+ * after key, cond_sample f32[B,Cc,h,w] (as the U-Net's): LDMC_LDM_N_DATA + 1. */
 
 #endif

@@ -41,6 +41,9 @@ ldmc_status ldmc_lcd_job_build(const ldmc_ldm_model *m, const ldmc_lcd_config *l
   if (m->unet.guidance_embed_dim > 0)
     return ldmc_error(LDMC_ERR_INVALID, "distillation: the teacher is itself a distilled model (it has a guidance "
                       "input); distill an undistilled one");
+  if (m->unet.cond_channels > 0) /* its step would need the image condition as data */
+    return ldmc_error(LDMC_ERR_INVALID, "distillation: the teacher is a super-resolution model (cond_channels %d); "
+                      "distilling one is not supported", m->unet.cond_channels);
   if (batch < 1) return ldmc_error(LDMC_ERR_INVALID, "distillation: batch %lld must be >= 1", (long long)batch);
   ldmc_unet_config tc = m->unet;
   tc.batch = 2 * batch;

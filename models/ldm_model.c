@@ -133,6 +133,10 @@ ldmc_status ldmc_ldm_model_load(const char *path, ldmc_ldm_model *m) {
     if (ldmc_checkpoint_config(ck, "unet.groups")) m->unet.groups = (int)get_int(&r, "unet.groups");
     if (ldmc_checkpoint_config(ck, "unet.guidance_embed_dim")) /* a distilled (LCM) model */
       m->unet.guidance_embed_dim = (int)get_int(&r, "unet.guidance_embed_dim");
+    if (ldmc_checkpoint_config(ck, "unet.cond_channels")) { /* a super-resolution model */
+      m->unet.cond_channels = (int)get_int(&r, "unet.cond_channels");
+      m->superres_factor = (int)get_int(&r, "superres.factor");
+    }
     ldmc_clip_config_words(&m->text, (int)get_int(&r, "text.width"), (int)get_int(&r, "text.tokens"));
     m->text.layers = (int)get_int(&r, "text.layers");
     m->text.heads = (int)get_int(&r, "text.heads");
@@ -151,6 +155,11 @@ ldmc_status ldmc_ldm_model_load(const char *path, ldmc_ldm_model *m) {
   }
   st = r.st;
   if (st == LDMC_OK) st = ldmc_unet_config_check(&m->unet);
+  if (st == LDMC_OK && (m->unet.cond_channels > 0) != (m->superres_factor > 0))
+    st = ldmc_error(LDMC_ERR_FORMAT, "unet.cond_channels %d needs a superres.factor >= 2 (it is %d)",
+                    m->unet.cond_channels, m->superres_factor);
+  if (st == LDMC_OK && m->superres_factor == 1)
+    st = ldmc_error(LDMC_ERR_FORMAT, "superres.factor 1: expected >= 2");
   if (st == LDMC_OK) st = ldmc_clip_config_check(&m->text);
   if (st == LDMC_OK) st = ldmc_vae_config_check(&m->vae);
   if (st == LDMC_OK) st = ldmc_diffusion_config_check(&m->diffusion);

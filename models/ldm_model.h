@@ -28,6 +28,7 @@ typedef struct ldmc_ldm_model {
   double latent_scale;         /* the autoencoder's scaling factor */
   ldmc_tensor_set unet_w, text_w, vae_w; /* f32, named as each model's graph parameters */
   int64_t step;                /* training steps behind it */
+  int superres_factor;         /* > 0: a super-resolution model (unet.cond_channels > 0) of images pooled this much */
 } ldmc_ldm_model;
 
 ldmc_status ldmc_ldm_model_load(const char *path, ldmc_ldm_model *out);

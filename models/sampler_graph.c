@@ -139,6 +139,13 @@ ldmc_status ldmc_sampler_step_build(const ldmc_sampler_config *sc, ldmc_predicti
   ldmc_value c_x = scalar_param(b, "c_x"), c_x0 = scalar_param(b, "c_x0"), c_eps = scalar_param(b, "c_eps");
   /* every sampler has all eight, so a runtime sets them alike (c_d is DPM-Solver's, c_noise the noisy ones') */
   ldmc_value c_d = scalar_param(b, "c_d"), c_noise = scalar_param(b, "c_noise");
+  /* image conditioning (super-resolution): a per-run input like the context, never a weight */
+  int32_t ci = ldmc_graph_find_param(denoiser, "cond_sample");
+  int32_t cpos = -1;
+  for (int32_t i = 0; ci >= 0 && i < ldmc_graph_num_params(denoiser); i++)
+    if (ldmc_graph_param_node(denoiser, i) == ci) cpos = i;
+  const ldmc_node *cdn = ci >= 0 ? &denoiser->nodes[ci] : NULL;
+  ldmc_value cond = cdn ? ldmc_parameter(b, "cond_sample", cdn->dtype, cdn->shape.rank, cdn->shape.dims) : -1;
 
   /* the denoiser, once, on both halves (its scopes kept as they are) */
   ldmc_value xin = guidance ? ldmc_concatenate(b, 2, (ldmc_value[]){x, x}, 0) : x;
@@ -149,6 +156,7 @@ ldmc_status ldmc_sampler_step_build(const ldmc_sampler_config *sc, ldmc_predicti
   if (st == LDMC_OK) {
     for (int32_t i = 0; i < np; i++) bind[i] = -1;
     bind[0] = xin, bind[1] = tb, bind[2] = ctx;
+    if (cpos >= 0) bind[cpos] = cond;
     if (lcm) /* LCM's w = guidance scale - 1, one per row */
       bind[3] = ldmc_broadcast_to(b, ldmc_sub(b, w, ldmc_constant_scalar(b, LDMC_F32, 1.0)), 1, &Bd);
     st = ldmc_builder_inline(b, denoiser, bind, NULL, outs);
@@ -204,16 +212,19 @@ ldmc_status ldmc_sampler_step_build(const ldmc_sampler_config *sc, ldmc_predicti
 
 ldmc_status ldmc_sampler_step_inputs(const ldmc_graph *g, ldmc_sampler_inputs *o) {
   static const char *const names[] = {"latents", "x0_prev", "encoder_hidden_states", "guidance_scale", "noise_key",
-                                      "timestep", "alpha_t", "sigma_t", "c_x", "c_x0", "c_eps", "c_d", "c_noise"};
+                                      "timestep", "alpha_t", "sigma_t", "c_x", "c_x0", "c_eps", "c_d", "c_noise",
+                                      "cond_sample"};
   int32_t *slot[] = {&o->latents, &o->x0_prev, &o->context, &o->guidance, &o->noise_key, &o->timestep, &o->alpha,
-                     &o->sigma, &o->c_x, &o->c_x0, &o->c_eps, &o->c_d, &o->c_noise};
+                     &o->sigma, &o->c_x, &o->c_x0, &o->c_eps, &o->c_d, &o->c_noise, &o->cond};
+  enum { N_NAMES = sizeof names / sizeof *names };
+  _Static_assert(sizeof slot / sizeof *slot == N_NAMES, "a slot per name");
   int32_t np = ldmc_graph_num_params(g), n = 0;
-  for (int k = 0; k < 13; k++) *slot[k] = -1;
+  for (int k = 0; k < N_NAMES; k++) *slot[k] = -1;
   for (int32_t i = 0; i < np; i++) {
     const char *pn = g->nodes[ldmc_graph_param_node(g, i)].attrs.name;
     int k = 0;
-    while (k < 13 && !(pn && !strcmp(pn, names[k]))) k++;
-    if (k == 13) break; /* the denoiser's weights from here on */
+    while (k < N_NAMES && !(pn && !strcmp(pn, names[k]))) k++;
+    if (k == N_NAMES) break; /* the denoiser's weights from here on */
     *slot[k] = i;
     n = i + 1;
   }

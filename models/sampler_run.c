@@ -69,7 +69,7 @@ static ldmc_status bind_inputs(ldmc_sampler *s, const ldmc_tensor_set *weights) 
     return ldmc_error(LDMC_ERR_NOMEM, "sampler: out of memory");
   for (int32_t i = 0; i < s->n_params; i++) {
     const ldmc_node *p = param(s->step, i);
-    if (i == s->in.context) continue; /* the caller's, per run */
+    if (i == s->in.context || i == s->in.cond) continue; /* the caller's, per run */
     if (i < s->in.n_inputs) {
       LDMC_TRY(ldmc_tensor_alloc(&s->inputs[i], NULL, p->dtype, &p->shape));
       continue;
@@ -145,6 +145,8 @@ ldmc_status ldmc_sample_run(ldmc_sampler *s, const ldmc_sample_run_opts *o) {
   const ldmc_node *cp = param(s->step, s->in.context), *xp = param(s->step, s->in.latents);
   if (!o->context || !same_type(o->context, cp)) return type_error("context", o->context, cp);
   if (o->x_T && !same_type(o->x_T, xp)) return type_error("initial latents", o->x_T, xp);
+  if (s->in.cond >= 0 && (!o->cond || !same_type(o->cond, param(s->step, s->in.cond))))
+    return type_error("image condition", o->cond, param(s->step, s->in.cond));
   if (s->in.guidance >= 0 && !isfinite(o->guidance_scale))
     return ldmc_error(LDMC_ERR_INVALID, "sampler: guidance scale %g is not a number", o->guidance_scale);
   if (o->first_image < 0) return ldmc_error(LDMC_ERR_INVALID, "sampler: first image %lld < 0", (long long)o->first_image);
@@ -154,6 +156,7 @@ ldmc_status ldmc_sample_run(ldmc_sampler *s, const ldmc_sample_run_opts *o) {
   else LDMC_TRY(ldmc_sampler_init_noise(s, o->seed, o->first_image));
   if (s->in.x0_prev >= 0) memset(s->inputs[s->in.x0_prev].data, 0, s->inputs[s->in.x0_prev].nbytes);
   s->inputs[s->in.context] = view_of(o->context);
+  if (s->in.cond >= 0) s->inputs[s->in.cond] = view_of(o->cond);
   set_scalar(s, s->in.guidance, o->guidance_scale);
   ldmc_tensor outs[2] = {{0}, {0}}; /* the donated latents stay empty */
   ldmc_status st = LDMC_OK;
@@ -192,6 +195,7 @@ ldmc_status ldmc_sample_run(ldmc_sampler *s, const ldmc_sample_run_opts *o) {
   }
   for (int k = 0; k < 2; k++) ldmc_tensor_release(&outs[k]);
   memset(&s->inputs[s->in.context], 0, sizeof s->inputs[s->in.context]); /* no view left behind */
+  if (s->in.cond >= 0) memset(&s->inputs[s->in.cond], 0, sizeof s->inputs[s->in.cond]);
   return st;
 }
 

@@ -137,6 +137,8 @@ void ldmc_sampler_schedule_release(ldmc_sampler_schedule *s);
  *   noise_key i64[B]          stochastic samplers only (DDPM; DDIM with eta > 0; LCM, N > 1):
  *                             row b's noise is rng_normal keyed by noise_key[b]
  *   timestep, alpha_t, sigma_t, c_x, c_x0, c_eps, c_d, c_noise: f32[]
+ *   cond_sample [Bd,...]      when the denoiser has that input (super-resolution: the low-resolution
+ *                             image's latent), given per run like the context, never a weight
  *   then the denoiser's weights, under their own names.
  * Outputs: latents (x'), and x0 for DPM-Solver++: the next step's x0_prev.
  * x0 is not donated: the update reads x0 and the old x0_prev together, so
@@ -145,6 +147,7 @@ void ldmc_sampler_schedule_release(ldmc_sampler_schedule *s);
 typedef struct ldmc_sampler_inputs {
   int32_t latents, x0_prev, context, guidance, noise_key; /* -1 where absent */
   int32_t timestep, alpha, sigma, c_x, c_x0, c_eps, c_d, c_noise;
+  int32_t cond; /* cond_sample: the denoiser's image conditioning, per run (-1: none) */
   int32_t n_inputs; /* the step's own inputs; the denoiser's weights follow */
 } ldmc_sampler_inputs;
 
@@ -190,6 +193,8 @@ typedef struct ldmc_sample_run_opts {
   const ldmc_tensor *context;   /* the denoiser's context (cond rows, then uncond rows with guidance) */
   double guidance_scale;        /* w, with guidance */
   const ldmc_tensor *x_T;       /* NULL: drawn in-graph from (seed, image, 0) */
+  const ldmc_tensor *cond;      /* the denoiser's cond_sample [Bd,...] when it has one (rows as the context's);
+                                 * a model without one ignores it */
   ldmc_sample_progress_fn progress;
   void *progress_ctx;
 } ldmc_sample_run_opts;

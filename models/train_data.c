@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/superres.h"
 #include "models/train_data.h"
 #include "runtime/dist.h"
 #include "runtime/fashion_mnist.h"
@@ -32,7 +33,9 @@ struct ldmc_model_data {
   double kl_weight;
   /* latent diffusion: every image's posterior, per split */
   float *mean[2], *logvar[2];
-  int64_t lat; /* floats per image */
+  float *cond[2];          /* super-resolution: every image's cond latent, per split (NULL: none) */
+  int64_t lat, cond_lat;   /* floats per image */
+  int32_t n_data;          /* the loss graph's data inputs */
   int tokens;
   int32_t *token_table; /* [10][tokens]: the class prompts' ids */
 };
@@ -44,6 +47,7 @@ void ldmc_model_data_free(ldmc_model_data *d) {
     ldmc_fmnist_free(d->split[i]);
     free(d->mean[i]);
     free(d->logvar[i]);
+    free(d->cond[i]);
   }
   ldmc_executable_free(d->val_exe);
   for (int32_t k = 0; d->val_in && k < d->val_data; k++) ldmc_tensor_release(&d->val_in[k]);
@@ -355,6 +359,8 @@ static void ldm_rows(ldmc_model_data *d, int split, const int32_t *idx, const in
     memcpy(m + r * d->lat, d->mean[split] + i * d->lat, (size_t)d->lat * 4);
     memcpy(lv + r * d->lat, d->logvar[split] + i * d->lat, (size_t)d->lat * 4);
     memcpy(tok + r * d->tokens, d->token_table + lb * d->tokens, (size_t)d->tokens * 4);
+    if (d->cond[split]) /* super-resolution: the fifth data input */
+      memcpy((float *)data[4].data + r * d->cond_lat, d->cond[split] + i * d->cond_lat, (size_t)d->cond_lat * 4);
   }
 }
 
@@ -396,6 +402,45 @@ static ldmc_status ldm_validate(void *ctx, const ldmc_tensor *inputs, double *lo
   return st;
 }
 
+/* Super-resolution: each split's cond latents, once (as the posteriors). */
+static ldmc_status superres_latents(ldmc_model_data *d, const ldmc_graph *loss, const ldmc_vae_config *vcfg,
+                                    const ldmc_tensor_set *ws, const ldmc_data_opts *o) {
+  int32_t cp = ldmc_graph_find_param(loss, "cond_sample");
+  bool has = cp >= 0 && ldmc_graph_param_node(loss, LDMC_LDM_N_DATA) == cp;
+  if (o->superres <= 0 && cp < 0) return LDMC_OK;
+  if (o->superres <= 0 || !has)
+    return ldmc_error(LDMC_ERR_INVALID, "super-resolution: %s", o->superres > 0
+                      ? "the loss graph has no cond_sample data input after key (a U-Net with cond_channels > 0)"
+                      : "the loss graph has a cond_sample input, but no super-resolution factor is given");
+  const ldmc_node *cn = &loss->nodes[cp];
+  ldmc_superres_encoder *e = NULL;
+  int64_t B = 250 < ldmc_fmnist_count(d->split[1]) ? 250 : ldmc_fmnist_count(d->split[1]);
+  LDMC_TRY(ldmc_superres_encoder_new(vcfg, ws, o->latent_scale, o->superres, B, o->be, &o->co, &e));
+  d->n_data = LDMC_LDM_N_DATA + 1;
+  d->cond_lat = ldmc_superres_encoder_latent_size(e);
+  ldmc_status st = LDMC_OK;
+  if (cn->shape.rank != 4 || cn->shape.dims[1] * cn->shape.dims[2] * cn->shape.dims[3] != d->cond_lat)
+    st = ldmc_error(LDMC_ERR_INVALID, "super-resolution: the autoencoder's latents (%lld per image) do not match the "
+                    "U-Net's cond_sample", (long long)d->cond_lat);
+  float *im = st == LDMC_OK ? malloc((size_t)(B * IMG) * sizeof *im) : NULL;
+  if (st == LDMC_OK && !im) st = ldmc_error(LDMC_ERR_NOMEM, "super-resolution: out of memory");
+  for (int i = 0; i < 2 && st == LDMC_OK; i++) {
+    int64_t n = ldmc_fmnist_count(d->split[i]);
+    d->cond[i] = malloc((size_t)((n ? n : 1) * d->cond_lat) * sizeof *d->cond[i]);
+    if (!d->cond[i]) st = ldmc_error(LDMC_ERR_NOMEM, "super-resolution: out of memory");
+    else fprintf(stderr, "encoding the %s split's %dx-pooled images (the super-resolution condition)\n",
+                 i ? "test" : "training", o->superres);
+    for (int64_t b0 = 0; b0 < n && st == LDMC_OK; b0 += B) {
+      int64_t rows = n - b0 < B ? n - b0 : B;
+      for (int64_t r = 0; r < rows; r++) ldmc_fmnist_image_f32(d->split[i], b0 + r, im + r * IMG);
+      st = ldmc_superres_encode(e, im, rows, d->cond[i] + b0 * d->cond_lat);
+    }
+  }
+  free(im);
+  ldmc_superres_encoder_free(e);
+  return st;
+}
+
 ldmc_status ldmc_ldm_data_new(const ldmc_graph *loss, const ldmc_vae_config *vcfg, const ldmc_tensor_set *ws,
                               int tokens, int64_t val_batches, const ldmc_data_opts *o, ldmc_train_session *s,
                               ldmc_model_data **out, ldmc_train_source *src) {
@@ -428,9 +473,11 @@ ldmc_status ldmc_ldm_data_new(const ldmc_graph *loss, const ldmc_vae_config *vcf
     }
   }
   encoder_free(&c);
+  d->n_data = LDMC_LDM_N_DATA;
+  if (st == LDMC_OK) st = superres_latents(d, loss, vcfg, ws, o);
   ldmc_graph *vg = st == LDMC_OK ? ldmc_graph_clone(loss) : NULL;
   if (st == LDMC_OK && !vg) st = ldmc_error(LDMC_ERR_NOMEM, "validation: out of memory");
-  if (st == LDMC_OK) st = setup_val(d, vg, LDMC_LDM_N_DATA, true, o);
+  if (st == LDMC_OK) st = setup_val(d, vg, d->n_data, true, o);
   if (st != LDMC_OK) {
     if (!d->val_graph) ldmc_graph_free(vg);
     ldmc_model_data_free(d);

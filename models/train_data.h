@@ -29,6 +29,11 @@ typedef struct ldmc_data_opts {
    * batches of shard_ranks x B images and this process trains rows
    * [shard_rank B, (shard_rank + 1) B) of each (B: the loss graph's batch). */
   int shard_rank, shard_ranks;
+  /* Latent diffusion, super-resolution (0: none): every image's cond latent
+   * (ldmc_superres_encode: pooled superres x superres, upsampled, the
+   * posterior mean x latent_scale) is the loss graph's fifth data input. */
+  int superres;
+  double latent_scale;
 } ldmc_data_opts;
 
 /* Classifier: images, labels; validation: mean cross-entropy and accuracy
@@ -54,6 +59,9 @@ ldmc_status ldmc_vae_measure_scale(const ldmc_vae_config *cfg, const ldmc_tensor
  * batch ignored) to its posterior mean and logvar; tokens from the labels'
  * class names (ldmc_class_prompt); the key. Validation: the loss graph over
  * up to val_batches test batches with fixed keys (2^40 + batch index). */
+/* With o->superres > 0 the loss must have cond_sample (LDMC_LDM_N_DATA + 1
+ * data inputs), and the cond latents are computed once per split like the
+ * posteriors. */
 ldmc_status ldmc_ldm_data_new(const ldmc_graph *loss, const ldmc_vae_config *vcfg, const ldmc_tensor_set *ws,
                               int tokens, int64_t val_batches, const ldmc_data_opts *o, ldmc_train_session *s,
                               ldmc_model_data **out, ldmc_train_source *src);

@@ -10,9 +10,19 @@
 #include "models/unet.h"
 
 const char *const ldmc_unet_input_names[LDMC_UNET_MAX_INPUTS] = {"sample", "timestep", "encoder_hidden_states",
-                                                                  "guidance"};
+                                                                  "guidance", "cond_sample"};
 
-int ldmc_unet_n_inputs(const ldmc_unet_config *cfg) { return cfg->guidance_embed_dim > 0 ? 4 : 3; }
+int ldmc_unet_n_inputs(const ldmc_unet_config *cfg) {
+  return 3 + (cfg->guidance_embed_dim > 0) + (cfg->cond_channels > 0);
+}
+
+int ldmc_unet_inputs(const ldmc_unet_config *cfg, const char **names) {
+  int n = 0;
+  for (int k = 0; k < 3; k++) names[n++] = ldmc_unet_input_names[k];
+  if (cfg->guidance_embed_dim > 0) names[n++] = ldmc_unet_input_names[3];
+  if (cfg->cond_channels > 0) names[n++] = ldmc_unet_input_names[4];
+  return n;
+}
 
 
 
@@ -140,6 +150,11 @@ ldmc_status ldmc_unet_build(const ldmc_unet_config *cfg, ldmc_graph **out) {
   ldmc_value timestep = ldmc_parameter(b, ldmc_unet_input_names[1], LDMC_F32, 1, &B);
   u.context = ldmc_parameter(b, ldmc_unet_input_names[2], LDMC_F32, 3, cd);
   ldmc_value guidance = cfg->guidance_embed_dim > 0 ? ldmc_parameter(b, ldmc_unet_input_names[3], LDMC_F32, 1, &B) : -1;
+  if (cfg->cond_channels > 0) { /* image conditioning: extra input channels of conv_in */
+    const int64_t cd4[4] = {B, cfg->cond_channels, cfg->height, cfg->width};
+    ldmc_value cond = ldmc_parameter(b, ldmc_unet_input_names[4], LDMC_F32, 4, cd4);
+    sample = ldmc_concatenate(b, 2, (ldmc_value[]){sample, cond}, 1);
+  }
   u.temb = time_embedding(&u, timestep, guidance);
 
   ldmc_value *skips = malloc(MAX_SKIPS * sizeof *skips);

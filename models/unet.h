@@ -30,6 +30,11 @@ typedef struct ldmc_unet_config {
    * added to the timestep's sinusoidal projection before linear_1, as
    * diffusers' TimestepEmbedding(cond_proj_dim) does. Even, 0: none. */
   int guidance_embed_dim;
+  /* > 0: image conditioning (super-resolution): an input "cond_sample"
+   * f32[B, cond_channels, H, W] after the others, concatenated after sample
+   * along channels before conv_in, whose weight is then
+   * [c, in_channels + cond_channels, 3, 3]. 0: none. */
+  int cond_channels;
 } ldmc_unet_config;
 
 /* The scaling family's defaults at width c: 64x64 latent, batch 1, context 1024x77. */
@@ -47,11 +52,16 @@ ldmc_status ldmc_unet_build(const ldmc_unet_config *cfg, ldmc_graph **out);
 ldmc_status ldmc_unet_config_check(const ldmc_unet_config *cfg);
 
 /* The graph's inputs (not weights), in parameter order: sample, timestep,
- * encoder_hidden_states, and guidance when guidance_embed_dim > 0. */
+ * encoder_hidden_states, guidance when guidance_embed_dim > 0, cond_sample
+ * when cond_channels > 0. ldmc_unet_input_names are the first four
+ * (positional when there is no cond_sample) and cond_sample; ldmc_unet_inputs
+ * gives a config's list. */
 #define LDMC_UNET_N_INPUTS 3
-#define LDMC_UNET_MAX_INPUTS 4
+#define LDMC_UNET_MAX_INPUTS 5
 extern const char *const ldmc_unet_input_names[LDMC_UNET_MAX_INPUTS];
-int ldmc_unet_n_inputs(const ldmc_unet_config *cfg); /* 3, or 4 with the guidance embedding */
+int ldmc_unet_n_inputs(const ldmc_unet_config *cfg); /* 3, + 1 with the guidance embedding, + 1 with cond_sample */
+/* names[LDMC_UNET_MAX_INPUTS] <- the config's inputs in order; returns their count. */
+int ldmc_unet_inputs(const ldmc_unet_config *cfg, const char **names);
 
 /* The shared CLI options: channels "320" (one width), latent "HxW" or "HxWxC"
  * (C = in/out channels), context "DxT" (width x tokens), batch >= 1 (0 keeps 1).

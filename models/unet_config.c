@@ -92,6 +92,8 @@ ldmc_status ldmc_unet_config_check(const ldmc_unet_config *cfg) {
   if (cfg->transformer_depth < 0 || cfg->transformer_depth > 64 || cfg->ff_mult < 0 || cfg->ff_mult > 64)
     return ldmc_error(LDMC_ERR_INVALID, "unet: transformer_depth %d / ff_mult %d outside 0..64",
                       cfg->transformer_depth, cfg->ff_mult);
+  if (cfg->cond_channels < 0 || cfg->cond_channels > 4096)
+    return ldmc_error(LDMC_ERR_INVALID, "unet: cond_channels %d must be 0 (none) or in 1..4096", cfg->cond_channels);
   if (cfg->guidance_embed_dim < 0 || cfg->guidance_embed_dim == 2 || cfg->guidance_embed_dim % 2 ||
       cfg->guidance_embed_dim > 4096)
     return ldmc_error(LDMC_ERR_INVALID, "unet: guidance_embed_dim %d must be 0 (none) or even in 4..4096",

@@ -100,13 +100,14 @@ ldmc_status ldmc_unet_train_build(const ldmc_unet_config *cfg, ldmc_graph **out)
 ldmc_status ldmc_unet_train_step_build(const ldmc_unet_config *cfg, const ldmc_train_opts *o, ldmc_graph **step) {
   *step = NULL;
   ldmc_train_opts to = o ? *o : (ldmc_train_opts){0};
-  if (to.n_data_params != 0 && to.n_data_params != LDMC_UNET_TRAIN_N_INPUTS)
+  int32_t n_data = LDMC_UNET_TRAIN_N_INPUTS + (cfg->cond_channels > 0); /* cond_sample after target */
+  if (to.n_data_params != 0 && to.n_data_params != n_data)
     return ldmc_error(LDMC_ERR_INVALID, "U-Net train step: n_data_params = %d, but the loss graph has %d data inputs",
-                      (int)to.n_data_params, LDMC_UNET_TRAIN_N_INPUTS);
+                      (int)to.n_data_params, (int)n_data);
   if (to.loss && strcmp(to.loss, "loss") != 0)
     return ldmc_error(LDMC_ERR_INVALID, "U-Net train step: loss '%s' requested, but the loss graph's output is 'loss'",
                       to.loss);
-  to.n_data_params = LDMC_UNET_TRAIN_N_INPUTS;
+  to.n_data_params = n_data;
   to.loss = "loss";
   ldmc_graph *g = NULL;
   LDMC_TRY(ldmc_unet_train_build(cfg, &g));

@@ -17,12 +17,13 @@ extern const char *const ldmc_unet_train_input_names[LDMC_UNET_TRAIN_N_INPUTS];
 /* The U-Net (ldmc_unet_build) with noisy_sample as its sample, and
  *   loss = mean((unet(noisy_sample, timestep, encoder_hidden_states) - target)^2)
  * over every element, the one output "loss" f32[] (its nodes in scope "loss").
- * Parameters: the four data inputs above, then the weights, named and ordered
- * as in the inference graph. Named "unet". */
+ * Parameters: the four data inputs above (then cond_sample f32[B,Cc,H,W]
+ * when cfg->cond_channels > 0), then the weights, named and ordered as in
+ * the inference graph. Named "unet". */
 ldmc_status ldmc_unet_train_build(const ldmc_unet_config *cfg, ldmc_graph **out);
 
 /* The training step graph of that loss: ldmc_train_step_build with
- * n_data_params = 4 and loss "loss" (o's loss and n_data_params must be NULL/0
+ * n_data_params = 4 (5 with cond_sample) and loss "loss" (o's loss and n_data_params must be NULL/0
  * or those; its other fields as given, e.g. wrt_regex NULL trains every
  * weight). o NULL: the defaults (AdamW 0.9/0.999/1e-8, no decay, clipping or
  * EMA). Named "unet.train_step"; layout as frontend.h gives it. */

@@ -21,11 +21,12 @@
 #include "tools/cli_args.h"
 #include "tools/cli_target.h"
 #include "tools/commands.h"
+#include "tools/sample_superres.h"
 
 enum {
   F_MODEL, F_PROMPT, F_SAMPLER, F_STEPS, F_CFG, F_ETA, F_SEED, F_N, F_OUT, F_SAVE_LATENTS, F_SAVE_SAMPLES,
   F_SPACING, F_STEPS_OFFSET, F_BATCH, F_THREADS, F_TARGET, F_BACKEND, F_SCALE, F_PROGRESS, F_NO_PROGRESS, F_EVAL,
-  F_CLASSIFIER, F_LABELS, F_COUNT
+  F_CLASSIFIER, F_LABELS, F_SR_FROM, F_COUNT
 };
 
 static ldmc_cli_flag k_flags[F_COUNT] = {
@@ -60,6 +61,9 @@ static ldmc_cli_flag k_flags[F_COUNT] = {
     [F_EVAL] = {"eval", NULL, "also score the samples as `ldmc eval` does (FD, KID, class accuracy against the\n"
                               "Fashion-MNIST test split, in the classifier's feature space)"},
     [F_LABELS] = {"labels", NULL, "write each row's prompt (and guidance rate) left of it in the grid"},
+    [F_SR_FROM] = {"superres-from", "SPLIT", "a super-resolution model (`ldmc train --superres`): condition on the first\n"
+                                             "--n images of SPLIT (test), each prompted with its class name, no guidance;\n"
+                                             "the grid's rows: low-res input, sample, original (no --prompt, --cfg)"},
     [F_CLASSIFIER] = {"classifier", "FILE", "with --eval: the classifier (default: the repository's\n"
                                             "models/default/classifier.ldmc)"},
 };
@@ -67,12 +71,14 @@ static ldmc_cli_flag k_flags[F_COUNT] = {
 static ldmc_cli_cmd k_cmd = {
     .name = "sample",
     .usage = "[--model FILE] --prompt TEXT [--prompt TEXT ...] [--sampler ddim|ddpm|dpmpp2m|lcm] [--steps N] [--cfg W]\n"
-             "[--seed S] [--n K] [-o grid.png] [options]",
+             "[--seed S] [--n K] [-o grid.png] [options]\n"
+             "[--model FILE] --superres-from test [--n K] [--sampler NAME] [--steps N] [-o grid.png] [options]",
     .summary = "sample images from a latent diffusion model into a PNG grid, with the sampling cost",
     .details = "Prints seconds per step and the sampling cost: the U-Net's GFLOPs per step normalized to the c=320\n"
                "U-Net at the same latent and context (as `ldmc stats`), x the denoiser evaluations per image per\n"
                "step (2 with guidance: the conditional and unconditional passes), x steps.\n"
-               "Example: ldmc sample --prompt sneaker --prompt bag --sampler dpmpp2m --steps 20 --cfg 4 -o s.png",
+               "Example: ldmc sample --prompt sneaker --prompt bag --sampler dpmpp2m --steps 20 --cfg 4 -o s.png\n"
+               "Super-resolution: ldmc sample --model runs/sr/model.ldmc --superres-from test --n 8 -o sr.png",
     .flags = k_flags,
     .n_flags = F_COUNT,
     .repeatable = "prompt",
@@ -141,7 +147,13 @@ int ldmc_cmd_sample(int argc, char **argv) {
   int rc = ldmc_cli_parse(&k_cmd, argc, argv);
   if (rc != LDMC_CLI_CONTINUE) return rc;
   int np = k_cmd.n_repeated;
-  if (np < 1) return ldmc_cli_usage_error(&k_cmd, "give at least one --prompt TEXT");
+  const char *srf = k_flags[F_SR_FROM].value;
+  if (srf && strcmp(srf, "test") != 0) return ldmc_cli_usage_error(&k_cmd, "--superres-from %s: expected test", srf);
+  if (srf && (np > 0 || ldmc_cli_has(&k_cmd, "cfg") || ldmc_cli_has(&k_cmd, "eval") ||
+              ldmc_cli_has(&k_cmd, "save-samples")))
+    return ldmc_cli_usage_error(&k_cmd, "--superres-from prompts each test image with its class name, without guidance: "
+                                "give no --prompt, --cfg, --eval or --save-samples");
+  if (np < 1 && !srf) return ldmc_cli_usage_error(&k_cmd, "give at least one --prompt TEXT");
   int64_t steps = 50, seed = 0, n = 8, batch = 16, threads = 0, offset = 1, scale = 2;
   double cfg = 3, eta = 0, rates[16];
   int nr = 1;
@@ -212,11 +224,26 @@ int ldmc_cmd_sample(int argc, char **argv) {
     st = ldmc_error(LDMC_ERR_INVALID, "--sampler lcm needs a distilled model (`ldmc distill`); %s is not one", path);
   if (st == LDMC_OK && !lcm && m.unet.guidance_embed_dim > 0)
     st = ldmc_error(LDMC_ERR_INVALID, "%s is a distilled (consistency) model: sample it with --sampler lcm", path);
+  if (st == LDMC_OK && !srf && m.unet.cond_channels > 0)
+    st = ldmc_error(LDMC_ERR_INVALID, "%s is a %dx super-resolution model: sample it with --superres-from test", path,
+                    m.superres_factor);
+  if (st == LDMC_OK && srf && m.unet.cond_channels == 0)
+    st = ldmc_error(LDMC_ERR_INVALID, "--superres-from: %s is not a super-resolution model (ldmc train --superres)",
+                    path);
   if (st != LDMC_OK) {
     ldmc_ldm_model_free(&m);
     return ldmc_cli_usage_error(&k_cmd, "%s", ldmc_last_error());
   }
   ldmc_compile_opts co = {.threads = (int)threads};
+  if (srf) {
+    ldmc_sr_sample_opts so = {.m = &m, .model_path = path, .sc = &sc, .n = n, .batch = batch, .seed = (uint64_t)seed,
+                              .out_png = out, .save_latents = k_flags[F_SAVE_LATENTS].value, .scale = (int)scale,
+                              .labels = ldmc_cli_has(&k_cmd, "labels"), .be = ct.be, .co = co};
+    st = ldmc_dist_size() > 1 ? ldmc_error(LDMC_ERR_INVALID, "--superres-from runs in one process (not under mpirun)")
+                              : ldmc_sample_superres(&so);
+    ldmc_ldm_model_free(&m);
+    return st == LDMC_OK ? LDMC_EXIT_OK : ldmc_cli_fail(&k_cmd, "%s", ldmc_last_error());
+  }
   bool guidance = !lcm && (nr > 1 || cfg != 1); /* lcm: the rate is the model's input, one pass */
   int64_t rows_out = (int64_t)np * nr, total = rows_out * n;
   /* several rates: a batch stays within one grid row (one rate) */
@@ -369,9 +396,12 @@ int ldmc_cmd_sample(int argc, char **argv) {
     ref.guidance_embed_dim = 0;
     ldmc_graph *g1 = NULL, *gr = NULL;
     ldmc_model_stats s1, sr;
+    ref.cond_channels = 0;
     double norm = NAN, gf = NAN;
+    const char *in_names[LDMC_UNET_MAX_INPUTS];
+    int n_in = ldmc_unet_inputs(&u1, in_names);
     if (ldmc_unet_build(&u1, &g1) == LDMC_OK && ldmc_unet_build(&ref, &gr) == LDMC_OK &&
-        ldmc_stats_compute(g1, ldmc_unet_input_names, ldmc_unet_n_inputs(&u1), &s1) == LDMC_OK &&
+        ldmc_stats_compute(g1, in_names, n_in, &s1) == LDMC_OK &&
         ldmc_stats_compute(gr, ldmc_unet_input_names, LDMC_UNET_N_INPUTS, &sr) == LDMC_OK) {
       gf = (double)s1.mac_flops / 1e9; /* as `ldmc stats`' GFLOPs/step: convolutions, matmuls, attention */
       norm = (double)s1.mac_flops / (double)sr.mac_flops;

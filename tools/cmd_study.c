@@ -25,7 +25,8 @@ enum { F_CONFIG, F_OUT, F_DRY_RUN, F_REPORT, F_ONLY, F_PROGRESS, F_NO_PROGRESS, 
 static ldmc_cli_flag k_flags[F_COUNT] = {
     [F_CONFIG] = {"config", "FILE", "the study's JSON configuration (docs/study.md; default: the built-in study:\n"
                                     "c = 16,24,32,48,64, 1500 steps each, ddim/ddpm 4-32 steps, dpmpp2m 4-16,\n"
-                                    "guidance 1.5,3,5,8, 200 samples per cell, distillation, super-resolution)"},
+                                    "guidance 1.5,3,5,8, 200 samples per cell, distillation; the shipped study:\n"
+                                    "docs/study/study.json)"},
     [F_OUT] = {"out", "DIR", "the study's folder: DIR/study.json, DIR/train|distill|superres/cW (the runs),\n"
                              "DIR/cells/NAME.json (one result per cell), DIR/report.md, DIR/plots, DIR/study.csv"},
     [F_DRY_RUN] = {"dry-run", NULL, "print the plan (every cell, done or not) and its estimated time; run nothing"},

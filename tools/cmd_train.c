@@ -24,7 +24,7 @@ enum {
   F_THREADS, F_TARGET, F_BACKEND, F_BF16, F_CKPT, F_KEEP, F_LOG, F_VAL, F_VAL_BATCHES, F_RESUME, F_PROGRESS,
   F_NO_PROGRESS, F_DATA, F_LIMIT, F_EXPORT, F_CHANNELS, F_GROUPS, F_TEXT_WIDTH, F_TEXT_LAYERS, F_TEXT_HEADS, F_TOKENS,
   F_VAE, F_PREDICTION, F_SCHEDULE, F_COND_DROP, F_VAE_CHANNELS, F_VAE_LAYERS, F_LATENT_CHANNELS, F_KL,
-  F_CLS_WIDTHS, F_FEATURES, F_STOP_AFTER, F_COUNT
+  F_CLS_WIDTHS, F_FEATURES, F_STOP_AFTER, F_INIT, F_SUPERRES, F_COUNT
 };
 
 static ldmc_cli_flag k_flags[F_COUNT] = {
@@ -80,6 +80,12 @@ static ldmc_cli_flag k_flags[F_COUNT] = {
     [F_FEATURES] = {"features", "F", "classifier: the penultimate (feature) width (default 128)"},
     [F_STOP_AFTER] = {"stop-after", "N", "end this run after N steps with a checkpoint (the schedule stays that of\n"
                                          "--steps; continue with --resume)"},
+    [F_INIT] = {"init", "FILE", "unet: start from a trained latent diffusion model file (its configuration, prompt\n"
+                                "encoder, U-Net and autoencoder; --channels, --groups, --text-*, --tokens, --vae,\n"
+                                "--prediction and --schedule are then an error)"},
+    [F_SUPERRES] = {"superres", "F", "unet: super-resolution finetuning: the U-Net also gets the latent of each image\n"
+                                     "average-pooled FxF and upsampled back (conv_in widened; its new input channels\n"
+                                     "start at zero with --init, so the finetuning starts from the trained model)"},
 };
 
 static ldmc_cli_cmd k_cmd = {
@@ -94,6 +100,7 @@ static ldmc_cli_cmd k_cmd = {
                "  ldmc train --model classifier --out runs/cls --epochs 3\n"
                "  ldmc train --model autoencoder --out runs/vae --steps 3000\n"
                "  ldmc train --model unet --vae runs/vae/model.ldmc --out runs/ldm --steps 20000 --ema 0.999\n"
+               "  ldmc train --model unet --init runs/ldm/model.ldmc --superres 4 --out runs/sr --steps 2000\n"
                "Data-parallel (docs/distributed.md): mpirun -np N ldmc train ... gives each rank B/N images of every\n"
                "batch and all-reduces the gradients; the result matches one process with the same --batch.\n"
                "A collective waits at most $LDMC_DIST_TIMEOUT seconds (default 600) for the other ranks.",
@@ -197,7 +204,19 @@ typedef struct job {
   ldmc_tensor_set vae_ws; /* unet: the autoencoder inside the model file */
   double vae_scale;
   int tokens;
+  ldmc_ldm_model init;    /* unet --init: the starting model (its autoencoder moved into vae_ws) */
+  bool has_init;
+  ldmc_tensor_set init_w; /* views of init's prompt encoder and U-Net weights (conv_in widened) */
+  int superres;
 } job;
+
+static void job_free(job *j) {
+  ldmc_graph_free(j->loss);
+  ldmc_tensor_set_free(&j->vae_ws);
+  j->init_w.n = 0; /* views: init owns them */
+  ldmc_tensor_set_free(&j->init_w);
+  if (j->has_init) ldmc_ldm_model_free(&j->init);
+}
 
 static int build_classifier(job *j, int64_t batch) {
   ldmc_classifier_config_default(&j->cls);
@@ -242,7 +261,8 @@ static int build_vae(job *j, int64_t batch) {
   return LDMC_CLI_CONTINUE;
 }
 
-static int build_ldm(job *j, int64_t batch) {
+/* The architecture from the flags (and the autoencoder from --vae). */
+static int ldm_from_flags(job *j, int64_t batch, ldmc_unet_config *u, ldmc_clip_config *tc, ldmc_diffusion_config *dc) {
   const char *vae = k_flags[F_VAE].value;
   if (!vae) return ldmc_cli_usage_error(&k_cmd, "--model unet needs --vae FILE (a trained autoencoder's model.ldmc)");
   if (load_vae(vae, &j->vae, &j->vae_ws, &j->vae_scale) != LDMC_OK) return ldmc_cli_fail(&k_cmd, "%s", ldmc_last_error());
@@ -254,41 +274,112 @@ static int build_ldm(job *j, int64_t batch) {
   if ((rc = int_flag(F_TEXT_LAYERS, 1, 64, &L)) != LDMC_CLI_CONTINUE) return rc;
   if ((rc = int_flag(F_TEXT_HEADS, 1, 64, &H)) != LDMC_CLI_CONTINUE) return rc;
   if ((rc = int_flag(F_TOKENS, 3, 77, &T)) != LDMC_CLI_CONTINUE) return rc;
-  ldmc_diffusion_config dc;
-  ldmc_diffusion_config_default(&dc);
-  if (k_flags[F_PREDICTION].value && ldmc_prediction_parse(k_flags[F_PREDICTION].value, &dc.prediction) != LDMC_OK)
+  ldmc_diffusion_config_default(dc);
+  if (k_flags[F_PREDICTION].value && ldmc_prediction_parse(k_flags[F_PREDICTION].value, &dc->prediction) != LDMC_OK)
     return ldmc_cli_usage_error(&k_cmd, "--prediction: %s", ldmc_last_error());
-  if (k_flags[F_SCHEDULE].value && ldmc_beta_schedule_parse(k_flags[F_SCHEDULE].value, &dc.schedule) != LDMC_OK)
+  if (k_flags[F_SCHEDULE].value && ldmc_beta_schedule_parse(k_flags[F_SCHEDULE].value, &dc->schedule) != LDMC_OK)
     return ldmc_cli_usage_error(&k_cmd, "--schedule: %s", ldmc_last_error());
-  if ((rc = real_flag(F_COND_DROP, 0, 1, &dc.cond_drop)) != LDMC_CLI_CONTINUE) return rc;
   int64_t ld[4];
   ldmc_vae_config vb = j->vae;
   vb.batch = batch;
   ldmc_vae_latent_dims(&vb, ld);
+  ldmc_unet_config_default(u, (int)c);
+  u->groups = (int)G;
+  u->in_channels = u->out_channels = (int)ld[1];
+  u->height = ld[2], u->width = ld[3];
+  u->context_dim = (int)D, u->context_tokens = (int)T;
+  ldmc_clip_config_words(tc, (int)D, (int)T);
+  tc->layers = (int)L, tc->heads = (int)H;
+  return LDMC_CLI_CONTINUE;
+}
+
+/* conv_in.weight [c, Cin, k, k] -> [c, Cin + extra, k, k], the new input channels zero. */
+static ldmc_status widen_conv_in(ldmc_tensor_set *w, int extra) {
+  ldmc_tensor *t = ldmc_tensor_set_find(w, "conv_in.weight");
+  if (!t || t->dtype != LDMC_F32 || t->shape.rank != 4)
+    return ldmc_error(LDMC_ERR_FORMAT, "--init: the U-Net has no f32 conv_in.weight [c, C, k, k]");
+  ldmc_shape s = t->shape;
+  int64_t co = s.dims[0], ci = s.dims[1], kk = s.dims[2] * s.dims[3];
+  s.dims[1] += extra;
+  ldmc_tensor n;
+  LDMC_TRY(ldmc_tensor_alloc(&n, t->name, LDMC_F32, &s));
+  for (int64_t o = 0; o < co; o++)
+    memcpy((float *)n.data + o * (ci + extra) * kk, (const float *)t->data + o * ci * kk, (size_t)(ci * kk) * 4);
+  ldmc_tensor_release(t);
+  *t = n;
+  return LDMC_OK;
+}
+
+/* The architecture, diffusion and weights of a trained model (--init). */
+static int ldm_from_init(job *j, const char *path, ldmc_unet_config *u, ldmc_clip_config *tc, ldmc_diffusion_config *dc) {
+  static const int conflicts[] = {F_CHANNELS, F_GROUPS, F_TEXT_WIDTH, F_TEXT_LAYERS, F_TEXT_HEADS, F_TOKENS, F_VAE,
+                                  F_PREDICTION, F_SCHEDULE};
+  for (size_t k = 0; k < sizeof conflicts / sizeof *conflicts; k++)
+    if (ldmc_cli_has(&k_cmd, k_flags[conflicts[k]].name))
+      return ldmc_cli_usage_error(&k_cmd, "--%s conflicts with --init (the architecture is the model file's)",
+                                  k_flags[conflicts[k]].name);
+  if (ldmc_ldm_model_load(path, &j->init) != LDMC_OK) return ldmc_cli_fail(&k_cmd, "--init: %s", ldmc_last_error());
+  j->has_init = true;
+  ldmc_ldm_model *m = &j->init;
+  if (m->unet.guidance_embed_dim > 0)
+    return ldmc_cli_usage_error(&k_cmd, "--init %s: a distilled (LCM) model; give the model it was distilled from", path);
+  if (m->superres_factor > 0 && m->superres_factor != j->superres)
+    return ldmc_cli_usage_error(&k_cmd, "--init %s: a %dx super-resolution model; continue it with --superres %d", path,
+                                m->superres_factor, m->superres_factor);
+  j->vae = m->vae, j->vae_scale = m->latent_scale;
+  j->vae_ws = m->vae_w;
+  m->vae_w = (ldmc_tensor_set){0}; /* moved */
+  *u = m->unet, *tc = m->text, *dc = m->diffusion;
+  ldmc_status st = LDMC_OK;
+  if (j->superres > 0 && m->unet.cond_channels == 0) st = widen_conv_in(&m->unet_w, u->in_channels);
+  const ldmc_tensor_set *parts[2] = {&m->text_w, &m->unet_w};
+  for (int p = 0; p < 2 && st == LDMC_OK; p++)
+    for (int32_t i = 0; i < parts[p]->n && st == LDMC_OK; i++) {
+      ldmc_tensor v = parts[p]->items[i];
+      v.owns_data = false;
+      st = ldmc_tensor_set_add(&j->init_w, &v);
+    }
+  if (st != LDMC_OK) return ldmc_cli_fail(&k_cmd, "--init %s: %s", path, ldmc_last_error());
+  return LDMC_CLI_CONTINUE;
+}
+
+static int build_ldm(job *j, int64_t batch) {
+  int64_t sr = 0;
+  int rc;
+  if ((rc = int_flag(F_SUPERRES, 2, 1 << 10, &sr)) != LDMC_CLI_CONTINUE) return rc;
+  j->superres = (int)sr;
   ldmc_unet_config u;
-  ldmc_unet_config_default(&u, (int)c);
-  u.groups = (int)G;
-  u.in_channels = u.out_channels = (int)ld[1];
-  u.height = ld[2], u.width = ld[3], u.batch = batch;
-  u.context_dim = (int)D, u.context_tokens = (int)T;
   ldmc_clip_config tc;
-  ldmc_clip_config_words(&tc, (int)D, (int)T);
-  tc.layers = (int)L, tc.heads = (int)H, tc.batch = batch;
+  ldmc_diffusion_config dc;
+  const char *init = k_flags[F_INIT].value;
+  rc = init ? ldm_from_init(j, init, &u, &tc, &dc) : ldm_from_flags(j, batch, &u, &tc, &dc);
+  if (rc != LDMC_CLI_CONTINUE) return rc;
+  if ((rc = real_flag(F_COND_DROP, 0, 1, &dc.cond_drop)) != LDMC_CLI_CONTINUE) return rc;
+  if (sr > 0 && (j->vae.height % sr || j->vae.width % sr))
+    return ldmc_cli_usage_error(&k_cmd, "--superres %lld does not divide the %lldx%lld images", (long long)sr,
+                                (long long)j->vae.height, (long long)j->vae.width);
+  u.batch = batch, tc.batch = batch;
+  if (sr > 0) u.cond_channels = u.in_channels; /* the low-resolution image's latent, channel for channel */
   ldmc_graph *ug = NULL, *tg = NULL;
   int32_t empty[77];
+  int T = u.context_tokens;
   ldmc_status st = ldmc_unet_config_check(&u);
   if (st == LDMC_OK) st = ldmc_clip_config_check(&tc);
   if (st == LDMC_OK) st = ldmc_unet_build(&u, &ug);
   if (st == LDMC_OK) st = ldmc_clip_build(&tc, &tg);
-  if (st == LDMC_OK) st = ldmc_tokenizer_encode("", (int)T, empty);
+  if (st == LDMC_OK) st = ldmc_tokenizer_encode("", T, empty);
   if (st == LDMC_OK) st = ldmc_ldm_loss_build(&dc, ug, tg, empty, j->vae_scale, &j->loss);
   ldmc_graph_free(ug), ldmc_graph_free(tg);
   if (st != LDMC_OK) return ldmc_cli_fail(&k_cmd, "%s", ldmc_last_error());
-  j->n_data = LDMC_LDM_N_DATA;
-  j->tokens = (int)T;
+  j->n_data = LDMC_LDM_N_DATA + (sr > 0);
+  j->tokens = T;
   ldmc_cli_kv_add(&j->cfg, "model", "ldm");
   ldmc_cli_kv_add(&j->cfg, "unet.channels", "%d", u.channels);
   if (u.groups != 32) ldmc_cli_kv_add(&j->cfg, "unet.groups", "%d", u.groups);
+  if (u.cond_channels > 0) {
+    ldmc_cli_kv_add(&j->cfg, "unet.cond_channels", "%d", u.cond_channels);
+    ldmc_cli_kv_add(&j->cfg, "superres.factor", "%d", j->superres);
+  }
   ldmc_cli_kv_add(&j->cfg, "unet.latent", "%lldx%lldx%d", (long long)u.height, (long long)u.width, u.in_channels);
   ldmc_cli_kv_add(&j->cfg, "unet.context", "%dx%d", u.context_dim, u.context_tokens);
   ldmc_cli_kv_add(&j->cfg, "text.width", "%d", tc.width);
@@ -299,6 +390,7 @@ static int build_ldm(job *j, int64_t batch) {
   ldmc_cli_kv_add(&j->cfg, "beta_schedule", "%s", ldmc_beta_schedule_name(dc.schedule));
   ldmc_cli_kv_add(&j->cfg, "num_train_timesteps", "%d", dc.timesteps);
   ldmc_cli_kv_add(&j->cfg, "cond_drop", "%g", dc.cond_drop);
+  if (init) ldmc_cli_kv_add(&j->cfg, "init", "%s", init);
   ldmc_cli_kv_ints(&j->cfg, "vae.block_out_channels", j->vae.block_out_channels, j->vae.n_blocks);
   ldmc_cli_kv_add(&j->cfg, "vae.layers_per_block", "%d", j->vae.layers_per_block);
   ldmc_cli_kv_add(&j->cfg, "vae.latent_channels", "%d", j->vae.latent_channels);
@@ -316,6 +408,8 @@ int ldmc_cmd_train(int argc, char **argv) {
   bool is_cls = !strcmp(model, "classifier"), is_vae = !strcmp(model, "autoencoder"), is_ldm = !strcmp(model, "unet");
   if (!is_cls && !is_vae && !is_ldm)
     return ldmc_cli_usage_error(&k_cmd, "--model %s: expected classifier, autoencoder or unet", model);
+  if (!is_ldm && (ldmc_cli_has(&k_cmd, "init") || ldmc_cli_has(&k_cmd, "superres")))
+    return ldmc_cli_usage_error(&k_cmd, "--%s is for --model unet", ldmc_cli_has(&k_cmd, "init") ? "init" : "superres");
   if (ldmc_cli_has(&k_cmd, "steps") && ldmc_cli_has(&k_cmd, "epochs"))
     return ldmc_cli_usage_error(&k_cmd, "give --steps or --epochs, not both");
   if (ldmc_cli_has(&k_cmd, "progress") && ldmc_cli_has(&k_cmd, "no-progress"))
@@ -368,8 +462,7 @@ int ldmc_cmd_train(int argc, char **argv) {
   rc = is_cls ? build_classifier(&j, local) : is_vae ? build_vae(&j, local) : build_ldm(&j, local);
   ldmc_batch_shard_set(0, 1);
   if (rc != LDMC_CLI_CONTINUE) {
-    ldmc_graph_free(j.loss);
-    ldmc_tensor_set_free(&j.vae_ws);
+    job_free(&j);
     return rc;
   }
   ldmc_cli_kv_add(&j.cfg, "batch", "%lld", (long long)batch);
@@ -378,7 +471,8 @@ int ldmc_cmd_train(int argc, char **argv) {
   ldmc_train_opts to = {.clip_norm = clip, .ema_decay = ema, .weight_decay = wd, .master_f32 = true};
   ldmc_compile_opts co = {.threads = (int)threads, .bf16 = ldmc_cli_has(&k_cmd, "bf16")};
   ldmc_data_opts dopt = {.dir = k_flags[F_DATA].value, .limit = limit, .seed = (uint64_t)seed, .be = ct.be, .co = co,
-                         .shard_rank = rank, .shard_ranks = ranks};
+                         .shard_rank = rank, .shard_ranks = ranks, .superres = j.superres,
+                         .latent_scale = j.vae_scale};
   ldmc_train_session *s = NULL;
   ldmc_model_data *data = NULL;
   ldmc_train_source src;
@@ -389,7 +483,8 @@ int ldmc_cmd_train(int argc, char **argv) {
     if (ranks > 1) fprintf(stderr, ", data-parallel over %d ranks (%lld images each per step)", ranks, (long long)local);
     fprintf(stderr, "\n");
   }
-  ldmc_status st = ldmc_train_session_new(j.loss, j.n_data, &to, (uint64_t)seed, NULL, ct.be, &co, &s);
+  ldmc_status st = ldmc_train_session_new(j.loss, j.n_data, &to, (uint64_t)seed, j.has_init ? &j.init_w : NULL,
+                                          ct.be, &co, &s);
   if (st == LDMC_OK) {
     st = is_cls   ? ldmc_classifier_data_new(&j.cls, &dopt, s, &data, &src)
          : is_vae ? ldmc_vae_data_new(&j.vae, &dopt, s, &data, &src)
@@ -415,8 +510,7 @@ int ldmc_cmd_train(int argc, char **argv) {
     ldmc_train_result_free(&res);
     ldmc_model_data_free(data);
     ldmc_train_session_free(s);
-    ldmc_graph_free(j.loss);
-    ldmc_tensor_set_free(&j.vae_ws);
+    job_free(&j);
     return other_rc;
   }
   if (st == LDMC_OK && res.paused)
@@ -456,7 +550,6 @@ int ldmc_cmd_train(int argc, char **argv) {
   ldmc_train_result_free(&res);
   ldmc_model_data_free(data);
   ldmc_train_session_free(s);
-  ldmc_graph_free(j.loss);
-  ldmc_tensor_set_free(&j.vae_ws);
+  job_free(&j);
   return exit_rc;
 }

@@ -221,8 +221,8 @@ static void conclude(const study_config *c, const char *what, const envelope *e,
   int w0 = e->width[0], w1 = e->width[e->n - 1], narrow = c->widths[0], wide = c->widths[c->n_widths - 1];
   int k = snprintf(o, cap - n, "- %s: ", what);
   for (int i = 0; i < e->n && (size_t)k < cap - n; i++)
-    k += snprintf(o + k, cap - n - (size_t)k, "%sc=%d is best %s%.3g%s", i ? ", then " : "", e->width[i],
-                  i == e->n - 1 ? "up to " : "up to ", e->hi[i], unit);
+    k += snprintf(o + k, cap - n - (size_t)k, "%sc=%d is best from %.3g to %.3g%s", i ? ", then " : "", e->width[i],
+                  e->lo[i], e->hi[i], unit);
   if ((size_t)k >= cap - n) return;
   if (e->n == 1)
     k += snprintf(o + k, cap - n - (size_t)k, " (every cost measured: %s).\n",

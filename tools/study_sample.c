@@ -18,16 +18,11 @@
 #include "models/eval.h"
 #include "models/ldm_model.h"
 #include "models/metrics.h"
-#if STUDY_SUPERRES
 #include "models/superres.h"
-#endif
 #include "models/text_encoder.h"
 #include "tools/cli_target.h"
 #include "tools/study.h"
 
-#ifndef STUDY_SUPERRES
-#define STUDY_SUPERRES 0
-#endif
 #define STUDY_KEEP_IMAGES 20 /* images kept per cell for the grids: two per class */
 
 struct study_sampling {
@@ -288,7 +283,6 @@ int study_run_sample_cell(study_sampling *s, const study_config *c, const char *
     for (int64_t i = 0; i < N; i++) {
       ldmc_fmnist_image_f32(s->test, i, originals + i * S * S); /* padded to 32 x 32, as training sees it */
     }
-#if STUDY_SUPERRES
     t0 = study_now();
     if (ldmc_superres_cond_latents(&s->m, originals, N, c->superres_factor, s->be, &s->co, &cond_all) != LDMC_OK) {
       rc = failf(err, errlen, "the low-resolution conditions");
@@ -301,11 +295,6 @@ int study_run_sample_cell(study_sampling *s, const study_config *c, const char *
       rc = failf(err, errlen, "conditions");
       goto done;
     }
-#else
-    snprintf(err, errlen, "super-resolution sampling is not built in");
-    rc = 1;
-    goto done;
-#endif
   }
   ldmc_sampler_cost cost;
   ldmc_sampler_get_cost(smp, &cost);
@@ -327,9 +316,7 @@ int study_run_sample_cell(study_sampling *s, const study_config *c, const char *
       }
       ldmc_sample_run_opts ro = {.seed = (uint64_t)c->seed, .first_image = o0, .context = &ctx,
                                  .guidance_scale = rates[r], .progress = on_step, .progress_ctx = &sctx,
-#if STUDY_SUPERRES
                                  .cond = sr ? &cond : NULL,
-#endif
       };
       t0 = study_now();
       if (ldmc_sample_run(smp, &ro) != LDMC_OK) {

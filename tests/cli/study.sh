@@ -51,19 +51,25 @@ cat >tiny.json <<EOF
  "sample": {"samplers": [{"sampler": "ddim", "steps": [2, 4]}, {"sampler": "dpmpp2m", "steps": [2]}],
             "guidance": [2, 4], "samples": 20, "batch": 10},
  "checkpoints": {"sampler": "ddim", "steps": 2, "guidance": 2},
- "distill": {"steps": 2, "batch": 2, "lcm_steps": [2]}, "superres": false}
+ "distill": {"steps": 2, "batch": 2, "lcm_steps": [2]},
+ "superres": {"steps": 2, "sample_steps": [2, 4]}}
 EOF
 run 0 "$LDMC" study --config tiny.json --out s --dry-run
 out_has "train-c8" "sample-c8-ddim-s2-w*" "sample-c8-dpmpp2m-s2-w*" "ckpt-c8-k2" "ckpt-c8-k4" "distill-c8" \
-  "lcm-c8-s2-w*" "total"
+  "lcm-c8-s2-w*" "srtrain-c8" "sr-c8-ddim-s2" "total"
 check "a dry run writes nothing" test ! -e s
 run 0 "$LDMC" study --config tiny.json --out s --no-progress
 out_has "cells run" "report s/report.md"
 for c in train-c8 sample-c8-ddim-s2-w2 sample-c8-ddim-s2-w4 sample-c8-ddim-s4-w2 sample-c8-ddim-s4-w4 \
-  sample-c8-dpmpp2m-s2-w2 sample-c8-dpmpp2m-s2-w4 ckpt-c8-k2 ckpt-c8-k4 distill-c8 lcm-c8-s2-w2 lcm-c8-s2-w4; do
+  sample-c8-dpmpp2m-s2-w2 sample-c8-dpmpp2m-s2-w4 ckpt-c8-k2 ckpt-c8-k4 distill-c8 lcm-c8-s2-w2 lcm-c8-s2-w4 \
+  srtrain-c8 sr-c8-ddim-s2 sr-c8-ddim-s4; do
   check "cell $c" test -s "s/cells/$c.json"
 done
 check "the trained width" test -s s/train/c8/model.ldmc
+check "the super-resolution width" test -s s/superres/c8/model.ldmc
+check "a super-resolution cell: one pass, a PSNR" python3 -c "
+import json; c = json.load(open('s/cells/sr-c8-ddim-s4.json'))
+assert c['passes'] == 1 and c['steps'] == 4 and c['psnr'] > 0 and c['fd'] > 0, c"
 check "the distilled width" test -s s/distill/c8/model.ldmc
 check "a cell's images" test -s s/cells/sample-c8-ddim-s2-w2.safetensors
 check "study.csv: a row per sampling cell" test "$(wc -l <s/study.csv)" -eq $((1 + 6 + 2 + 2))
@@ -73,7 +79,7 @@ assert c['fd'] > 0 and c['samples'] == 20 and c['steps'] == 4 and c['passes'] ==
 assert abs(c['cost'] - c['norm_per_pass'] * 2 * 4) < 1e-12, c"
 check "an lcm cell counts one pass" python3 -c "
 import json; c = json.load(open('s/cells/lcm-c8-s2-w4.json')); assert c['passes'] == 1 and c['steps'] == 2, c"
-for p in quality_vs_training cost_ddim cost_dpmpp2m guidance_ddim distilled; do
+for p in quality_vs_training cost_ddim cost_dpmpp2m guidance_ddim distilled superres seconds_ddim; do
   check "plot $p" test -s "s/plots/$p.png" -a -s "s/plots/$p.svg"
 done
 check "the equal-cost grid" test -s s/plots/grid_equal_cost.png
