@@ -72,7 +72,7 @@ import json; c = json.load(open('s/cells/sr-c8-ddim-s4.json'))
 assert c['passes'] == 1 and c['steps'] == 4 and c['psnr'] > 0 and c['fd'] > 0, c"
 check "the distilled width" test -s s/distill/c8/model.ldmc
 check "a cell's images" test -s s/cells/sample-c8-ddim-s2-w2.safetensors
-check "study.csv: a row per sampling cell" test "$(wc -l <s/study.csv)" -eq $((1 + 6 + 2 + 2))
+check "study.csv: a row per sampling cell" test "$(wc -l <s/study.csv)" -eq $((1 + 6 + 2 + 2 + 2))
 check "a sample cell's FD is a positive number" python3 -c "
 import json; c = json.load(open('s/cells/sample-c8-ddim-s4-w2.json'))
 assert c['fd'] > 0 and c['samples'] == 20 and c['steps'] == 4 and c['passes'] == 2, c
