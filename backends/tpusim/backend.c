@@ -1,10 +1,12 @@
 /* The tpusim backend behind the vtable: checks every node can be lowered
  * (naming the first that cannot: there is no fallback), decomposes
- * composites (norms, softmax, GELU, SiLU, upsampling; attention too unless
- * it runs as one flash kernel) with the pass pipeline's decompose pass,
+ * composites (softmax, GELU, SiLU, upsampling; attention and the norms too
+ * unless they run as one kernel) with the pass pipeline's decompose pass,
  * fuses elementwise chains into one vector kernel each and, where a chain
  * consumes a matmul's or convolution's value, into that product's kernel as
- * its epilogue (both decided here, at compile time), lowers every other
+ * its epilogue, and the chain after a norm into the norm's kernel (all
+ * decided here, at compile time), packs the weight operands of products
+ * once (params_are_weights), lowers every other
  * non-source node of the result
  * to one kernel (lower_*.c), verifies every stream, and at
  * run time executes them in order on the functional simulator over one
@@ -18,6 +20,7 @@
 #include "backends/tpusim/lower.h"
 #include "backends/tpusim/tpusim.h"
 #include "passes/passes.h"
+#include "support/half.h"
 
 typedef struct tpk_exec {
   ldmc_tpu_target t;
@@ -32,6 +35,9 @@ typedef struct tpk_exec {
   ldmc_profile_hook hook;
   ldmc_tpu_mem mem; /* a kernel's buffers, bound per run (large: kept off the stack) */
   ldmc_tpu_sim_mode mode;
+  bool *weight;        /* per node: a parameter that is a weight (params_are_weights) */
+  uint16_t **pk_data;  /* per kernel with packed weights: the bf16 tiles (functional mode) */
+  const float **pk_src; /* the weight tensor they were packed from */
   uint64_t clock;   /* the simulated clock: cycles of every kernel run so far */
 } tpk_exec;
 
@@ -78,7 +84,13 @@ static bool tpk_supports(const ldmc_node *n) { return why_not(NULL, n, false) ==
 static void tpk_destroy(void *context) {
   tpk_exec *x = context;
   if (!x) return;
-  for (int i = 0; i < x->n_k; i++) ldmc_tpu_program_free(&x->k[i].prog);
+  for (int i = 0; i < x->n_k; i++) {
+    tpk_kernel_release(&x->k[i]);
+    if (x->pk_data) free(x->pk_data[i]);
+  }
+  free(x->pk_data);
+  free(x->pk_src);
+  free(x->weight);
   if (x->vals)
     for (int32_t i = 0; i < x->g->n_nodes; i++)
       if (x->g->nodes[i].op != LDMC_OP_PARAMETER && !(x->alias && x->alias[i])) free(x->vals[i]);
@@ -94,6 +106,26 @@ static void kernel_mem(const tpk_exec *x, const tpk_kernel *k, ldmc_tpu_mem *mem
   mem->count = k->n_bufs;
   for (int i = 0; i < k->n_bufs; i++)
     mem->buf[i] = (ldmc_tpu_buffer){.data = with_data ? x->vals[k->buf_node[i]] : NULL, .bytes = x->bytes[k->buf_node[i]]};
+  if (k->pk_n > 0) /* the weight, laid out for the matrix units once */
+    mem->buf[k->pk_buf] = (ldmc_tpu_buffer){.data = with_data ? x->pk_data[k - x->k] : NULL, .bytes = 2 * k->pk_elems};
+}
+
+/* Kernel i's packed weights from the weight tensor bound now, when it is not the one they were packed from. */
+static ldmc_status pack_weights(tpk_exec *x, int i) {
+  const tpk_kernel *k = &x->k[i];
+  const float *src = x->vals[k->buf_node[k->pk_buf]];
+  if (src == x->pk_src[i] && x->pk_data[i]) return LDMC_OK;
+  if (!x->pk_data[i] && !(x->pk_data[i] = calloc(k->pk_elems ? k->pk_elems : 1, sizeof(uint16_t))))
+    return ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory packing the weights of %%%d", (int)k->node);
+  uint16_t *d = x->pk_data[i];
+  for (int t = 0; t < k->pk_n; t++) {
+    const tpk_pack_tile *p = &k->pk[t];
+    for (uint32_t r = 0; r < p->rows; r++)
+      for (uint32_t c = 0; c < p->cols; c++)
+        d[(uint64_t)p->dst + (uint64_t)r * p->cols + c] = ldmc_f32_to_bf16(src[(uint64_t)p->src + (uint64_t)r * p->stride + c]);
+  }
+  x->pk_src[i] = src;
+  return LDMC_OK;
 }
 
 /* Simulated nanoseconds at simulated cycle c. */
@@ -106,6 +138,8 @@ static const char *kernel_name(const ldmc_graph *g, const tpk_kernel *k) {
     for (int i = 0; i < k->n_nodes; i++) {
       if (g->nodes[k->nodes[i]].op == LDMC_OP_DOT_GENERAL) return "dot_general+ew";
       if (g->nodes[k->nodes[i]].op == LDMC_OP_CONVOLUTION) return "convolution+ew";
+      if (g->nodes[k->nodes[i]].op == LDMC_OP_GROUP_NORM) return "group_norm+ew";
+      if (g->nodes[k->nodes[i]].op == LDMC_OP_LAYER_NORM) return "layer_norm+ew";
     }
   return k->n_nodes > 1 ? "ew" : ldmc_op_name(g->nodes[k->node].op);
 }
@@ -120,6 +154,7 @@ static ldmc_status tpk_run(void *context, const ldmc_tensor *inputs, int n_input
     tpk_kernel *k = &x->k[i];
     if (k->prog.count == 0) continue; /* an empty value */
     bool functional = x->mode == LDMC_TPU_SIM_FUNCTIONAL;
+    if (functional && k->pk_n > 0) LDMC_TRY(pack_weights(x, i));
     kernel_mem(x, k, mem, functional);
     ldmc_status st = ldmc_tpu_sim_run(&x->t, &k->prog, mem, x->mode, &x->stats[i]);
     if (st != LDMC_OK)
@@ -160,13 +195,23 @@ static ldmc_status default_target(ldmc_tpu_target *t) {
   return ldmc_tpusim_target_resolve(getenv("LDMC_TPUSIM_TARGET"), t);
 }
 
-static ldmc_status lower_node(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, tpk_kernel *k) {
+static bool is_producer(const ldmc_node *n) { return n->op == LDMC_OP_DOT_GENERAL || n->op == LDMC_OP_CONVOLUTION; }
+
+/* A product whose operand 1 is a weight reads it packed (lower_dot.c, lower_conv.c). */
+static void mark_pack(const ldmc_graph *g, int32_t id, const bool *weight, tpk_kernel *k) {
   const ldmc_node *n = &g->nodes[id];
+  k->pack_ok = weight && is_producer(n) && weight[n->operands[1]];
+}
+
+static ldmc_status lower_node(const ldmc_graph *g, int32_t id, const ldmc_tpu_target *t, const bool *weight, tpk_kernel *k) {
+  const ldmc_node *n = &g->nodes[id];
+  mark_pack(g, id, weight, k);
   if (n->op == LDMC_OP_BROADCAST_IN_DIM) return tpk_lower_broadcast(g, id, t, k);
   if (n->op == LDMC_OP_REDUCE) return tpk_lower_reduce(g, id, t, k);
   if (n->op == LDMC_OP_DOT_GENERAL) return tpk_lower_dot(g, id, t, k);
   if (n->op == LDMC_OP_CONVOLUTION) return tpk_lower_conv(g, id, t, k);
   if (n->op == LDMC_OP_ATTENTION) return tpk_lower_attention(g, id, t, k);
+  if (n->op == LDMC_OP_GROUP_NORM || n->op == LDMC_OP_LAYER_NORM) return tpk_lower_norm_chain(g, id, NULL, t, k);
   if (n->op == LDMC_OP_SIN || n->op == LDMC_OP_COS) return tpk_lower_sincos(g, id, t, k);
   if (n->op == LDMC_OP_RESHAPE || n->op == LDMC_OP_TRANSPOSE || n->op == LDMC_OP_SLICE || n->op == LDMC_OP_CONCATENATE ||
       n->op == LDMC_OP_CONVERT || n->op == LDMC_OP_PAD)
@@ -182,8 +227,6 @@ static bool is_output(const ldmc_graph *g, int32_t id) {
 }
 
 static ldmc_status build_kernels(tpk_exec *x, const ldmc_graph *g, tpk_kernel **fused, const bool *absorbed);
-
-static bool is_producer(const ldmc_node *n) { return n->op == LDMC_OP_DOT_GENERAL || n->op == LDMC_OP_CONVOLUTION; }
 
 /* The nodes of a fused kernel, for the kernel's list: sorted ascending. */
 static void sort_ids(int32_t *c, int n) {
@@ -256,7 +299,7 @@ static ldmc_status plan_fusion(const ldmc_graph *g, const ldmc_tpu_target *t, tp
     }
     ldmc_tpu_program_init(&k->prog);
     if (tpk_lower_fused(g, c, n, t, k) != LDMC_OK) { /* a form it does not take: one kernel per node */
-      ldmc_tpu_program_free(&k->prog);
+      tpk_kernel_release(k);
       free(k);
       continue;
     }
@@ -280,15 +323,15 @@ static uint64_t dma_bytes(const ldmc_tpu_program *p) {
 
 /* Bytes of node p's kernel alone, plus (single non-NULL) those of that node's. */
 static ldmc_status unfused_bytes(const ldmc_graph *g, int32_t p, const int32_t *single, const ldmc_tpu_target *t,
-                                 uint64_t *out) {
+                                 const bool *weight, uint64_t *out) {
   *out = 0;
   for (int i = 0; i < (single ? 2 : 1); i++) {
     tpk_kernel *k = calloc(1, sizeof *k);
     if (!k) return ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory");
     ldmc_tpu_program_init(&k->prog);
-    ldmc_status st = lower_node(g, i ? *single : p, t, k);
+    ldmc_status st = lower_node(g, i ? *single : p, t, weight, k);
     *out += dma_bytes(&k->prog);
-    ldmc_tpu_program_free(&k->prog);
+    tpk_kernel_release(k);
     free(k);
     LDMC_TRY(st);
   }
@@ -301,7 +344,8 @@ static ldmc_status unfused_bytes(const ldmc_graph *g, int32_t p, const int32_t *
  * kernel replaces the chain's (fused[root]) and the producer and its reshapes are absorbed (no
  * kernel, no off-chip value) if the fused kernel's DMAs move fewer bytes than the two kernels'. A
  * chain takes one producer; the others read theirs from off chip. */
-static ldmc_status plan_epilogue(const ldmc_graph *g, const ldmc_tpu_target *t, tpk_kernel **fused, bool *absorbed) {
+static ldmc_status plan_epilogue(const ldmc_graph *g, const ldmc_tpu_target *t, const bool *weight, tpk_kernel **fused,
+                                 bool *absorbed) {
   int32_t nn = g->n_nodes;
   size_t cnt = (size_t)(nn ? nn : 1);
   int32_t *uses = calloc(cnt, sizeof *uses), *user = malloc(cnt * sizeof *user), *owner = malloc(cnt * sizeof *owner);
@@ -336,17 +380,18 @@ static ldmc_status plan_epilogue(const ldmc_graph *g, const ldmc_tpu_target *t, 
       break;
     }
     ldmc_tpu_program_init(&k->prog);
+    mark_pack(g, p, weight, k);
     ldmc_status ls = g->nodes[p].op == LDMC_OP_DOT_GENERAL ? tpk_lower_dot_chain(g, p, &ch, t, k)
                                                            : tpk_lower_conv_chain(g, p, &ch, t, k);
     /* worth it when it moves fewer bytes than the two kernels it replaces (the chain's vector tiles
      * can shrink the matmul's where the scratchpad is small, and then its operands are re-read more) */
     uint64_t before = 0;
     if (ls == LDMC_OK) {
-      ls = unfused_bytes(g, p, fused[r] ? NULL : &u, t, &before);
+      ls = unfused_bytes(g, p, fused[r] ? NULL : &u, t, weight, &before);
       if (fused[r]) before += dma_bytes(&fused[r]->prog);
     }
     if (ls != LDMC_OK || dma_bytes(&k->prog) >= before) { /* not taken, or not worth it: the chain stays its own */
-      ldmc_tpu_program_free(&k->prog);
+      tpk_kernel_release(k);
       free(k);
       continue;
     }
@@ -354,7 +399,7 @@ static ldmc_status plan_epilogue(const ldmc_graph *g, const ldmc_tpu_target *t, 
     sort_ids(kn, nk);
     k->n_nodes = nk;
     memcpy(k->nodes, kn, sizeof *kn * (size_t)nk);
-    if (fused[r]) ldmc_tpu_program_free(&fused[r]->prog), free(fused[r]);
+    if (fused[r]) tpk_kernel_release(fused[r]), free(fused[r]);
     fused[r] = k;
     taken[r] = true;
     for (int i = 0; i < nk; i++)
@@ -364,21 +409,84 @@ static ldmc_status plan_epilogue(const ldmc_graph *g, const ldmc_tpu_target *t, 
   return st;
 }
 
-static ldmc_status build(tpk_exec *x, const ldmc_graph *g) {
+static bool is_norm(const ldmc_node *n) { return n->op == LDMC_OP_GROUP_NORM || n->op == LDMC_OP_LAYER_NORM; }
+
+/* Norms, after the epilogues: a group / layer norm (one kernel, lower_norm.c) whose value is read only
+ * by the elementwise nodes of one chain not taken by a product (the SiLU after it) runs that chain on
+ * its normalized tiles: the kernel replaces the chain's, the norm is absorbed. The norm's value is then
+ * never stored nor read back, so this always moves fewer bytes. */
+static ldmc_status plan_norm(const ldmc_graph *g, const ldmc_tpu_target *t, tpk_kernel **fused, bool *absorbed) {
+  int32_t nn = g->n_nodes;
+  size_t cnt = (size_t)(nn ? nn : 1);
+  int32_t *uses = calloc(cnt, sizeof *uses), *user = malloc(cnt * sizeof *user), *owner = malloc(cnt * sizeof *owner);
+  ldmc_status st = uses && user && owner ? LDMC_OK : ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory");
+  for (int32_t i = 0; i < nn && st == LDMC_OK; i++) user[i] = owner[i] = -1;
+  for (int32_t i = 0; i < nn && st == LDMC_OK; i++)
+    for (int j = 0; j < g->nodes[i].n_operands; j++) uses[g->nodes[i].operands[j]]++, user[g->nodes[i].operands[j]] = i;
+  for (int32_t o = 0; o < g->n_outputs && st == LDMC_OK; o++) uses[g->outputs[o]] += 2;
+  for (int32_t r = 0; r < nn && st == LDMC_OK; r++)
+    if (fused[r])
+      for (int i = 0; i < fused[r]->n_nodes; i++) owner[fused[r]->nodes[i]] = r;
+  for (int32_t p = 0; p < nn && st == LDMC_OK; p++) {
+    if (!is_norm(&g->nodes[p]) || absorbed[p] || user[p] < 0) continue;
+    int32_t u = user[p], single[1];
+    const int32_t *cn = single;
+    int cnn = 1, r = owner[u];
+    if (r >= 0 && !fused[r]->epilogue) cn = fused[r]->nodes, cnn = fused[r]->n_nodes;
+    else if (r < 0 && !absorbed[u] && fusible_ew(&g->nodes[u])) single[0] = r = u;
+    else continue;
+    if (uses_in(g, cn, cnn, p) != uses[p] || cnn + 1 > TPK_MAX_KNODES) continue;
+    tpk_chain ch = {.nodes = cn, .n = cnn, .src = p};
+    tpk_kernel *k = calloc(1, sizeof *k);
+    if (!k) {
+      st = ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory");
+      break;
+    }
+    ldmc_tpu_program_init(&k->prog);
+    if (tpk_lower_norm_chain(g, p, &ch, t, k) != LDMC_OK) { /* a form the epilogue does not take */
+      tpk_kernel_release(k);
+      free(k);
+      continue;
+    }
+    int32_t kn[TPK_MAX_KNODES];
+    int nk = 0;
+    kn[nk++] = p;
+    for (int i = 0; i < cnn; i++) kn[nk++] = cn[i];
+    sort_ids(kn, nk);
+    k->n_nodes = nk;
+    memcpy(k->nodes, kn, sizeof *kn * (size_t)nk);
+    if (fused[r]) tpk_kernel_release(fused[r]), free(fused[r]);
+    fused[r] = k;
+    for (int i = 0; i < nk; i++)
+      if (kn[i] != r) absorbed[kn[i]] = true;
+  }
+  free(uses), free(user), free(owner);
+  return st;
+}
+
+static ldmc_status build(tpk_exec *x, const ldmc_graph *g, const ldmc_compile_opts *o) {
   int32_t nn = g->n_nodes;
   x->vals = calloc((size_t)(nn ? nn : 1), sizeof *x->vals);
   x->bytes = calloc((size_t)(nn ? nn : 1), sizeof *x->bytes);
   x->k = calloc((size_t)(nn ? nn : 1), sizeof *x->k);
   x->stats = calloc((size_t)(nn ? nn : 1), sizeof *x->stats);
   x->alias = calloc((size_t)(nn ? nn : 1), sizeof *x->alias);
-  if (!x->vals || !x->bytes || !x->k || !x->stats || !x->alias) return ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory");
+  x->weight = calloc((size_t)(nn ? nn : 1), sizeof *x->weight);
+  x->pk_data = calloc((size_t)(nn ? nn : 1), sizeof *x->pk_data);
+  x->pk_src = calloc((size_t)(nn ? nn : 1), sizeof *x->pk_src);
+  if (!x->vals || !x->bytes || !x->k || !x->stats || !x->alias || !x->weight || !x->pk_data || !x->pk_src)
+    return ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory");
+  /* parameters from n_activation_params on are weights: the products read them laid out once */
+  for (int32_t i = 0, pi = 0; i < nn && o && o->params_are_weights; i++)
+    if (g->nodes[i].op == LDMC_OP_PARAMETER) x->weight[i] = g->nodes[i].dtype == LDMC_F32 && pi++ >= o->n_activation_params;
   tpk_kernel **fused = calloc((size_t)(nn ? nn : 1), sizeof *fused);
   bool *absorbed = calloc((size_t)(nn ? nn : 1), sizeof *absorbed);
   ldmc_status fs = fused && absorbed ? plan_fusion(g, &x->t, fused, absorbed) : ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory");
-  if (fs == LDMC_OK) fs = plan_epilogue(g, &x->t, fused, absorbed);
+  if (fs == LDMC_OK) fs = plan_epilogue(g, &x->t, x->weight, fused, absorbed);
+  if (fs == LDMC_OK) fs = plan_norm(g, &x->t, fused, absorbed);
   ldmc_status st = fs == LDMC_OK ? build_kernels(x, g, fused, absorbed) : fs;
   for (int32_t i = 0; fused && i < nn; i++)
-    if (fused[i]) ldmc_tpu_program_free(&fused[i]->prog), free(fused[i]);
+    if (fused[i]) tpk_kernel_release(fused[i]), free(fused[i]);
   free(fused);
   free(absorbed);
   return st;
@@ -414,11 +522,12 @@ static ldmc_status build_kernels(tpk_exec *x, const ldmc_graph *g, tpk_kernel **
     }
     tpk_kernel *k = &x->k[x->n_k++];
     if (fused[i]) {
-      *k = *fused[i]; /* the program moves to the executable */
+      *k = *fused[i]; /* the program and the packing move to the executable */
       ldmc_tpu_program_init(&fused[i]->prog);
+      fused[i]->pk = NULL, fused[i]->pk_n = fused[i]->pk_cap = 0;
     } else {
       ldmc_tpu_program_init(&k->prog);
-      LDMC_TRY(lower_node(g, i, &x->t, k));
+      LDMC_TRY(lower_node(g, i, &x->t, x->weight, k));
       k->n_nodes = 1;
       k->nodes[0] = i;
     }
@@ -455,11 +564,21 @@ static ldmc_status decompose_graph(const ldmc_graph *g, const ldmc_compile_opts 
   bool flash = o && o->bf16;
   for (int32_t i = 0; i < g->n_nodes && flash; i++)
     if (g->nodes[i].op == LDMC_OP_ATTENTION) flash = tpk_attention_why_not(g, &g->nodes[i]) == NULL;
+  /* group / layer norms run natively (one kernel each, lower_norm.c) when every node of the op has a
+   * form that kernel takes */
+  bool gn = true, ln = true;
+  for (int32_t i = 0; i < g->n_nodes; i++) {
+    const ldmc_node *n = &g->nodes[i];
+    if (n->op == LDMC_OP_GROUP_NORM) gn = gn && tpk_norm_why_not(g, n) == NULL;
+    if (n->op == LDMC_OP_LAYER_NORM) ln = ln && tpk_norm_why_not(g, n) == NULL;
+  }
   ldmc_target tcopy;
   const ldmc_target *tt = tt0;
-  if (tt0 && flash) {
+  if (tt0) {
     tcopy = *tt0;
-    tcopy.native_ops |= LDMC_OPMASK(LDMC_OP_ATTENTION);
+    if (flash) tcopy.native_ops |= LDMC_OPMASK(LDMC_OP_ATTENTION);
+    if (gn) tcopy.native_ops |= LDMC_OPMASK(LDMC_OP_GROUP_NORM);
+    if (ln) tcopy.native_ops |= LDMC_OPMASK(LDMC_OP_LAYER_NORM);
     tt = &tcopy;
   }
   ldmc_pipeline *pl = ldmc_pipeline_new("tpusim-decompose");
@@ -525,7 +644,7 @@ ldmc_status ldmc_tpusim_compile_mode(const ldmc_graph *g, const ldmc_compile_opt
   x->mode = mode;
   ldmc_status st = t ? ldmc_tpu_target_check(t, "tpusim target") : default_target(&x->t);
   if (t && st == LDMC_OK) x->t = *t;
-  if (st == LDMC_OK) st = build(x, gc);
+  if (st == LDMC_OK) st = build(x, gc, o);
   if (st != LDMC_OK) {
     tpk_destroy(x);
     ldmc_graph_free(gc);
@@ -566,7 +685,18 @@ ldmc_status ldmc_tpusim_kernel_get(const ldmc_executable *e, int i, ldmc_tpusim_
   kernel_mem(x, k, &out->mem, false);
   out->stats = x->stats[i];
   out->runs = x->runs;
+  out->packed_buf = k->pk_n > 0 ? k->pk_buf : -1;
+  out->packed_bytes = k->pk_n > 0 ? 2 * k->pk_elems : 0;
+  out->packed = k->pk_n > 0 ? x->pk_data[i] : NULL;
   return LDMC_OK;
+}
+
+uint64_t ldmc_tpusim_packed_bytes(const ldmc_executable *e) {
+  const tpk_exec *x = exec_of(e);
+  uint64_t b = 0;
+  for (int i = 0; x && i < x->n_k; i++)
+    if (x->k[i].pk_n > 0) b += 2 * x->k[i].pk_elems;
+  return b;
 }
 
 const ldmc_tpu_target *ldmc_tpusim_target(const ldmc_executable *e) {

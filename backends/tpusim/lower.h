@@ -18,6 +18,12 @@
 #define TPK_MAX_FUSE 16   /* nodes of one fused elementwise kernel */
 #define TPK_MAX_KNODES (TPK_MAX_FUSE + 4) /* nodes of one kernel: a matmul, up to 3 reshapes and its chain */
 
+/* One weight tile of a packed buffer: rows x cols f32 values at src (row stride `stride`) of the weight
+ * go, rounded to bf16, to dst.. dst + rows cols of the packed buffer, row after row. */
+typedef struct tpk_pack_tile {
+  uint32_t src, rows, cols, stride, dst;
+} tpk_pack_tile;
+
 /* A kernel's off-chip buffers: buffer i of its program holds node buf_node[i]. */
 typedef struct tpk_kernel {
   int32_t node;                    /* the root: the node whose value it writes */
@@ -28,7 +34,18 @@ typedef struct tpk_kernel {
   int32_t buf_node[TPK_MAX_BUFS];
   ldmc_tpu_program prog;
   char tile_desc[64]; /* the tiles chosen, e.g. "tile 64x128" */
+  /* Weights laid out once (params_are_weights): pack_ok, set before lowering a dot_general or
+   * convolution, says its operand 1 is a weight; the lowering then reads buffer pk_buf as bf16 tiles
+   * in stream order (pk_n tiles, pk_elems values in all), which the executable packs from the weight
+   * when it is first passed. */
+  bool pack_ok;
+  int pk_buf, pk_n, pk_cap;
+  uint64_t pk_elems;
+  tpk_pack_tile *pk;
 } tpk_kernel;
+
+/* Frees k's program and packing tiles (k itself is the caller's). */
+void tpk_kernel_release(tpk_kernel *k);
 
 /* Emission state for one kernel. */
 typedef struct tpk_em {
@@ -59,6 +76,10 @@ void tpk_ew_tiles(const ldmc_tpu_target *t, uint64_t R, uint64_t C, int n_arrays
 /* Instruction builders (f32 / bf16 scratchpad operands). */
 void tpk_dma_load(tpk_em *e, int buf, uint32_t off, uint32_t stride, uint32_t rows, uint32_t cols, uint32_t vaddr,
                   uint32_t vstride, unsigned vdtype);
+/* A packed weight tile: rows x cols bf16 values back to back at off of buffer buf (recorded in k's
+ * packing as coming from src, row stride stride, of the weight the first time: record). */
+void tpk_dma_load_packed(tpk_em *e, tpk_kernel *k, int buf, uint32_t off, uint32_t rows, uint32_t cols, uint32_t vaddr,
+                         uint32_t vstride, bool record, uint32_t src, uint32_t stride);
 void tpk_dma_store(tpk_em *e, int buf, uint32_t off, uint32_t stride, uint32_t rows, uint32_t cols, uint32_t vaddr,
                    uint32_t vstride);
 void tpk_vec(tpk_em *e, ldmc_tpu_opcode op, unsigned func, unsigned bcast, uint32_t rows, uint32_t cols, uint32_t dst,
@@ -156,6 +177,16 @@ int tpk_binary_func(ldmc_op op);
  * immediate (BC_SCALAR, *imm) instead of a tensor read from off chip; operand 0 only for add and
  * mul (swapped); -1 if none. */
 int tpk_scalar_operand(const ldmc_graph *g, const ldmc_node *x, const int32_t *nodes, int n, int32_t src, float *imm);
+
+/* An f32 constant holding one value repeated (what folding a scalar's broadcast leaves): *v. */
+bool tpk_splat(const ldmc_node *c, float *v);
+
+/* lower_norm.c: group_norm / layer_norm as one kernel (statistics and normalization on chip), with the
+ * chain ch (NULL: none) reading the norm's value as its epilogue; with a chain k->node is its root. */
+ldmc_status tpk_lower_norm_chain(const ldmc_graph *g, int32_t id, const tpk_chain *ch, const ldmc_tpu_target *t,
+                                 tpk_kernel *k);
+/* Why a group_norm / layer_norm node cannot be one kernel (g: also its operands), or NULL. */
+const char *tpk_norm_why_not(const ldmc_graph *g, const ldmc_node *n);
 
 /* Element count of a node, as checked 32-bit off-chip addressing needs. */
 ldmc_status tpk_numel32(const ldmc_graph *g, int32_t id, uint32_t *out);

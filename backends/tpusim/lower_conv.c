@@ -281,6 +281,7 @@ ldmc_status tpk_lower_conv_chain(const ldmc_graph *g, int32_t id, const tpk_chai
                 span > TPK_MAX_DIM ||
                 f.sw > TPK_MAX_DIM))
     stage = 0;
+  if (k->pack_ok) k->pk_buf = 1, k->pk_elems = (uint64_t)f.G * M * K;
   tpk_em e;
   tpk_em_init(&e, t, &k->prog);
   uint32_t vA[TPK_NBUF], vB[TPK_NBUF], vO[TPK_NBUF], vS[TPK_NBUF] = {0};
@@ -307,7 +308,11 @@ ldmc_status tpk_lower_conv_chain(const ldmc_graph *g, int32_t id, const tpk_chai
             uint64_t k0 = (uint64_t)ki * tk;
             uint32_t ks = tpk_min32(tk, K - k0);
             size_t begin = k->prog.count;
-            tpk_dma_load(&e, 1, (uint32_t)(orow * K + k0), (uint32_t)K, ms, ks, vA[s], (uint32_t)tk, LDMC_TPU_BF16);
+            if (k->pack_ok) /* packed: tile (g, mi, ki) at orow K + k0 ms, back to back */
+              tpk_dma_load_packed(&e, k, 1, (uint32_t)(orow * K + k0 * ms), ms, ks, vA[s], (uint32_t)tk, b == 0 && ni == 0,
+                                  (uint32_t)(orow * K + k0), (uint32_t)K);
+            else
+              tpk_dma_load(&e, 1, (uint32_t)(orow * K + k0), (uint32_t)K, ms, ks, vA[s], (uint32_t)tk, LDMC_TPU_BF16);
             load_windows(&e, &f, b, gi, (int64_t)k0, ks, (int64_t)p0, ns, vB[s], (uint32_t)tn, vS[s], stage);
             uint32_t nsub = (uint32_t)((ks + R - 1) / R);
             for (uint32_t j = 0; j < nsub; j++) {

@@ -103,6 +103,7 @@ ldmc_status tpk_lower_dot_chain(const ldmc_graph *g, int32_t id, const tpk_chain
   if (ch && tl > 0 && (size_t)tl < sizeof k->tile_desc)
     snprintf(k->tile_desc + tl, sizeof k->tile_desc - (size_t)tl, ", epilogue %d nodes", ch->n);
   uint64_t nacc = acc_rows >= TPK_NBUF * nch * tm ? TPK_NBUF : 1; /* accumulator region sets */
+  if (k->pack_ok) k->pk_buf = 1, k->pk_elems = rn;
   tpk_em e;
   tpk_em_init(&e, t, &k->prog);
   uint32_t vA[TPK_NBUF], vB[TPK_NBUF], vO[TPK_NBUF];
@@ -129,7 +130,12 @@ ldmc_status tpk_lower_dot_chain(const ldmc_graph *g, int32_t id, const tpk_chain
           size_t begin = k->prog.count;
           tpk_dma_load(&e, 0, (uint32_t)(b * f.M * f.K + m0 * f.K + k0), (uint32_t)f.K, ms, ks, vA[s], (uint32_t)tk,
                        LDMC_TPU_BF16);
-          if (f.transposed)
+          if (k->pack_ok) /* packed: tile (b, ni, ki) at b K N + n0 K + k0 ns, back to back */
+            tpk_dma_load_packed(&e, k, 1, (uint32_t)(b * f.K * f.N + n0 * f.K + k0 * ns), f.transposed ? ns : ks,
+                                f.transposed ? ks : ns, vB[s], (uint32_t)(f.transposed ? tk : tn), mi == 0,
+                                (uint32_t)(f.transposed ? b * f.N * f.K + n0 * f.K + k0 : b * f.K * f.N + k0 * f.N + n0),
+                                (uint32_t)(f.transposed ? f.K : f.N));
+          else if (f.transposed)
             tpk_dma_load(&e, 1, (uint32_t)(b * f.N * f.K + n0 * f.K + k0), (uint32_t)f.K, ns, ks, vB[s], (uint32_t)tk,
                          LDMC_TPU_BF16);
           else

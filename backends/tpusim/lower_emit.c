@@ -2,6 +2,7 @@
  * allocator, instruction builders, and the token flags of a double-buffered
  * tile pipeline (docs/backends/tpusim.md, "Queues and tokens"). */
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backends/tpusim/lower.h"
@@ -36,6 +37,34 @@ void tpk_dma_load(tpk_em *e, int buf, uint32_t off, uint32_t stride, uint32_t ro
                             .rows = (uint16_t)rows, .cols = (uint16_t)cols, .mem_offset = off, .mem_stride = stride,
                             .vmem_addr = vaddr, .vmem_stride = vstride};
   tpk_push(e, &in);
+}
+
+void tpk_dma_load_packed(tpk_em *e, tpk_kernel *k, int buf, uint32_t off, uint32_t rows, uint32_t cols, uint32_t vaddr,
+                         uint32_t vstride, bool record, uint32_t src, uint32_t stride) {
+  if (record && e->st == LDMC_OK) {
+    if (k->pk_n == k->pk_cap) {
+      int cap = k->pk_cap ? 2 * k->pk_cap : 16;
+      tpk_pack_tile *np = realloc(k->pk, sizeof *np * (size_t)cap);
+      if (!np) {
+        e->st = ldmc_error(LDMC_ERR_NOMEM, "tpusim: out of memory packing weights");
+        return;
+      }
+      k->pk = np, k->pk_cap = cap;
+    }
+    k->pk[k->pk_n++] = (tpk_pack_tile){.src = src, .rows = rows, .cols = cols, .stride = stride, .dst = off};
+  }
+  ldmc_tpu_insn in = ldmc_tpu_insn_make(LDMC_TPU_DMA_LOAD, 0);
+  in.u.dma = (ldmc_tpu_dma){.buf = (uint8_t)buf, .mem_dtype = LDMC_TPU_BF16, .vmem_dtype = LDMC_TPU_BF16,
+                            .rows = (uint16_t)rows, .cols = (uint16_t)cols, .mem_offset = off, .mem_stride = cols,
+                            .vmem_addr = vaddr, .vmem_stride = vstride};
+  tpk_push(e, &in);
+}
+
+void tpk_kernel_release(tpk_kernel *k) {
+  ldmc_tpu_program_free(&k->prog);
+  free(k->pk);
+  k->pk = NULL;
+  k->pk_n = k->pk_cap = 0;
 }
 
 void tpk_dma_store(tpk_em *e, int buf, uint32_t off, uint32_t stride, uint32_t rows, uint32_t cols, uint32_t vaddr,
@@ -153,7 +182,7 @@ void tpk_acc_to_vmem(tpk_em *e, uint32_t nchunks, uint32_t rows, uint32_t ucols,
 }
 
 /* An f32 constant holding one value repeated (what folding a scalar's broadcast leaves). */
-static bool splat(const ldmc_node *c, float *v) {
+bool tpk_splat(const ldmc_node *c, float *v) {
   if (c->op != LDMC_OP_CONSTANT || c->dtype != LDMC_F32) return false;
   size_t n = c->attrs.value.nbytes / 4;
   const float *d = c->attrs.value.data;
@@ -172,7 +201,7 @@ int tpk_scalar_operand(const ldmc_graph *g, const ldmc_node *x, const int32_t *n
     for (int i = 0; i < n && !inside; i++) inside = nodes[i] == o;
     /* operand a only where swapping is exact (add and mul commute) */
     if (inside || (j == 0 && x->op != LDMC_OP_ADD && x->op != LDMC_OP_MUL)) continue;
-    if (splat(&g->nodes[o], imm)) return j;
+    if (tpk_splat(&g->nodes[o], imm)) return j;
   }
   return -1;
 }

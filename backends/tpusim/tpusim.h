@@ -33,7 +33,7 @@ ldmc_status ldmc_tpusim_target_resolve(const char *s, ldmc_tpu_target *t);
 
 /* Profiling (ldmc_executable_set_profiler): one event per kernel run, named
  * by its op ("ew" for a fused chain, "dot_general+ew" / "convolution+ew" for a product with its
- * chain), with the FLOPs and bytes of its nodes; start_ns and end_ns are
+ * chain, "group_norm+ew" / "layer_norm+ew" for a norm with its chain), with the FLOPs and bytes of its nodes; start_ns and end_ns are
  * SIMULATED time (cycles / clock_hz of the target), on a clock that starts
  * at 0 when the executable is compiled and advances by each kernel's cycles
  * (kernels run one after another). The host's time is not reported.
@@ -52,7 +52,19 @@ typedef struct ldmc_tpusim_kernel {
   ldmc_tpu_mem mem; /* sizes only (data NULL): what ldmc_tpu_verify needs */
   ldmc_tpu_stats stats;
   uint64_t runs;
+  /* Weights laid out once (ldmc_compile_opts.params_are_weights): a dot_general or convolution whose
+   * operand 1 is a weight parameter reads, as off-chip buffer packed_buf, that weight converted to bf16
+   * and cut into the tiles its stream loads, in load order, each tile's rows back to back (packed_bytes
+   * = 2 x the weight's elements; -1 and 0: none). packed: the buffer after the last run (functional
+   * mode; NULL before it and in timing-only mode), packed when a weight tensor is first passed and again
+   * only when another one (another data pointer) is. */
+  int packed_buf;
+  uint64_t packed_bytes;
+  const uint16_t *packed;
 } ldmc_tpusim_kernel;
+
+/* Bytes of all kernels' packed weights (the per-executable buffers); 0 when none or not tpusim. */
+uint64_t ldmc_tpusim_packed_bytes(const ldmc_executable *e);
 
 /* -1 when e is not a tpusim executable. */
 int ldmc_tpusim_kernel_count(const ldmc_executable *e);
