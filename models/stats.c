@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "models/stats.h"
+#include "models/unet.h"
 
 static bool is_input(const char *name, const char *const *inputs, int n) {
   for (int i = 0; i < n; i++)
@@ -121,4 +122,26 @@ void ldmc_stats_breakdown_free(ldmc_stats_breakdown *b) {
   for (int i = 0; i < b->n; i++) free(b->items[i].name);
   free(b->items);
   memset(b, 0, sizeof *b);
+}
+
+ldmc_status ldmc_unet_pass_cost_compute(const ldmc_unet_config *cfg, ldmc_unet_pass_cost *out) {
+  ldmc_unet_config u = *cfg, ref = *cfg;
+  u.batch = ref.batch = 1;
+  ref.channels = 320, ref.groups = 32;
+  ref.guidance_embed_dim = 0, ref.cond_channels = 0;
+  ldmc_graph *g = NULL, *gr = NULL;
+  ldmc_model_stats s, sr;
+  const char *in_names[LDMC_UNET_MAX_INPUTS];
+  int n_in = ldmc_unet_inputs(&u, in_names);
+  ldmc_status st = ldmc_unet_build(&u, &g);
+  if (st == LDMC_OK) st = ldmc_unet_build(&ref, &gr);
+  if (st == LDMC_OK) st = ldmc_stats_compute(g, in_names, n_in, &s);
+  if (st == LDMC_OK) st = ldmc_stats_compute(gr, ldmc_unet_input_names, LDMC_UNET_N_INPUTS, &sr);
+  if (st == LDMC_OK) {
+    out->gflops = (double)s.mac_flops / 1e9;
+    out->norm = (double)s.mac_flops / (double)sr.mac_flops;
+    out->params = s.params;
+  }
+  ldmc_graph_free(g), ldmc_graph_free(gr);
+  return st;
 }

@@ -45,4 +45,16 @@ void ldmc_stats_breakdown_free(ldmc_stats_breakdown *b);
 /* The block of a scope into buf (see above). */
 const char *ldmc_stats_block_of(const char *scope, char *buf, size_t len);
 
+/* One U-Net pass for one image at cfg's latent and context: its GFLOPs
+ * (mac_flops / 1e9, as `ldmc stats` reports per step) and the normalized
+ * per-step cost, those FLOPs over the c=320 reference U-Net's at the same
+ * latent and context (no image conditioning or guidance embedding). The
+ * sampling cost of a run is norm x passes (2 with guidance) x steps. */
+typedef struct ldmc_unet_pass_cost {
+  double gflops, norm;
+  int64_t params;
+} ldmc_unet_pass_cost;
+struct ldmc_unet_config;
+ldmc_status ldmc_unet_pass_cost_compute(const struct ldmc_unet_config *cfg, ldmc_unet_pass_cost *out);
+
 #endif

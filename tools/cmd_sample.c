@@ -390,23 +390,9 @@ int ldmc_cmd_sample(int argc, char **argv) {
   }
   if (st == LDMC_OK) {
     /* cost: the U-Net's GFLOPs per image per step normalized to c=320 at this latent and context, x passes x steps */
-    ldmc_unet_config u1 = m.unet, ref = m.unet;
-    u1.batch = ref.batch = 1;
-    ref.channels = 320;
-    ref.guidance_embed_dim = 0;
-    ldmc_graph *g1 = NULL, *gr = NULL;
-    ldmc_model_stats s1, sr;
-    ref.cond_channels = 0;
-    double norm = NAN, gf = NAN;
-    const char *in_names[LDMC_UNET_MAX_INPUTS];
-    int n_in = ldmc_unet_inputs(&u1, in_names);
-    if (ldmc_unet_build(&u1, &g1) == LDMC_OK && ldmc_unet_build(&ref, &gr) == LDMC_OK &&
-        ldmc_stats_compute(g1, in_names, n_in, &s1) == LDMC_OK &&
-        ldmc_stats_compute(gr, ldmc_unet_input_names, LDMC_UNET_N_INPUTS, &sr) == LDMC_OK) {
-      gf = (double)s1.mac_flops / 1e9; /* as `ldmc stats`' GFLOPs/step: convolutions, matmuls, attention */
-      norm = (double)s1.mac_flops / (double)sr.mac_flops;
-    }
-    ldmc_graph_free(g1), ldmc_graph_free(gr);
+    ldmc_unet_pass_cost pc = {NAN, NAN, 0};
+    if (ldmc_unet_pass_cost_compute(&m.unet, &pc) != LDMC_OK) pc.gflops = pc.norm = NAN;
+    double norm = pc.norm, gf = pc.gflops;
     int passes = guidance ? 2 : 1;
     ldmc_sampler_cost cost;
     ldmc_sampler_get_cost(s, &cost);

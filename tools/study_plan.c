@@ -59,23 +59,18 @@ static int unet_config(const study_config *c, int width, ldmc_unet_config *u, ch
 
 int study_width_costs_compute(const study_config *c, int width, study_width_costs *out, char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
-  ldmc_unet_config u, ref;
+  ldmc_unet_config u;
   if (unet_config(c, width, &u, err, errlen)) return 1;
-  ref = u;
-  ref.channels = 320, ref.groups = 32;
-  ldmc_graph *g = NULL, *gr = NULL, *gt = NULL;
-  ldmc_model_stats s, sr;
-  ldmc_status st = ldmc_unet_build(&u, &g);
-  if (st == LDMC_OK) st = ldmc_unet_build(&ref, &gr);
-  if (st == LDMC_OK) st = ldmc_stats_compute(g, ldmc_unet_input_names, LDMC_UNET_N_INPUTS, &s);
-  if (st == LDMC_OK) st = ldmc_stats_compute(gr, ldmc_unet_input_names, LDMC_UNET_N_INPUTS, &sr);
+  ldmc_graph *gt = NULL;
+  ldmc_unet_pass_cost pc;
+  ldmc_status st = ldmc_unet_pass_cost_compute(&u, &pc);
   ldmc_unet_config ut = u;
   ut.batch = c->train_batch;
   if (st == LDMC_OK) st = ldmc_unet_train_build(&ut, &gt);
   if (st == LDMC_OK) {
-    out->unet_gflops = (double)s.mac_flops / 1e9;
-    out->norm = (double)s.mac_flops / (double)sr.mac_flops;
-    out->params_m = (double)s.params / 1e6;
+    out->unet_gflops = pc.gflops;
+    out->norm = pc.norm;
+    out->params_m = (double)pc.params / 1e6;
     ldmc_flops f = ldmc_graph_flops(gt);
     /* forward and backward: the backward pass costs about twice the forward (two products per product) */
     out->train_step_gflop = 3.0 * (double)(f.mac + f.other) / 1e9;
@@ -83,7 +78,7 @@ int study_width_costs_compute(const study_config *c, int width, study_width_cost
     if (out->train_steps < 1) out->train_steps = 1;
   } else
     snprintf(err, errlen, "width %d: %s", width, ldmc_last_error());
-  ldmc_graph_free(g), ldmc_graph_free(gr), ldmc_graph_free(gt);
+  ldmc_graph_free(gt);
   return st != LDMC_OK;
 }
 
@@ -283,9 +278,12 @@ static void fmt_time(double s, char *buf, size_t len) {
 
 void study_progress_show(const study_progress *p, const char *what, double frac) {
   static double last;
+  static int last_cell = -1;
   double now = study_now();
-  if (!p->tty && frac > 0 && frac < 1 && now - last < 30) return; /* a log: a line per cell and every 30 s */
+  /* a log: a line when a cell starts, when it ends, and every 30 s between */
+  if (!p->tty && p->cell == last_cell && frac < 1 && now - last < 30) return;
   last = now;
+  last_cell = p->cell;
   char el[32], eta[32];
   fmt_time(now - p->study_t0, el, sizeof el);
   fmt_time(p->remaining_s, eta, sizeof eta);
