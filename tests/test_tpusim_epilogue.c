@@ -29,30 +29,12 @@
 #include "frontend/frontend.h"
 #include "support/half.h"
 #include "test_util.h"
+#include "tpusim_test_util.h"
 
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
 static double runif(double lo, double hi) {
   g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
   return lo + (hi - lo) * (double)(g_rng >> 11) / 9007199254740992.0;
-}
-
-/* As test_tpusim_backend's: 2 units of 8 x 8, 32 accumulator rows, vmem bytes of scratchpad. */
-static ldmc_tpu_target tiny_target(uint64_t vmem) {
-  ldmc_tpu_target t;
-  memset(&t, 0, sizeof t);
-  snprintf(t.name, sizeof t.name, "tiny");
-  t.clock_hz = 1e9;
-  t.cores_per_chip = 1;
-  t.mxu_count = 2, t.mxu_rows = 8, t.mxu_cols = 8;
-  t.vec_lanes = 8, t.vec_sublanes = 2, t.vec_ops_per_cycle = 1, t.vec_latency = 2;
-  for (int i = 0; i < LDMC_TPU_T_COUNT; i++) t.vec_cycles[i] = 2;
-  t.vmem_bytes = vmem;
-  t.vmem_banks = 1;
-  t.acc_bytes = 32 * 4 * 8;
-  t.hbm_bytes_per_s = 16e9;
-  t.hbm_latency_ns = 100;
-  t.dma_engines = 2;
-  return t;
 }
 
 static void make_inputs(const ldmc_graph *g, ldmc_tensor *t, int np, bool round_bf16) {
@@ -258,7 +240,7 @@ static void check_fused(const char *name, const ldmc_tpu_target *t, const prog_s
 }
 
 int main(void) {
-  ldmc_tpu_target tiny = tiny_target(8192), tinier = tiny_target(2048), v5e, v1;
+  ldmc_tpu_target tiny = tpusim_tiny_target(8192), tinier = tpusim_tiny_target(2048), v5e, v1;
   CHECK(ldmc_tpu_target_preset("v5e", &v5e) == LDMC_OK);
   CHECK(ldmc_tpu_target_preset("v1", &v1) == LDMC_OK);
   const ldmc_tpu_target *targets[] = {&v5e, &v1, &tiny, &tinier};

@@ -20,30 +20,12 @@
 #include "frontend/frontend.h"
 #include "passes/passes.h"
 #include "test_util.h"
+#include "tpusim_test_util.h"
 
 static uint64_t g_rng = 0x2545f4914f6cdd1dull;
 static double runif(double lo, double hi) {
   g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
   return lo + (hi - lo) * (double)(g_rng >> 11) / 9007199254740992.0;
-}
-
-/* As test_tpusim_backend's: 2 units of 8 x 8, 32 accumulator rows, vmem bytes of scratchpad. */
-static ldmc_tpu_target tiny_target(uint64_t vmem) {
-  ldmc_tpu_target t;
-  memset(&t, 0, sizeof t);
-  snprintf(t.name, sizeof t.name, "tiny%" PRIu64, vmem);
-  t.clock_hz = 1e9;
-  t.cores_per_chip = 1;
-  t.mxu_count = 2, t.mxu_rows = 8, t.mxu_cols = 8;
-  t.vec_lanes = 8, t.vec_sublanes = 2, t.vec_ops_per_cycle = 1, t.vec_latency = 2;
-  for (int i = 0; i < LDMC_TPU_T_COUNT; i++) t.vec_cycles[i] = 2;
-  t.vmem_bytes = vmem;
-  t.vmem_banks = 1;
-  t.acc_bytes = 32 * 4 * 8;
-  t.hbm_bytes_per_s = 16e9;
-  t.hbm_latency_ns = 100;
-  t.dma_engines = 2;
-  return t;
 }
 
 typedef struct run_stats {
@@ -172,7 +154,7 @@ static ldmc_graph *g_layer(int64_t a, int64_t r, int64_t k, int axis) {
  * dec_kernels kernels moving dec_bytes (by hand). */
 static void check(const char *name, ldmc_graph *g, int norm_nodes, int64_t fused_bytes, int dec_kernels,
                   int64_t dec_bytes) {
-  ldmc_tpu_target v5e, tiny8 = tiny_target(8192), tiny2 = tiny_target(2048);
+  ldmc_tpu_target v5e, tiny8 = tpusim_tiny_target(8192), tiny2 = tpusim_tiny_target(2048);
   CHECK(ldmc_tpu_target_preset("v5e", &v5e) == LDMC_OK);
   const ldmc_tpu_target *ts[3] = {&v5e, &tiny8, &tiny2};
   run_stats f, u;

@@ -20,29 +20,12 @@
 #include "frontend/frontend.h"
 #include "support/half.h"
 #include "test_util.h"
+#include "tpusim_test_util.h"
 
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
 static float runif(void) {
   g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
   return (float)(-2.0 + 4.0 * (double)(g_rng >> 11) / 9007199254740992.0);
-}
-
-static ldmc_tpu_target tiny_target(void) {
-  ldmc_tpu_target t;
-  memset(&t, 0, sizeof t);
-  snprintf(t.name, sizeof t.name, "tiny");
-  t.clock_hz = 1e9;
-  t.cores_per_chip = 1;
-  t.mxu_count = 2, t.mxu_rows = 8, t.mxu_cols = 8;
-  t.vec_lanes = 8, t.vec_sublanes = 2, t.vec_ops_per_cycle = 1, t.vec_latency = 2;
-  for (int i = 0; i < LDMC_TPU_T_COUNT; i++) t.vec_cycles[i] = 2;
-  t.vmem_bytes = 8192;
-  t.vmem_banks = 1;
-  t.acc_bytes = 32 * 4 * 8;
-  t.hbm_bytes_per_s = 16e9;
-  t.hbm_latency_ns = 100;
-  t.dma_engines = 2;
-  return t;
 }
 
 static ldmc_graph *finish(ldmc_builder *b, ldmc_value y) {
@@ -174,7 +157,7 @@ static void compare(const char *name, ldmc_graph *g, const ldmc_tpu_target *t, i
  * stream loads tiles (n0, k0) = (0, 0) 16x16, (0, 16) 4x16, (16, 0) 16x4, (16, 16) 4x4, at
  * n0 K + k0 ns: 0, 256, 320, 384. */
 static void packed_layout(void) {
-  ldmc_tpu_target t = tiny_target();
+  ldmc_tpu_target t = tpusim_tiny_target(8192);
   ldmc_graph *g = g_dense(5, 20, 20, false, false);
   ldmc_tensor in[2] = {{0}};
   fill(g, in, 2);
@@ -214,7 +197,7 @@ static void packed_layout(void) {
 
 int main(void) {
   packed_layout();
-  ldmc_tpu_target tiny = tiny_target(), v5e;
+  ldmc_tpu_target tiny = tpusim_tiny_target(8192), v5e;
   CHECK(ldmc_tpu_target_preset("v5e", &v5e) == LDMC_OK);
   /* on v5e one tile each: the weight is loaded once, 2 bytes per element fewer */
   compare("matmul", g_dense(37, 100, 45, false, false), &v5e, 2 * 100 * 45);
