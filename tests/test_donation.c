@@ -9,7 +9,10 @@
  *     every reader of their parameter (the independent buffer checker);
  *   - a graph whose donated output is read together with the old state is
  *     refused by llvm-cpu and computed correctly by the interpreter;
- *   - bad pairings are refused at compile time with a message. */
+ *   - bad pairings are refused at compile time with a message;
+ *   - a sampler-like step whose donated output is a convolution with a long
+ *     K (several K blocks) and an epilogue reading the old state (x' = x*s +
+ *     conv(h, w)): its K partials must not go into the state they overwrite. */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -79,6 +82,21 @@ static ldmc_graph *mlp_step(void) {
   CHECK_MSG(ldmc_train_step_build(model, &o, &step) == LDMC_OK, "step: %s", ldmc_last_error());
   ldmc_graph_free(model);
   return step;
+}
+
+/* x' = x * step / 2 + conv3x3(h, w): conv_out fused with a sampler's update, K = 128 * 9 */
+static ldmc_graph *conv_update_step(void) {
+  ldmc_builder *b = ldmc_builder_new("conv_update");
+  ldmc_value x = ldmc_parameter(b, "x", LDMC_F32, 4, (int64_t[]){2, 4, 8, 8});
+  ldmc_value h = ldmc_parameter(b, "h", LDMC_F32, 4, (int64_t[]){2, 128, 8, 8});
+  ldmc_value w = ldmc_parameter(b, "w", LDMC_F32, 4, (int64_t[]){4, 128, 3, 3});
+  ldmc_value step = ldmc_parameter(b, "step", LDMC_F32, 0, NULL);
+  ldmc_value xs = ldmc_scale(b, ldmc_mul(b, x, step), 0.5); /* numpy-style broadcast of the scalar */
+  ldmc_builder_output(b, ldmc_add(b, xs, ldmc_conv2d(b, h, w, 1, 1, 1, 1)), "x");
+  ldmc_status st;
+  ldmc_graph *g = ldmc_builder_finish(b, &st);
+  CHECK_MSG(g, "conv_update: %s", ldmc_last_error());
+  return g;
 }
 
 /* Inputs for step t (1-based): data and weights from a fixed seed, moments 0. */
@@ -291,6 +309,15 @@ int main(void) {
   check_plan(g, pairs);
   unorderable();
   bad_pairs(g, pairs);
+  ldmc_graph *cu = conv_update_step();
+  if (cu) {
+    int32_t cu_pairs[1] = {0};
+    ldmc_tensor *cu_want = reference(cu, cu_pairs);
+    donated_run(&ldmc_backend_llvm_cpu, cu, cu_pairs, cu_want);
+    for (int32_t i = 0; i < ldmc_graph_num_params(cu); i++) ldmc_tensor_release(&cu_want[i]);
+    free(cu_want);
+    ldmc_graph_free(cu);
+  }
   for (int32_t i = 0; i < ldmc_graph_num_params(g); i++) ldmc_tensor_release(&want[i]);
   free(want);
   free(pairs);
