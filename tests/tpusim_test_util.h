@@ -4,6 +4,7 @@
 #ifndef LDMC_TESTS_TPUSIM_TEST_UTIL_H
 #define LDMC_TESTS_TPUSIM_TEST_UTIL_H
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -12,7 +13,7 @@
 static inline ldmc_tpu_target tpusim_tiny_target(uint64_t vmem) {
   ldmc_tpu_target t;
   memset(&t, 0, sizeof t);
-  snprintf(t.name, sizeof t.name, "tiny");
+  snprintf(t.name, sizeof t.name, "tiny%" PRIu64, vmem); /* tiny8192, tiny2048: told apart in messages */
   t.clock_hz = 1e9;
   t.cores_per_chip = 1;
   t.mxu_count = 2, t.mxu_rows = 8, t.mxu_cols = 8;

@@ -191,10 +191,9 @@ ldmc_status ldmc_lc_gemm_epilogue_step(lc_plan *p, int32_t core, lc_gemm_desc *d
   e->out.st[0] = d->c_st[0], e->out.st[1] = d->c_st[1], e->out.st[2] = d->c_st[2], e->out.st[3] = 1;
   /* K partials go into an f32 output itself, unless the output is donated state: its storage is the
    * parameter's, which the epilogue still reads (a sampler's latents), so they get their own buffer */
-  bool donated = p->kp && p->cur_kernel >= 0 && p->kp->kernels[p->cur_kernel].donated_to >= 0;
-  d->epi_c = d->K <= d->kc ? 0 : rn->dtype == LDMC_F32 && !donated ? 1 : 2;
-  if (d->epi_c == 1 && p->kp && p->cur_kernel >= 0) /* K partials overwrite the output: not over an input */
-    p->kp->kernels[p->cur_kernel].no_inplace = true;
+  ldmc_kernel *kr = p->kp && p->cur_kernel >= 0 ? &p->kp->kernels[p->cur_kernel] : NULL;
+  d->epi_c = d->K <= d->kc ? 0 : rn->dtype == LDMC_F32 && !(kr && kr->donated_to >= 0) ? 1 : 2;
+  if (d->epi_c == 1 && kr) kr->no_inplace = true; /* K partials overwrite the output: not over an input */
   if (d->epi_c != 2) p->bufs[c.buf].size = 0; /* no f32 partials outside the output */
   lc_ref out = ldmc_lc_new_out(p, ep->root);
   if (out.buf < 0) {
